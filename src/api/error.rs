@@ -1,0 +1,164 @@
+//! The API's one error type: every failure a client can see, its status and its stable code,
+//! rendered as RFC 9457 `application/problem+json`. Internal causes are logged, not returned.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::engine::EngineError;
+use crate::store::StoreError;
+use crate::task::TaskState;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the body must be JSON (content-type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("`{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("{0}")]
+    InvalidTaskId(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// `/result` of a task that ended without one.
+    #[error("the task ended {0} and has no result")]
+    NoResult(TaskState),
+    #[error("the server is not ready")]
+    NotReady,
+    #[error("no route for this path")]
+    RouteNotFound,
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Engine(error) => match error {
+                EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+                EngineError::UnknownKind(_) | EngineError::InvalidInput(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                EngineError::QueueFull { .. } | EngineError::TooManyWaiters => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                EngineError::Finished(_) => StatusCode::CONFLICT,
+                EngineError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::MalformedJson(_) | ApiError::InvalidTaskId(_) | ApiError::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoResult(_) => StatusCode::CONFLICT,
+            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The stable, machine-readable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Engine(error) => match error {
+                EngineError::NotFound(_) => "task_not_found",
+                EngineError::UnknownKind(_) => "unknown_kind",
+                EngineError::InvalidInput(_) => "invalid_input",
+                EngineError::QueueFull { .. } => "queue_full",
+                EngineError::TooManyWaiters => "too_many_waiters",
+                EngineError::Finished(_) => "task_finished",
+                EngineError::Draining => "draining",
+                EngineError::Store(StoreError::Closed) => "unavailable",
+                EngineError::Store(_) => "internal",
+            },
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::InvalidField { .. } => "invalid_request",
+            ApiError::InvalidTaskId(_) => "invalid_task_id",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::NoResult(TaskState::Cancelled) => "task_cancelled",
+            ApiError::NoResult(_) => "task_failed",
+            ApiError::NotReady => "not_ready",
+            ApiError::RouteNotFound => "route_not_found",
+        }
+    }
+
+    /// The field at fault, for 422s.
+    fn field(&self) -> Option<(String, String)> {
+        match self {
+            ApiError::InvalidField { field, message } => Some((field.clone(), message.clone())),
+            ApiError::Engine(EngineError::InvalidInput(invalid)) => {
+                Some((invalid.field.clone(), invalid.message.clone()))
+            }
+            ApiError::Engine(EngineError::UnknownKind(kind)) => {
+                Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
+            }
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Engine(EngineError::QueueFull { retry_after, .. }) => Some(*retry_after),
+            ApiError::Engine(EngineError::TooManyWaiters | EngineError::Draining)
+            | ApiError::NotReady => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// A problem document with the given status, code and detail.
+pub fn problem(status: StatusCode, code: &str, detail: &str) -> Value {
+    json!({
+        "type": format!("https://taskd.dev/problems/{code}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail,
+    })
+}
+
+/// Renders a problem document as a response with the problem+json content type.
+pub fn problem_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let detail = match &self {
+            ApiError::Engine(EngineError::Store(error)) => {
+                // The cause goes to the log; the client gets no internals.
+                tracing::error!(%error, "store failure");
+                "the server could not complete the request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut body = problem(status, self.code(), &detail);
+        if let Some((field, message)) = self.field() {
+            body["errors"] = json!([{ "field": field, "message": message }]);
+        }
+        let mut response = problem_response(status, &body);
+        if let Some(after) = self.retry_after() {
+            let seconds = after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,159 @@
+//! The HTTP API: routes, extractors, problem+json errors and the middleware stack.
+//!
+//! Each resource file lists its routes; this module merges them into one router and layers
+//! it. The same list is [`route_table`], which a test holds against `openapi.yaml`, so the
+//! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
+
+pub mod error;
+mod extract;
+mod tasks;
+mod system;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use tower::ServiceBuilder;
+use tower_http::add_extension::AddExtensionLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::engine::Engine;
+use error::{ApiError, PROBLEM_JSON, problem, problem_response};
+use extract::BodyLimit;
+
+pub use tasks::MAX_WAIT_SECS;
+
+/// What every handler shares: one cloneable state.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+/// The API's limits; each has a flag in `config`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// One route: a method on a path, with its handler.
+pub struct Route {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+    /// Ends by its own `wait` parameter, so the request timeout does not apply.
+    long_poll: bool,
+}
+
+impl Route {
+    fn get(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::GET, path, handler)
+    }
+
+    fn post(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::POST, path, handler)
+    }
+
+    fn new(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route {
+            method,
+            path,
+            handler,
+            long_poll: false,
+        }
+    }
+
+    fn long_poll(mut self) -> Route {
+        self.long_poll = true;
+        self
+    }
+}
+
+fn routes() -> Vec<Route> {
+    let mut routes = tasks::routes();
+    routes.extend(system::routes());
+    routes
+}
+
+/// Every (method, path) the router serves, in OpenAPI path syntax.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes()
+        .into_iter()
+        .map(|route| (route.method, route.path))
+        .collect()
+}
+
+/// The whole API with its middleware, ready to serve.
+pub fn router(engine: Engine, config: &ApiConfig) -> Router {
+    let mut router = Router::new();
+    for route in routes() {
+        let handler = if route.long_poll {
+            route.handler
+        } else {
+            route.handler.layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                config.request_timeout,
+            ))
+        };
+        // Routes on one path with different methods merge into one method router.
+        router = router.route(route.path, handler);
+    }
+    let limit = config.max_body_bytes;
+    router
+        .fallback(|| async { ApiError::RouteNotFound })
+        .with_state(AppState { engine })
+        .layer(
+            // Outermost first: every response, even a panic's or a limit's, leaves through
+            // `problem_for_errors`, and carries the request id.
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(problem_for_errors))
+                .layer(CatchPanicLayer::new())
+                .layer(RequestBodyLimitLayer::new(limit))
+                .layer(AddExtensionLayer::new(BodyLimit(limit))),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Turns any error response that is not yet problem+json (axum's 405, a layer's 413 or 408,
+/// a caught panic's 500) into one, keeping its status and headers such as `Allow`.
+async fn problem_for_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take this method"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is larger than the limit"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::INTERNAL_SERVER_ERROR => ("internal", "the server could not complete the request"),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    let (mut parts, _) = response.into_parts();
+    let rendered = problem_response(status, &problem(status, code, detail));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(
+        rendered
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
+    let (_, body) = rendered.into_parts();
+    Response::from_parts(parts, Body::new(body)).into_response()
+}

@@ -1,0 +1,51 @@
+//! Health, readiness, the registered kinds and the OpenAPI contract.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{AppState, Route};
+
+/// The contract, served as written.
+const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/healthz", axum::routing::get(healthz)),
+        Route::get("/readyz", axum::routing::get(readyz)),
+        Route::get("/openapi.yaml", axum::routing::get(openapi)),
+        Route::get("/v1/kinds", axum::routing::get(kinds)),
+    ]
+}
+
+/// Alive: the process answers. Says nothing of the database.
+async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// Ready for traffic: started and not draining.
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    if state.engine.is_draining() {
+        return Err(crate::engine::EngineError::Draining.into());
+    }
+    if !state.engine.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    Ok(axum::Json(json!({ "status": "ready" })))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        )],
+        OPENAPI,
+    )
+}
+
+async fn kinds(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({ "kinds": state.engine.kinds() }))
+}

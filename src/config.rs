@@ -1,0 +1,111 @@
+//! Configuration: one clap struct per subcommand. Every flag has an env twin `TASKD_*` and a
+//! documented default; `taskd serve --help` lists them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::EngineConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "taskd", version, about = "An HTTP task service: submit, run and await tasks.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and run tasks.
+    Serve(ServeConfig),
+    /// Apply the database migrations, then exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Where tasks are stored: `sqlite://PATH` (a file, created if missing) or `sqlite::memory:`
+    /// (gone when the process ends).
+    #[arg(long = "database", env = "TASKD_DATABASE", default_value = "sqlite://taskd.db")]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// The address to listen on.
+    #[arg(long, env = "TASKD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How many tasks run at once (the size of the worker pool).
+    #[arg(long, env = "TASKD_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub workers: u32,
+
+    /// How many tasks may wait in one queue; a submit beyond it answers 429.
+    #[arg(long, env = "TASKD_MAX_QUEUED", default_value_t = 100_000)]
+    pub max_queued: u64,
+
+    /// How many CPU-bound computations (like `sha256`) run at once; default: one less than
+    /// the cores, at least one, so the API keeps a core.
+    #[arg(long, env = "TASKD_CPU_THREADS")]
+    pub cpu_threads: Option<usize>,
+
+    /// The largest request body accepted, in bytes; a larger one answers 413.
+    #[arg(long, env = "TASKD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How many long-polls may wait at once; one more answers 429.
+    #[arg(long, env = "TASKD_MAX_WAITERS", default_value_t = 65_536)]
+    pub max_waiters: usize,
+
+    /// How long running tasks may go on after SIGTERM before they are stopped and re-queued.
+    #[arg(long, env = "TASKD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long a request may take (long-polls excepted: they end by their own `wait`).
+    #[arg(long, env = "TASKD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a claimed task is held before it counts as lost.
+    #[arg(long, env = "TASKD_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+}
+
+impl ServeConfig {
+    /// The defaults, as `taskd serve` with no flags and no env would have them.
+    pub fn defaults() -> ServeConfig {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        // Parsing no arguments cannot fail: every flag has a default or is optional.
+        Defaults::parse_from(["taskd"]).config
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineConfig {
+            workers: self.workers as usize,
+            max_queued: self.max_queued,
+            cpu_threads: self.cpu_threads.unwrap_or(cores.saturating_sub(1)).max(1),
+            max_waiters: self.max_waiters,
+            lease: self.lease,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,162 @@
+//! The worker pool: one dispatcher claims queued tasks, a fixed set of workers runs them.
+//!
+//! ```text
+//! submit ─► wake ─► dispatcher ─(permit per free worker)─► store.claim(n) ─► channel ─► worker × N
+//! ```
+//!
+//! The semaphore has one permit per worker, and the dispatcher claims only as many tasks as it
+//! holds permits, so no task is ever claimed that a worker cannot start now (a claimed task
+//! holds a lease; one parked in a buffer would hold it for nothing). A worker returns its
+//! permit when its attempt is recorded. Workers are spawned once and reused for every task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::{Inner, Running};
+use crate::handlers::{HandlerError, TaskContext};
+use crate::task::{Outcome, Task, TaskError, now_millis};
+
+/// The most tasks one claim takes.
+const CLAIM_BATCH: usize = 256;
+/// How often an idle dispatcher looks at the store even when nothing woke it: a safety net
+/// for wake-ups that cannot reach it (a write made by another process).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long the dispatcher backs off after the store failed.
+const ERROR_BACKOFF: Duration = Duration::from_millis(250);
+
+type Job = (Task, OwnedSemaphorePermit);
+
+/// Starts the dispatcher and `workers` workers; they stop once `inner.stop_claiming` fires
+/// and every claimed task was run.
+pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
+    let permits = Arc::new(Semaphore::new(workers));
+    // Capacity = workers: the dispatcher never holds more claimed tasks than free workers.
+    let (jobs, queue) = mpsc::channel::<Job>(workers);
+    // Workers share one receiver; the mutex is held only while taking the next job.
+    let queue = Arc::new(Mutex::new(queue));
+    let mut set = JoinSet::new();
+    set.spawn(dispatch(Arc::clone(inner), permits, jobs));
+    for _ in 0..workers {
+        set.spawn(work(Arc::clone(inner), Arc::clone(&queue)));
+    }
+    set
+}
+
+async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
+    let stop = inner.stop_claiming.clone();
+    loop {
+        let first = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        let mut held = vec![first];
+        while held.len() < CLAIM_BATCH {
+            match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        let lease_expires_at = now_millis() + inner.config.lease.as_millis() as i64;
+        let claimed = match inner.store.claim(held.len(), lease_expires_at).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::error!(%error, "claim failed");
+                drop(held);
+                tokio::select! {
+                    () = tokio::time::sleep(ERROR_BACKOFF) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        if claimed.is_empty() {
+            drop(held);
+            // `notify_one` stores a wake-up when nobody waits, so a submit that landed
+            // between the claim and this line is not lost.
+            tokio::select! {
+                () = inner.wake.notified() => {},
+                () = tokio::time::sleep(IDLE_POLL) => {},
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
+        for (task, permit) in claimed.into_iter().zip(held) {
+            // Registered before the worker starts, so a cancel arriving now finds it.
+            let cancel = inner.abort_running.child_token();
+            let lease = task.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+            inner.running.insert(task.id, Running::new(cancel, lease));
+            if jobs.send((task, permit)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let job = queue.lock().await.recv().await;
+        let Some((task, permit)) = job else { return };
+        execute(&inner, task).await;
+        drop(permit);
+    }
+}
+
+/// Runs one attempt and records how it ended.
+async fn execute(inner: &Inner, task: Task) {
+    let Some(cancel) = inner.running.get(&task.id).map(|r| r.cancel.clone()) else {
+        return;
+    };
+    let ctx = TaskContext::new(task.id, task.attempt, cancel, inner.cpu.clone());
+    let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
+        Some(attempt) => AssertUnwindSafe(attempt)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(HandlerError::new("panic", panic_message(&panic)))),
+        None => Err(HandlerError::new(
+            "unknown_kind",
+            format!("no handler for kind `{}` on this server", task.kind),
+        )),
+    };
+    let Some((_, running)) = inner.running.remove(&task.id) else {
+        return;
+    };
+    let cancel_requested = running.cancel_requested();
+    let lease = running.lease;
+    let outcome = if cancel_requested {
+        Outcome::Cancelled
+    } else {
+        match result {
+            Ok(value) => Outcome::Succeeded(value),
+            // Stopped by shutdown, not by its own failure: give it back, attempt not counted.
+            Err(_) if inner.abort_running.is_cancelled() => {
+                inner.release(&task, &lease).await;
+                return;
+            }
+            Err(error) => Outcome::Failed(TaskError {
+                error_type: error.error_type,
+                message: error.message,
+            }),
+        }
+    };
+    match inner.store.finish(task.id, &lease, outcome).await {
+        Ok(Some(finished)) => inner.waiters.notify(&finished),
+        Ok(None) => tracing::debug!(id = %task.id, "the attempt lost its lease before it ended"),
+        // The task stays running under its lease; recovery at the next start re-runs it.
+        Err(error) => tracing::error!(id = %task.id, %error, "cannot record an outcome"),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the handler panicked".to_owned())
+}

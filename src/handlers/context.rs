@@ -1,0 +1,95 @@
+//! What a running attempt may use: who it is, whether it should stop, and a bounded pool for
+//! CPU-bound work.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use super::HandlerError;
+use crate::task::TaskId;
+
+/// Handed to every attempt. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskContext {
+    id: TaskId,
+    attempt: u32,
+    cancel: CancellationToken,
+    cpu: CpuPool,
+}
+
+impl TaskContext {
+    pub fn new(id: TaskId, attempt: u32, cancel: CancellationToken, cpu: CpuPool) -> Self {
+        TaskContext {
+            id,
+            attempt,
+            cancel,
+            cpu,
+        }
+    }
+
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// 1 on the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Resolves when the attempt should stop: the task was cancelled or the server is
+    /// shutting down. A handler that ignores it is abandoned after the grace period.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// A token a blocking closure can poll to stop early.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs CPU-bound `work` on the bounded CPU pool, off the async threads that serve HTTP.
+    pub async fn cpu<R, F>(&self, work: F) -> Result<R, HandlerError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.cpu.run(work).await
+    }
+}
+
+/// A bounded pool for CPU-bound work. Tokio's blocking pool grows to hundreds of threads; the
+/// semaphore caps how many of them compute at once, so a pool full of hashing leaves cores
+/// for the API. Waiting work holds no thread, only a place in the semaphore's queue.
+#[derive(Clone)]
+pub struct CpuPool {
+    permits: Arc<Semaphore>,
+}
+
+impl CpuPool {
+    pub fn new(threads: usize) -> Self {
+        CpuPool {
+            permits: Arc::new(Semaphore::new(threads.max(1))),
+        }
+    }
+
+    pub async fn run<R, F>(&self, work: F) -> Result<R, HandlerError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        // The semaphore is never closed, so acquiring only fails if that changes.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HandlerError::new("shutdown", "the CPU pool is closed"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HandlerError::new("panic", e.to_string()))
+    }
+}

@@ -1,0 +1,204 @@
+//! Handlers: the code that runs a kind of task. A handler knows its typed input and its
+//! [`TaskContext`], and nothing of HTTP, SQL or the engine.
+//!
+//! [`Handler`] is the typed trait a user implements; the [`Registry`] keeps them type-erased
+//! by kind, validates inputs at submit time and describes each kind's input as JSON Schema.
+
+mod builtin;
+mod context;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use builtin::{Echo, Fail, Sha256, Sleep};
+pub use context::{CpuPool, TaskContext};
+
+use crate::task::Kind;
+
+/// Why an attempt failed, as a handler says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct HandlerError {
+    /// Stable and machine-readable: clients branch on it.
+    pub error_type: String,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        HandlerError {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The attempt stopped because its cancellation fired.
+    pub fn cancelled() -> Self {
+        HandlerError::new("cancelled", "the attempt was cancelled")
+    }
+}
+
+/// An input that does not fit its kind: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidInput {
+    /// Where in the submission, e.g. `input.ms`.
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidInput {
+    /// A problem with the field `name` of the input.
+    pub fn field(name: &str, message: impl Into<String>) -> Self {
+        InvalidInput {
+            field: format!("input.{name}"),
+            message: message.into(),
+        }
+    }
+}
+
+/// A kind of task. `Input` is deserialized (and checked) at submit time, so a task whose
+/// input does not fit is refused with 422 and never stored.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    type Input: DeserializeOwned + JsonSchema + Send + 'static;
+
+    /// One line for `GET /v1/kinds`.
+    fn description(&self) -> &'static str;
+
+    /// Checks beyond the input's type (ranges, sizes). Runs at submit time.
+    fn check(&self, _input: &Self::Input) -> Result<(), InvalidInput> {
+        Ok(())
+    }
+
+    async fn run(&self, input: Self::Input, ctx: TaskContext) -> Result<Value, HandlerError>;
+}
+
+/// A handler with its input type erased, as the registry keeps it.
+trait ErasedHandler: Send + Sync {
+    fn parse(&self, input: &Value) -> Result<(), InvalidInput>;
+    fn schema(&self) -> Value;
+    fn description(&self) -> &'static str;
+    fn run(self: Arc<Self>, input: Value, ctx: TaskContext)
+    -> BoxFuture<'static, Result<Value, HandlerError>>;
+}
+
+struct Typed<H>(H);
+
+impl<H: Handler> Typed<H> {
+    fn deserialize(input: &Value) -> Result<H::Input, InvalidInput> {
+        serde_path_to_error::deserialize(input).map_err(|error| {
+            let path = error.path().to_string();
+            InvalidInput {
+                field: if path == "." {
+                    "input".to_owned()
+                } else {
+                    format!("input.{path}")
+                },
+                message: error.into_inner().to_string(),
+            }
+        })
+    }
+}
+
+impl<H: Handler> ErasedHandler for Typed<H> {
+    fn parse(&self, input: &Value) -> Result<(), InvalidInput> {
+        self.0.check(&Self::deserialize(input)?)
+    }
+
+    fn schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(H::Input)).unwrap_or(Value::Bool(true))
+    }
+
+    fn description(&self) -> &'static str {
+        self.0.description()
+    }
+
+    fn run(
+        self: Arc<Self>,
+        input: Value,
+        ctx: TaskContext,
+    ) -> BoxFuture<'static, Result<Value, HandlerError>> {
+        Box::pin(async move {
+            // The input passed `parse` at submit time; a stored input that no longer fits
+            // (the handler changed meanwhile) fails the attempt instead of panicking.
+            let input = Self::deserialize(&input)
+                .map_err(|e| HandlerError::new("invalid_input", e.to_string()))?;
+            self.0.run(input, ctx).await
+        })
+    }
+}
+
+/// The kinds this server runs. Built once at start, then shared read-only.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<Kind, Arc<dyn ErasedHandler>>,
+}
+
+/// A registered kind, as `GET /v1/kinds` describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KindInfo {
+    pub kind: Kind,
+    pub description: &'static str,
+    pub input_schema: Value,
+}
+
+impl Registry {
+    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`.
+    pub fn builtin() -> Registry {
+        let mut registry = Registry::default();
+        registry.register("echo", Echo);
+        registry.register("sleep", Sleep);
+        registry.register("fail", Fail);
+        registry.register("sha256", Sha256);
+        registry
+    }
+
+    /// Adds (or replaces) the handler of `kind`.
+    ///
+    /// # Panics
+    /// When `kind` is not a valid kind name: that is a programming error in the embedding code.
+    pub fn register(&mut self, kind: &str, handler: impl Handler) -> &mut Self {
+        let kind = Kind::parse(kind).unwrap_or_else(|e| panic!("kind `{kind}`: {e}"));
+        self.kinds.insert(kind, Arc::new(Typed(handler)));
+        self
+    }
+
+    pub fn contains(&self, kind: &Kind) -> bool {
+        self.kinds.contains_key(kind)
+    }
+
+    /// Checks `input` against the kind's input type. `None` when the kind is unknown.
+    pub fn validate(&self, kind: &Kind, input: &Value) -> Option<Result<(), InvalidInput>> {
+        self.kinds.get(kind).map(|handler| handler.parse(input))
+    }
+
+    /// Runs one attempt. `None` when the kind is unknown.
+    pub fn run(
+        &self,
+        kind: &Kind,
+        input: Value,
+        ctx: TaskContext,
+    ) -> Option<BoxFuture<'static, Result<Value, HandlerError>>> {
+        self.kinds
+            .get(kind)
+            .map(|handler| Arc::clone(handler).run(input, ctx))
+    }
+
+    pub fn describe(&self) -> Vec<KindInfo> {
+        self.kinds
+            .iter()
+            .map(|(kind, handler)| KindInfo {
+                kind: kind.clone(),
+                description: handler.description(),
+                input_schema: handler.schema(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,30 @@
+//! taskd: an HTTP task service. Clients submit tasks over a REST API; taskd stores each one
+//! durably, runs it on a bounded worker pool and serves it as a future keyed by its id.
+//!
+//! # Layout
+//!
+//! The arrows point one way: `api → engine → store → task`.
+//!
+//! - [`task`]: the domain — ids, names, states and their legal moves. No HTTP, no SQL.
+//! - [`store`]: the [`store::TaskStore`] seam and its SQLite implementation (group commit).
+//! - [`engine`]: admission, the dispatcher and the worker pool, waiters, shutdown.
+//! - [`handlers`]: the [`handlers::Handler`] trait and the built-in kinds.
+//! - [`api`]: routes, extractors, problem+json errors, middleware.
+//! - [`config`], [`app`]: flags with env twins, and the composition root.
+//!
+//! # Patterns, and where they live
+//!
+//! - Thread pool: `engine/pool.rs` (a fixed set of workers, one permit each) and
+//!   `handlers/context.rs` (a bounded pool for CPU-bound work).
+//! - Worker model: `engine/pool.rs` — queue (the store), dispatcher, workers.
+//! - Future and promise: `engine/waiters.rs` — the task is the future, `?wait=` resolves it.
+//! - Backpressure: `store/sqlite/rows.rs` (`task_insert` refuses beyond `--max-queued`, 429)
+//!   and `store/sqlite/writer.rs` (a bounded write queue).
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod engine;
+pub mod handlers;
+pub mod store;
+pub mod task;

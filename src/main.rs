@@ -1,0 +1,67 @@
+//! The `taskd` binary: parse the configuration, set up logging, bind, hand over to `app`.
+
+use clap::Parser;
+use taskd::config::{Cli, Command};
+use taskd::handlers::Registry;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TASKD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Migrate(database) => taskd::app::migrate(&database.url).await,
+        Command::Serve(config) => match TcpListener::bind(config.listen).await {
+            Ok(listener) => {
+                // Printed (not logged) so scripts and tests can read the bound port.
+                match listener.local_addr() {
+                    Ok(addr) => println!("taskd listening on http://{addr}"),
+                    Err(error) => tracing::warn!(%error, "cannot read the bound address"),
+                }
+                taskd::app::run(listener, config, Registry::builtin(), shutdown_signal()).await
+            }
+            Err(error) => Err(error.into()),
+        },
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "taskd failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

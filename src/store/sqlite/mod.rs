@@ -1,0 +1,240 @@
+//! The embedded store: SQLite in WAL mode with `synchronous = FULL`.
+//!
+//! Writes go through one writer thread that commits them in batches ([`writer`]); reads go to a
+//! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
+//! database has a single connection, so there the writer serves reads too.
+
+mod rows;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::Semaphore;
+
+use crate::store::{CancelResult, StoreError, TaskFilter, TaskStore};
+use crate::task::{Millis, NewTask, Outcome, Task, TaskId, now_millis};
+use writer::Writer;
+
+/// The migrations, in order. Append-only: a change is a new file with the next number.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "tasks",
+    include_str!("../../../migrations/sqlite/0001_tasks.sql"),
+)];
+
+/// How many read connections a file database keeps; reads beyond that wait for one.
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    writer: Writer,
+    /// `None` for an in-memory database, whose one connection is the writer's.
+    readers: Option<Arc<ReaderPool>>,
+}
+
+/// Read-only connections. The semaphore bounds how many reads run at once to the number of
+/// connections; the mutex only guards the hand-out of one.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+fn parse_url(url: &str) -> Result<Location, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite:")
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+    if rest == ":memory:" || rest == "//:memory:" {
+        return Ok(Location::Memory);
+    }
+    // `sqlite://taskd.db` is relative, `sqlite:///var/lib/taskd.db` absolute.
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    Ok(Location::File(PathBuf::from(path)))
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // WAL lets readers run beside the writer; FULL makes every commit durable across a power
+    // cut, which is what a 202 promises.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let location = parse_url(url)?;
+        tokio::task::spawn_blocking(move || Self::open_blocking(location))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
+        let (conn, readers) = match location {
+            Location::Memory => (Connection::open_in_memory()?, None),
+            Location::File(path) => {
+                let conn = Connection::open(&path)?;
+                configure(&conn)?;
+                let pool = ReaderPool {
+                    path,
+                    idle: Mutex::new(Vec::new()),
+                    permits: Semaphore::new(READERS),
+                };
+                (conn, Some(Arc::new(pool)))
+            }
+        };
+        let writer = Writer::spawn(conn).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(pool) = &self.readers else {
+            return self.writer.run(f).await;
+        };
+        let _permit = pool.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let pool = Arc::clone(pool);
+        tokio::task::spawn_blocking(move || {
+            // A connection is opened lazily, and again if a panicking read lost one.
+            let idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&pool.path)?,
+            };
+            let outcome = f(&conn);
+            pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            outcome
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS taskd_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    for (version, name, sql) in MIGRATIONS {
+        let applied: Option<i64> = conn
+            .query_row(
+                "SELECT version FROM taskd_migrations WHERE version = ?1",
+                [version],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if applied.is_none() {
+            tracing::info!(version, name, "applying migration");
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO taskd_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, now_millis()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // One writer job: the migrations commit together or not at all.
+        self.writer.run(migrate).await
+    }
+
+    async fn insert(&self, task: NewTask, max_queued: u64) -> Result<Task, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_insert(conn, task, max_queued))
+            .await
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.read(move |conn| rows::task_get(conn, id)).await
+    }
+
+    async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read(move |conn| rows::task_list(conn, &filter)).await
+    }
+
+    async fn claim(
+        &self,
+        limit: usize,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_claim(conn, limit, lease_expires_at))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        id: TaskId,
+        lease: &str,
+        outcome: Outcome,
+    ) -> Result<Option<Task>, StoreError> {
+        let lease = lease.to_owned();
+        self.writer
+            .run(move |conn| rows::task_finish(conn, id, &lease, outcome))
+            .await
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
+        self.writer.run(move |conn| rows::task_cancel(conn, id)).await
+    }
+
+    async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
+        let lease = lease.to_owned();
+        self.writer
+            .run(move |conn| rows::task_release(conn, id, &lease))
+            .await
+    }
+
+    async fn recover_running(&self) -> Result<u64, StoreError> {
+        self.writer.run(rows::task_recover_running).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_file_or_memory() {
+        assert!(matches!(parse_url("sqlite::memory:"), Ok(Location::Memory)));
+        let Ok(Location::File(path)) = parse_url("sqlite://taskd.db") else {
+            panic!("a relative file")
+        };
+        assert_eq!(path, PathBuf::from("taskd.db"));
+        let Ok(Location::File(path)) = parse_url("sqlite:///var/lib/t.db?mode=rwc") else {
+            panic!("an absolute file")
+        };
+        assert_eq!(path, PathBuf::from("/var/lib/t.db"));
+        assert!(parse_url("sqlite://").is_err());
+        assert!(parse_url("postgres://x").is_err());
+    }
+}

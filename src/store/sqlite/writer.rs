@@ -1,0 +1,120 @@
+//! Group commit: one thread owns the only writing connection and batches whatever writes are
+//! waiting into one transaction, so concurrent submits share one fsync instead of paying one each.
+//!
+//! Each job runs inside its own SAVEPOINT: a job that fails rolls back alone and the rest of
+//! the batch commits. A job's answer is held back until COMMIT returned, so an `Ok` always
+//! means the write is on disk.
+
+use std::thread;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+/// The most jobs one transaction takes; bounds the latency one batch adds to its first job.
+const MAX_BATCH: usize = 1024;
+/// How many jobs may wait for the writer. A full queue makes callers wait (backpressure to
+/// the HTTP layer) instead of growing memory.
+const QUEUE_CAPACITY: usize = 4096;
+
+/// Runs a job's SQL; returns what to tell the caller once the batch committed (or not).
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// A handle on the writer thread. Cloning shares the thread; it exits when the last handle
+/// (the last `Sender`) is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn spawn(conn: Connection) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        thread::Builder::new()
+            .name("taskd-sqlite-writer".into())
+            .spawn(move || run(conn, queue))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `f` in the next batch and answers once that batch committed.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&str>| {
+                let outcome = match commit_error {
+                    Some(error) => Err(StoreError::Backend(error.to_owned())),
+                    None => outcome,
+                };
+                // The caller may have gone away (client disconnected); the write stands.
+                let _ = answer.send(outcome);
+            })
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let outcome = f(conn);
+    let cleanup = if outcome.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(cleanup)?;
+    outcome
+}
+
+fn run(conn: Connection, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = error.to_string();
+        tracing::error!(%error, "cannot begin a write transaction");
+        for job in batch.drain(..) {
+            // Run nothing; tell every caller the write did not happen.
+            drop(job);
+        }
+        return;
+    }
+    let replies: Vec<Reply> = batch.drain(..).map(|job| job(conn)).collect();
+    let commit_error = conn.execute_batch("COMMIT").err().map(|error| {
+        let error = error.to_string();
+        tracing::error!(%error, jobs = replies.len(), "commit failed; the batch is rolled back");
+        let _ = conn.execute_batch("ROLLBACK");
+        error
+    });
+    for reply in replies {
+        reply(commit_error.as_deref());
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Backend(error.to_string())
+    }
+}

@@ -1,0 +1,146 @@
+//! Task states and the only legal moves between them.
+//!
+//! [`TaskState::apply`] is the one place that decides whether a move is legal. The stores
+//! encode the same table in the `WHERE` clauses of their guarded `UPDATE`s, and the schema's
+//! CHECK constraints back it, so two writers can never both move one task.
+//!
+//! ```text
+//! submit ──► queued ──claim──► running ──ok────► succeeded
+//!              ▲ │                │  ├──error───► failed
+//!              │ │                │  └──cancel──► cancelled (the running attempt ends)
+//!              │ └──cancel──► cancelled
+//!              └── release (shutdown, attempt not counted) / recover (crash, attempt counted)
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a worker. In: submit, release, recover. Out: claim, cancel.
+    Queued,
+    /// Held by a worker under a lease. In: claim. Out: complete, release, recover.
+    Running,
+    /// Terminal: the handler returned a result.
+    Succeeded,
+    /// Terminal: the handler returned an error.
+    Failed,
+    /// Terminal: cancelled while queued, or while running at the end of the attempt.
+    Cancelled,
+}
+
+/// Something that happens to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// A worker takes a queued task; the attempt counter goes up.
+    Claim,
+    /// The running attempt ended with this terminal state.
+    Finish(TaskState),
+    /// A client cancels: a queued task ends at once; a running one is asked to stop.
+    Cancel,
+    /// The node gives a running task back at shutdown; the attempt is not counted.
+    Release,
+    /// The running attempt was lost (crash, expired lease); the attempt stays counted.
+    Recover,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The state after `transition`, or `None` when the move is illegal from here.
+    /// A cancel of a running task leaves it running (with `cancel_requested` set).
+    pub fn apply(self, transition: Transition) -> Option<TaskState> {
+        use TaskState::*;
+        match (self, transition) {
+            (Queued, Transition::Claim) => Some(Running),
+            (Queued, Transition::Cancel) => Some(Cancelled),
+            (Running, Transition::Cancel) => Some(Running),
+            (Running, Transition::Finish(to)) if to.is_terminal() => Some(to),
+            (Running, Transition::Release | Transition::Recover) => Some(Queued),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a task state")]
+pub struct UnknownState(pub String);
+
+impl FromStr for TaskState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_do_not_move() {
+        let moves = [
+            Transition::Claim,
+            Transition::Cancel,
+            Transition::Release,
+            Transition::Recover,
+            Transition::Finish(TaskState::Succeeded),
+        ];
+        for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for transition in moves {
+                assert_eq!(state.apply(transition), None, "{state} {transition:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_running_task_cannot_finish_as_queued_or_running() {
+        let running = TaskState::Running;
+        assert_eq!(running.apply(Transition::Finish(TaskState::Queued)), None);
+        assert_eq!(running.apply(Transition::Finish(TaskState::Running)), None);
+        assert_eq!(running.apply(Transition::Claim), None);
+    }
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for state in TaskState::ALL {
+            assert_eq!(state.as_str().parse::<TaskState>().unwrap(), state);
+        }
+    }
+}
