@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::EngineConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "taskd", version, about = "An HTTP task service: submit, run and await tasks.")]
+#[command(
+    name = "taskd",
+    version,
+    about = "An HTTP task service: submit, run and await tasks."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +31,11 @@ pub enum Command {
 pub struct DatabaseArgs {
     /// Where tasks are stored: `sqlite://PATH` (a file, created if missing) or `sqlite::memory:`
     /// (gone when the process ends).
-    #[arg(long = "database", env = "TASKD_DATABASE", default_value = "sqlite://taskd.db")]
+    #[arg(
+        long = "database",
+        env = "TASKD_DATABASE",
+        default_value = "sqlite://taskd.db"
+    )]
     pub url: String,
 }
 

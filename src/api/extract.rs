@@ -40,15 +40,23 @@ where
             .extensions()
             .get::<BodyLimit>()
             .map_or(usize::MAX, |limit| limit.0);
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::MalformedJson(rejection.body_text())
-                }
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge(limit)
+                    } else {
+                        ApiError::MalformedJson(rejection.body_text())
+                    }
+                })?;
+        // serde reads a struct from an array too (by position); a body must be an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::InvalidField {
+                field: "body".to_owned(),
+                message: "must be a JSON object".to_owned(),
+            });
+        }
         parse_json(&bytes).map(Json)
     }
 }
@@ -60,9 +68,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_data() {
+            let message = inner.to_string();
             ApiError::InvalidField {
-                field: path,
-                message: inner.to_string(),
+                field: crate::task::error_field("", &path, &message),
+                message,
             }
         } else {
             ApiError::MalformedJson(inner.to_string())

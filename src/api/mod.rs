@@ -6,8 +6,8 @@
 
 pub mod error;
 mod extract;
-mod tasks;
 mod system;
+mod tasks;
 
 use std::time::Duration;
 
@@ -139,21 +139,22 @@ async fn problem_for_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (code, detail) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take this method"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take this method")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is larger than the limit"),
         StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
-        StatusCode::INTERNAL_SERVER_ERROR => ("internal", "the server could not complete the request"),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ("internal", "the server could not complete the request")
+        }
         _ => ("error", status.canonical_reason().unwrap_or("error")),
     };
     let (mut parts, _) = response.into_parts();
     let rendered = problem_response(status, &problem(status, code, detail));
+    let (rendered, body) = rendered.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.extend(
-        rendered
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone())),
-    );
-    let (_, body) = rendered.into_parts();
+    for (name, value) in &rendered.headers {
+        parts.headers.insert(name, value.clone());
+    }
     Response::from_parts(parts, Body::new(body)).into_response()
 }

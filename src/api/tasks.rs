@@ -191,5 +191,7 @@ async fn list(
     let next_cursor = (tasks.len() == limit)
         .then(|| tasks.last().map(|task| task.id.to_string()))
         .flatten();
-    Ok(axum::Json(json!({ "tasks": tasks, "next_cursor": next_cursor })))
+    Ok(axum::Json(
+        json!({ "tasks": tasks, "next_cursor": next_cursor }),
+    ))
 }

@@ -139,7 +139,10 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let recovered = store.recover_running().await?;
         if recovered > 0 {
-            tracing::warn!(recovered, "re-queued tasks left running by a previous process");
+            tracing::warn!(
+                recovered,
+                "re-queued tasks left running by a previous process"
+            );
         }
         let inner = Arc::new(Inner {
             store,
@@ -262,10 +265,8 @@ impl Engine {
             return;
         };
         let grace = self.inner.config.shutdown_grace;
-        let finished = tokio::time::timeout(grace, async {
-            while pool.join_next().await.is_some() {}
-        })
-        .await;
+        let finished =
+            tokio::time::timeout(grace, async { while pool.join_next().await.is_some() {} }).await;
         if finished.is_err() {
             tracing::warn!(
                 running = self.inner.running.len(),

@@ -90,7 +90,11 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
         for (task, permit) in claimed.into_iter().zip(held) {
             // Registered before the worker starts, so a cancel arriving now finds it.
             let cancel = inner.abort_running.child_token();
-            let lease = task.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+            let lease = task
+                .lease
+                .as_ref()
+                .map(|l| l.token.clone())
+                .unwrap_or_default();
             inner.running.insert(task.id, Running::new(cancel, lease));
             if jobs.send((task, permit)).await.is_err() {
                 return;

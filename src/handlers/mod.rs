@@ -85,8 +85,11 @@ trait ErasedHandler: Send + Sync {
     fn parse(&self, input: &Value) -> Result<(), InvalidInput>;
     fn schema(&self) -> Value;
     fn description(&self) -> &'static str;
-    fn run(self: Arc<Self>, input: Value, ctx: TaskContext)
-    -> BoxFuture<'static, Result<Value, HandlerError>>;
+    fn run(
+        self: Arc<Self>,
+        input: Value,
+        ctx: TaskContext,
+    ) -> BoxFuture<'static, Result<Value, HandlerError>>;
 }
 
 struct Typed<H>(H);
@@ -95,13 +98,10 @@ impl<H: Handler> Typed<H> {
     fn deserialize(input: &Value) -> Result<H::Input, InvalidInput> {
         serde_path_to_error::deserialize(input).map_err(|error| {
             let path = error.path().to_string();
+            let message = error.into_inner().to_string();
             InvalidInput {
-                field: if path == "." {
-                    "input".to_owned()
-                } else {
-                    format!("input.{path}")
-                },
-                message: error.into_inner().to_string(),
+                field: crate::task::error_field("input", &path, &message),
+                message,
             }
         })
     }

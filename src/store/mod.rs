@@ -71,8 +71,7 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Moves up to `limit` queued tasks to running (highest priority, then oldest first), each
     /// under a fresh lease that expires at `lease_expires_at`; counts the attempt.
-    async fn claim(&self, limit: usize, lease_expires_at: Millis)
-    -> Result<Vec<Task>, StoreError>;
+    async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError>;
 
     /// Ends the running attempt held under `lease`. `None`: the lease is no longer current.
     async fn finish(

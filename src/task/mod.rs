@@ -13,7 +13,7 @@ use serde_json::Value;
 
 pub use id::{TaskId, TaskIdError};
 pub use names::{Kind, NameError, QueueName};
-pub use state::{Transition, TaskState};
+pub use state::{TaskState, Transition};
 
 /// Milliseconds since the Unix epoch: how the store keeps every instant.
 pub type Millis = i64;
@@ -117,5 +117,46 @@ mod rfc3339_opt {
             Some(ms) => super::rfc3339::serialize(ms, s),
             None => s.serialize_none(),
         }
+    }
+}
+
+/// Where a deserialization error points, as a dotted path below `prefix`: the path serde
+/// reports, plus — for a missing field, which serde reports at the parent — the field its
+/// message names.
+pub fn error_field(prefix: &str, path: &str, message: &str) -> String {
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let mut parts: Vec<&str> = Vec::new();
+    if !prefix.is_empty() {
+        parts.push(prefix);
+    }
+    if path != "." && !path.is_empty() {
+        parts.push(path);
+    }
+    if let Some(name) = named {
+        parts.push(name);
+    }
+    if parts.is_empty() {
+        "body".to_owned()
+    } else {
+        parts.join(".")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_field;
+
+    #[test]
+    fn error_fields_name_the_field() {
+        assert_eq!(error_field("input", ".", "missing field `ms`"), "input.ms");
+        assert_eq!(error_field("input", "ms", "invalid type"), "input.ms");
+        assert_eq!(
+            error_field("", "bogus", "unknown field `bogus`, expected"),
+            "bogus"
+        );
+        assert_eq!(error_field("", ".", "invalid type: sequence"), "body");
+        assert_eq!(error_field("input", ".", "invalid type: null"), "input");
     }
 }

@@ -114,7 +114,11 @@ impl SqliteStore {
         let Some(pool) = &self.readers else {
             return self.writer.run(f).await;
         };
-        let _permit = pool.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(pool);
         tokio::task::spawn_blocking(move || {
             // A connection is opened lazily, and again if a panicking read lost one.
@@ -124,7 +128,10 @@ impl SqliteStore {
                 None => open_reader(&pool.path)?,
             };
             let outcome = f(&conn);
-            pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            pool.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
             outcome
         })
         .await
@@ -181,11 +188,7 @@ impl TaskStore for SqliteStore {
         self.read(move |conn| rows::task_list(conn, &filter)).await
     }
 
-    async fn claim(
-        &self,
-        limit: usize,
-        lease_expires_at: Millis,
-    ) -> Result<Vec<Task>, StoreError> {
+    async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
         self.writer
             .run(move |conn| rows::task_claim(conn, limit, lease_expires_at))
             .await
@@ -204,7 +207,9 @@ impl TaskStore for SqliteStore {
     }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
-        self.writer.run(move |conn| rows::task_cancel(conn, id)).await
+        self.writer
+            .run(move |conn| rows::task_cancel(conn, id))
+            .await
     }
 
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {

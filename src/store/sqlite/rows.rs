@@ -14,7 +14,10 @@ use crate::task::{
 const COLUMNS: &str = "id, queue, kind, input, state, attempt, cancel_requested, result, error, \
                        lease, lease_expires_at, created_at, started_at, finished_at";
 
-fn conversion_error(column: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+fn conversion_error(
+    column: usize,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(error))
 }
 
@@ -45,10 +48,9 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         cancel_requested: row.get(6)?,
         result: json_column(row, 7)?,
         error,
-        lease: lease_token.zip(lease_expires_at).map(|(token, expires_at)| Lease {
-            token,
-            expires_at,
-        }),
+        lease: lease_token
+            .zip(lease_expires_at)
+            .map(|(token, expires_at)| Lease { token, expires_at }),
         created_at: row.get(11)?,
         started_at: row.get(12)?,
         finished_at: row.get(13)?,
@@ -191,7 +193,10 @@ pub fn task_finish(
     let state = outcome.state();
     let (result, error) = match outcome {
         Outcome::Succeeded(value) => (Some(value.to_string()), None),
-        Outcome::Failed(error) => (None, Some(serde_json::to_string(&error).unwrap_or_default())),
+        Outcome::Failed(error) => (
+            None,
+            Some(serde_json::to_string(&error).unwrap_or_default()),
+        ),
         Outcome::Cancelled => (None, None),
     };
     query_task(
@@ -206,7 +211,14 @@ pub fn task_finish(
              WHERE id = ?1 AND state = 'running' AND lease = ?2 \
              RETURNING {COLUMNS}"
         ),
-        params![id.to_string(), lease, state.as_str(), result, error, now_millis()],
+        params![
+            id.to_string(),
+            lease,
+            state.as_str(),
+            result,
+            error,
+            now_millis()
+        ],
     )
 }
 
@@ -246,7 +258,11 @@ const UNCLAIM: &str = "state = CASE cancel_requested WHEN 1 THEN 'cancelled' ELS
                        finished_at = CASE cancel_requested WHEN 1 THEN ?1 END, \
                        lease = NULL, lease_expires_at = NULL";
 
-pub fn task_release(conn: &Connection, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
+pub fn task_release(
+    conn: &Connection,
+    id: TaskId,
+    lease: &str,
+) -> Result<Option<Task>, StoreError> {
     query_task(
         conn,
         &format!(
@@ -259,7 +275,9 @@ pub fn task_release(conn: &Connection, id: TaskId, lease: &str) -> Result<Option
 
 pub fn task_recover_running(conn: &Connection) -> Result<u64, StoreError> {
     let moved = conn
-        .prepare_cached(&format!("UPDATE tasks SET {UNCLAIM} WHERE state = 'running'"))?
+        .prepare_cached(&format!(
+            "UPDATE tasks SET {UNCLAIM} WHERE state = 'running'"
+        ))?
         .execute([now_millis()])?;
     Ok(moved as u64)
 }

@@ -1,0 +1,145 @@
+//! Crash durability with a real child process and SIGKILL: every task answered 202 survives,
+//! and tasks that were running run again with their attempt counted (at-least-once).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+use crate::helpers::{DEADLINE, is_terminal, wait_for};
+
+/// A `taskd serve` child process on an ephemeral port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(database: &Path, workers: u32) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
+            .arg(workers.to_string())
+            .arg("--database")
+            .arg(format!("sqlite://{}", database.display()))
+            .env("TASKD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("taskd starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("taskd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    fn kill_9(mut self) {
+        // Child::kill sends SIGKILL on Unix: no shutdown code runs.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn submit(client: &Client, base: &str, body: Value) -> String {
+    let response = client
+        .post(format!("{base}/v1/tasks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let task: Value = response.json().await.unwrap();
+    task["id"].as_str().unwrap().to_owned()
+}
+
+async fn get(client: &Client, base: &str, id: &str, wait: u32) -> Value {
+    client
+        .get(format!("{base}/v1/tasks/{id}?wait={wait}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// kill -9 with tasks queued and running; after a restart on the same file every task
+/// reaches a terminal state, and the ones that were running ran again as attempt 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_accepted_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("taskd.db");
+    let client = Client::new();
+
+    let server = Server::start(&database, 2);
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        running.push(
+            submit(
+                &client,
+                &server.base,
+                json!({"kind": "sleep", "input": {"ms": 3000}}),
+            )
+            .await,
+        );
+    }
+    let mut queued = Vec::new();
+    for n in 0..10 {
+        queued.push(submit(&client, &server.base, json!({"kind": "echo", "input": n})).await);
+    }
+    for id in &running {
+        wait_for("running", || async {
+            (get(&client, &server.base, id, 0).await["state"] == "running").then_some(())
+        })
+        .await;
+    }
+    // Many concurrent submits just before the kill: each 202 must survive it.
+    let burst: Vec<_> = (0..100)
+        .map(|n| {
+            let client = client.clone();
+            let base = server.base.clone();
+            tokio::spawn(async move {
+                submit(&client, &base, json!({"kind": "echo", "input": n})).await
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for submit in burst {
+        accepted.push(submit.await.unwrap());
+    }
+    server.kill_9();
+
+    let server = Server::start(&database, 4);
+    for id in running.iter().chain(&queued).chain(&accepted) {
+        let task = wait_for("a terminal state after restart", || async {
+            let task = get(&client, &server.base, id, 10).await;
+            is_terminal(&task).then_some(task)
+        })
+        .await;
+        assert_eq!(task["state"], "succeeded", "{task}");
+    }
+    for id in &running {
+        let task = get(&client, &server.base, id, 0).await;
+        assert_eq!(
+            task["attempt"], 2,
+            "a running task re-runs as attempt 2: {task}"
+        );
+    }
+    let _ = DEADLINE;
+    server.kill_9();
+}

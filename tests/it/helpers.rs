@@ -1,0 +1,205 @@
+//! Test helpers: a real server on an ephemeral port with its own database, and waits with
+//! deadlines (never sleep-and-hope).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+use taskd::config::ServeConfig;
+use taskd::handlers::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any wait in a test may take before the test fails. Generous: a loaded 2-core
+/// machine is slow, and a deadline only bounds how long a broken test hangs.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub database_url: String,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    // Keeps the database directory alive for the test's duration.
+    _dir: tempfile::TempDir,
+}
+
+/// A server with test-friendly defaults on a fresh SQLite file.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose configuration `adjust` changed first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database_url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let mut config = ServeConfig::defaults();
+    config.database.url = database_url.clone();
+    config.workers = 4;
+    config.shutdown_grace = Duration::from_secs(5);
+    adjust(&mut config);
+    let database_url = config.database.url.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        taskd::app::run(listener, config, Registry::builtin(), async move {
+            stop.cancelled().await
+        })
+        .await
+        .expect("the server runs");
+    });
+    TestApp {
+        base,
+        client: Client::new(),
+        database_url,
+        shutdown,
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Submits a task and returns the 202's body.
+    pub async fn submit(&self, body: Value) -> Value {
+        let response = self.post_json("/v1/tasks", &body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "submit {body}");
+        response.json().await.expect("a task")
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/tasks/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a task")
+    }
+
+    /// Long-polls until the task is terminal; fails the test past the deadline.
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        wait_for("a terminal state", || async {
+            let task = self.task_waiting(id, 10).await;
+            is_terminal(&task).then_some(task)
+        })
+        .await
+    }
+
+    pub async fn task_waiting(&self, id: &str, secs: u32) -> Value {
+        let response = self.get(&format!("/v1/tasks/{id}?wait={secs}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a task")
+    }
+
+    /// Polls until the task is in `state`.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        wait_for(state, || async {
+            let task = self.task(id).await;
+            (task["state"] == state).then_some(task)
+        })
+        .await
+    }
+
+    /// Signals shutdown and waits for the server to stop.
+    pub async fn stop(&mut self) {
+        self.begin_stop();
+        self.join().await;
+    }
+
+    /// Signals shutdown without waiting for it.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the server to stop.
+    pub async fn join(&mut self) {
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(DEADLINE, server)
+                .await
+                .expect("the server stops in time")
+                .expect("the server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn is_terminal(task: &Value) -> bool {
+    matches!(
+        task["state"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+/// Retries `probe` until it yields a value; panics with `what` past the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts a problem+json answer with this status and code; returns the document.
+#[track_caller]
+pub fn assert_problem(status: StatusCode, content_type: &str, body: &Value, want: (u16, &str)) {
+    assert_eq!(status.as_u16(), want.0, "status; body {body}");
+    assert_eq!(content_type, "application/problem+json", "content type");
+    assert_eq!(body["code"], want.1, "code; body {body}");
+    assert_eq!(body["status"], want.0, "status field");
+}
+
+/// Reads a response as a problem, checking status, content type and code.
+pub async fn expect_problem(response: Response, status: u16, code: &str) -> Value {
+    let got = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = response.json().await.expect("a JSON problem");
+    assert_problem(got, &content_type, &body, (status, code));
+    body
+}
+
+/// Parses an RFC 3339 timestamp field into milliseconds since the epoch.
+pub fn millis(task: &Value, field: &str) -> i64 {
+    let text = task[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {task}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{field}: {e}"))
+        .timestamp_millis()
+}
