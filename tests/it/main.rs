@@ -6,6 +6,7 @@ mod cancel;
 mod durability;
 mod errors;
 mod helpers;
+mod openapi;
 mod pool;
 mod shutdown;
 mod tasks;
