@@ -9,6 +9,7 @@ use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
 use crate::store::{self, StoreError};
+use crate::task::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -33,6 +34,10 @@ pub async fn run(
     let api_config = ApiConfig {
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
+        default_backoff: Backoff {
+            base_ms: config.backoff_base.as_millis() as u64,
+            cap_ms: config.backoff_cap.as_millis() as u64,
+        },
     };
     let app = api::router(engine.clone(), &api_config);
     let stopping = engine.clone();

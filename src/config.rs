@@ -77,9 +77,21 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// How long a claimed task is held before it counts as lost.
+    /// How long a claim holds a task before it counts as lost; renewed while it runs.
     #[arg(long, env = "TASKD_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
+
+    /// How long finished tasks are kept before the maintainer deletes them (then: 404).
+    #[arg(long, env = "TASKD_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// The backoff base of retries when a task does not set one.
+    #[arg(long, env = "TASKD_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub backoff_base: Duration,
+
+    /// The longest backoff between retries when a task does not set one.
+    #[arg(long, env = "TASKD_BACKOFF_CAP", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub backoff_cap: Duration,
 }
 
 impl ServeConfig {
@@ -103,6 +115,7 @@ impl ServeConfig {
             max_waiters: self.max_waiters,
             lease: self.lease,
             shutdown_grace: self.shutdown_grace,
+            retention: self.retention,
         }
     }
 }

@@ -27,6 +27,13 @@ pub enum ApiError {
     InvalidField { field: String, message: String },
     #[error("{0}")]
     InvalidTaskId(String),
+    #[error("{0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    InvalidHeader(String),
+    /// One item of a batch is invalid; nothing of the batch was stored.
+    #[error("tasks[{index}]: {error}")]
+    InvalidBatchItem { index: usize, error: Box<ApiError> },
     #[error("invalid query: {0}")]
     InvalidQuery(String),
     /// `/result` of a task that ended without one.
@@ -38,25 +45,64 @@ pub enum ApiError {
     RouteNotFound,
 }
 
+fn engine_status(error: &EngineError) -> StatusCode {
+    match error {
+        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::UnknownKind(_)
+        | EngineError::InvalidInput(_)
+        | EngineError::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        EngineError::InvalidItem { error, .. } => engine_status(error),
+        EngineError::QueueFull { .. } | EngineError::TooManyWaiters => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        EngineError::WrongState { .. } => StatusCode::CONFLICT,
+        EngineError::Draining | EngineError::Store(StoreError::Closed) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn engine_code(error: &EngineError) -> &'static str {
+    match error {
+        EngineError::NotFound(_) => "task_not_found",
+        EngineError::UnknownKind(_) => "unknown_kind",
+        EngineError::InvalidInput(_) => "invalid_input",
+        EngineError::InvalidItem { error, .. } => engine_code(error),
+        EngineError::IdempotencyConflict(_) => "idempotency_key_reused",
+        EngineError::QueueFull { .. } => "queue_full",
+        EngineError::TooManyWaiters => "too_many_waiters",
+        EngineError::WrongState { code, .. } => code,
+        EngineError::Draining => "draining",
+        EngineError::Store(StoreError::Closed) => "unavailable",
+        EngineError::Store(_) => "internal",
+    }
+}
+
+/// The field at fault in an engine error, for 422s.
+fn engine_field(error: &EngineError) -> Option<(String, String)> {
+    match error {
+        EngineError::InvalidInput(invalid) => {
+            Some((invalid.field.clone(), invalid.message.clone()))
+        }
+        EngineError::UnknownKind(kind) => {
+            Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
+        }
+        EngineError::InvalidItem { error, .. } => engine_field(error),
+        _ => None,
+    }
+}
+
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Engine(error) => match error {
-                EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-                EngineError::UnknownKind(_) | EngineError::InvalidInput(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                EngineError::QueueFull { .. } | EngineError::TooManyWaiters => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
-                EngineError::Finished(_) => StatusCode::CONFLICT,
-                EngineError::Draining => StatusCode::SERVICE_UNAVAILABLE,
-                EngineError::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
-                EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ApiError::MalformedJson(_) | ApiError::InvalidTaskId(_) | ApiError::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Engine(error) => engine_status(error),
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidTaskId(_)
+            | ApiError::InvalidPath(_)
+            | ApiError::InvalidHeader(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBatchItem { error, .. } => error.status_code(),
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,22 +115,15 @@ impl ApiError {
     /// The stable, machine-readable code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Engine(error) => match error {
-                EngineError::NotFound(_) => "task_not_found",
-                EngineError::UnknownKind(_) => "unknown_kind",
-                EngineError::InvalidInput(_) => "invalid_input",
-                EngineError::QueueFull { .. } => "queue_full",
-                EngineError::TooManyWaiters => "too_many_waiters",
-                EngineError::Finished(_) => "task_finished",
-                EngineError::Draining => "draining",
-                EngineError::Store(StoreError::Closed) => "unavailable",
-                EngineError::Store(_) => "internal",
-            },
+            ApiError::Engine(error) => engine_code(error),
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::InvalidField { .. } => "invalid_request",
             ApiError::InvalidTaskId(_) => "invalid_task_id",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidHeader(_) => "invalid_header",
+            ApiError::InvalidBatchItem { error, .. } => error.code(),
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::NoResult(TaskState::Cancelled) => "task_cancelled",
             ApiError::NoResult(_) => "task_failed",
@@ -97,12 +136,17 @@ impl ApiError {
     fn field(&self) -> Option<(String, String)> {
         match self {
             ApiError::InvalidField { field, message } => Some((field.clone(), message.clone())),
-            ApiError::Engine(EngineError::InvalidInput(invalid)) => {
-                Some((invalid.field.clone(), invalid.message.clone()))
-            }
-            ApiError::Engine(EngineError::UnknownKind(kind)) => {
-                Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
-            }
+            ApiError::InvalidBatchItem { error, .. } => error.field(),
+            ApiError::Engine(error) => engine_field(error),
+            _ => None,
+        }
+    }
+
+    /// Which batch item is at fault.
+    fn index(&self) -> Option<usize> {
+        match self {
+            ApiError::InvalidBatchItem { index, .. } => Some(*index),
+            ApiError::Engine(EngineError::InvalidItem { index, .. }) => Some(*index),
             _ => None,
         }
     }
@@ -110,7 +154,11 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Engine(EngineError::QueueFull { retry_after, .. }) => Some(*retry_after),
-            ApiError::Engine(EngineError::TooManyWaiters | EngineError::Draining)
+            ApiError::Engine(
+                EngineError::TooManyWaiters
+                | EngineError::Draining
+                | EngineError::Store(StoreError::Closed),
+            )
             | ApiError::NotReady => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -150,7 +198,11 @@ impl IntoResponse for ApiError {
         };
         let mut body = problem(status, self.code(), &detail);
         if let Some((field, message)) = self.field() {
-            body["errors"] = json!([{ "field": field, "message": message }]);
+            let mut error = json!({ "field": field, "message": message });
+            if let Some(index) = self.index() {
+                error["index"] = json!(index);
+            }
+            body["errors"] = json!([error]);
         }
         let mut response = problem_response(status, &body);
         if let Some(after) = self.retry_after() {

@@ -6,9 +6,12 @@
 
 pub mod error;
 mod extract;
+mod queues;
+mod submit;
 mod system;
 mod tasks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
+use crate::task::Backoff;
 use error::{ApiError, PROBLEM_JSON, problem, problem_response};
 use extract::BodyLimit;
 
@@ -36,13 +40,16 @@ pub use tasks::MAX_WAIT_SECS;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub config: Arc<ApiConfig>,
 }
 
-/// The API's limits; each has a flag in `config`.
+/// The API's limits and defaults; each has a flag in `config`.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// The retry backoff of a task that sets none.
+    pub default_backoff: Backoff,
 }
 
 /// One route: a method on a path, with its handler.
@@ -63,6 +70,14 @@ impl Route {
         Route::new(Method::POST, path, handler)
     }
 
+    fn patch(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::PATCH, path, handler)
+    }
+
+    fn delete(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::DELETE, path, handler)
+    }
+
     fn new(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Route {
         Route {
             method,
@@ -80,6 +95,7 @@ impl Route {
 
 fn routes() -> Vec<Route> {
     let mut routes = tasks::routes();
+    routes.extend(queues::routes());
     routes.extend(system::routes());
     routes
 }
@@ -110,7 +126,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let limit = config.max_body_bytes;
     router
         .fallback(|| async { ApiError::RouteNotFound })
-        .with_state(AppState { engine })
+        .with_state(AppState {
+            engine,
+            config: Arc::new(config.clone()),
+        })
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
             // `problem_for_errors`, and carries the request id.

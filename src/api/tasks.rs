@@ -4,17 +4,19 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::extract::{Json, Query, TaskIdPath};
+use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
-use crate::task::{Kind, NewTask, QueueName, Task, TaskId, TaskState};
+use crate::task::{Kind, QueueName, Task, TaskId, TaskState};
 
 /// The longest a `?wait=` long-poll may last, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -24,64 +26,102 @@ const MAX_PAGE: usize = 500;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::post("/v1/tasks", axum::routing::post(submit)),
+        Route::post("/v1/tasks", axum::routing::post(submit)).long_poll(),
+        Route::post("/v1/tasks/batch", axum::routing::post(submit_batch)),
         Route::get("/v1/tasks", axum::routing::get(list)),
         Route::get("/v1/tasks/{id}", axum::routing::get(get_task)).long_poll(),
+        Route::delete("/v1/tasks/{id}", axum::routing::delete(delete_task)),
         Route::get("/v1/tasks/{id}/result", axum::routing::get(result)),
         Route::post("/v1/tasks/{id}/cancel", axum::routing::post(cancel)),
+        Route::post("/v1/tasks/{id}/retry", axum::routing::post(retry)),
     ]
 }
 
-/// The body of `POST /v1/tasks`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitRequest {
-    kind: String,
-    #[serde(default = "empty_object")]
-    input: Value,
-    queue: Option<String>,
-}
-
-fn empty_object() -> Value {
-    json!({})
-}
-
-impl SubmitRequest {
-    fn parse(self) -> Result<NewTask, ApiError> {
-        let invalid = |field: &str| {
-            let field = field.to_owned();
-            move |error: crate::task::NameError| ApiError::InvalidField {
-                field,
-                message: error.to_string(),
-            }
-        };
-        Ok(NewTask {
-            kind: Kind::parse(self.kind).map_err(invalid("kind"))?,
-            queue: match self.queue {
-                Some(queue) => QueueName::parse(queue).map_err(invalid("queue"))?,
-                None => QueueName::default(),
-            },
-            input: self.input,
-        })
-    }
-}
+/// The most tasks one batch may hold.
+const MAX_BATCH: usize = 1000;
 
 fn location(id: TaskId) -> HeaderValue {
     // A hyphenated UUID is always a valid header value.
     HeaderValue::from_str(&format!("/v1/tasks/{id}")).unwrap_or(HeaderValue::from_static("/"))
 }
 
+fn seconds(duration: Duration) -> HeaderValue {
+    HeaderValue::from(duration.as_secs().max(1))
+}
+
 async fn submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
-    let task = state.engine.submit(request.parse()?).await?;
+    let idempotency = submit::idempotency(&headers, &request)?;
+    let mut task = request.parse(state.config.default_backoff)?;
+    task.idempotency = idempotency;
+    let inserted = state.engine.submit(task).await?;
+    if inserted.replayed {
+        let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    let task = inserted.task;
+    if let Some(wait) = submit::preferred_wait(&headers, MAX_WAIT_SECS) {
+        let now = state.engine.wait(task.id, wait).await?;
+        if now.state.is_terminal() {
+            let applied = format!("wait={}", wait.as_secs_f64());
+            let mut response = (StatusCode::OK, axum::Json(now)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::LOCATION, location(task.id));
+            if let Ok(applied) = HeaderValue::from_str(&applied) {
+                headers.insert("preference-applied", applied);
+            }
+            return Ok(response);
+        }
+    }
+    let retry_after = state
+        .engine
+        .estimate_wait(&task.queue, inserted.waiting_before);
     Ok((
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location(task.id))],
+        [
+            (header::LOCATION, location(task.id)),
+            (header::RETRY_AFTER, seconds(retry_after)),
+        ],
         axum::Json(task),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    tasks: Vec<SubmitRequest>,
+}
+
+async fn submit_batch(
+    State(state): State<AppState>,
+    Json(request): Json<BatchRequest>,
+) -> Result<Response, ApiError> {
+    if request.tasks.is_empty() || request.tasks.len() > MAX_BATCH {
+        return Err(ApiError::InvalidField {
+            field: "tasks".to_owned(),
+            message: format!("a batch holds 1 to {MAX_BATCH} tasks"),
+        });
+    }
+    let mut tasks = Vec::with_capacity(request.tasks.len());
+    for (index, item) in request.tasks.into_iter().enumerate() {
+        let task = item.parse(state.config.default_backoff).map_err(|error| {
+            ApiError::InvalidBatchItem {
+                index,
+                error: Box::new(error),
+            }
+        })?;
+        tasks.push(task);
+    }
+    let inserted = state.engine.submit_batch(tasks).await?;
+    let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,8 +133,9 @@ struct WaitQuery {
 async fn get_task(
     State(state): State<AppState>,
     TaskIdPath(id): TaskIdPath,
+    headers: HeaderMap,
     Query(query): Query<WaitQuery>,
-) -> Result<axum::Json<Task>, ApiError> {
+) -> Result<Response, ApiError> {
     let wait = match query.wait {
         Some(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
             Duration::from_secs_f64(secs)
@@ -106,7 +147,35 @@ async fn get_task(
         }
         None => Duration::ZERO,
     };
-    Ok(axum::Json(state.engine.wait(id, wait).await?))
+    let task = state.engine.wait(id, wait).await?;
+    let body = serde_json::to_vec(&task).unwrap_or_default();
+    // A strong validator of the representation: equal bytes, equal tag.
+    let digest = Sha256::digest(&body);
+    let etag = format!("\"{}\"", hex::encode(&digest[..12]));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == etag
+        });
+    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (header::ETAG, etag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn result(
@@ -117,7 +186,7 @@ async fn result(
     match task.state {
         TaskState::Succeeded => Ok(axum::Json(task.result.unwrap_or_default()).into_response()),
         TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(task.state)),
-        TaskState::Queued | TaskState::Running => Ok((
+        TaskState::Scheduled | TaskState::Queued | TaskState::Running => Ok((
             StatusCode::ACCEPTED,
             [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
             axum::Json(task),
@@ -136,8 +205,25 @@ async fn cancel(
     })
 }
 
+async fn retry(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<axum::Json<Task>, ApiError> {
+    Ok(axum::Json(state.engine.retry(id).await?))
+}
+
+async fn delete_task(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+) -> Result<StatusCode, ApiError> {
+    state.engine.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
+    /// `key:value`
+    label: Option<String>,
     state: Option<String>,
     kind: Option<String>,
     queue: Option<String>,
@@ -170,6 +256,16 @@ impl ListQuery {
                 .map(QueueName::parse)
                 .transpose()
                 .map_err(|e| invalid("queue", &e))?,
+            label: self
+                .label
+                .map(|label| {
+                    label
+                        .split_once(':')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or("expected key:value")
+                })
+                .transpose()
+                .map_err(|e| invalid("label", &e))?,
             before: self
                 .cursor
                 .map(|c| c.parse::<TaskId>())

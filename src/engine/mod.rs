@@ -1,8 +1,11 @@
-//! The engine: admits tasks, runs them on the bounded pool, resolves waiters, shuts down.
+//! The engine: admits tasks, runs them on the bounded pool, keeps time (the maintainer),
+//! resolves waiters, shuts down.
 //!
 //! It sits between the API and the store: it decides (which kinds exist, whether an input
 //! fits, when to refuse) and the store records. It knows no HTTP types.
 
+mod maintainer;
+mod meter;
 mod pool;
 mod waiters;
 
@@ -16,7 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
-use crate::store::{CancelResult, StoreError, TaskFilter, TaskStore};
+use crate::store::{
+    CancelResult, Changed, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
+};
 use crate::task::{Kind, NewTask, QueueName, Task, TaskId};
 
 /// The engine's limits; each has a flag in `config`.
@@ -30,10 +35,12 @@ pub struct EngineConfig {
     pub cpu_threads: usize,
     /// How many long-polls may wait at once.
     pub max_waiters: usize,
-    /// How long a claim holds a task before others may consider it lost.
+    /// How long a claim holds a task before it counts as lost; renewed while it runs.
     pub lease: Duration,
     /// How long running tasks may go on after shutdown began.
     pub shutdown_grace: Duration,
+    /// How long finished tasks are kept.
+    pub retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,33 +51,33 @@ pub enum EngineError {
     UnknownKind(Kind),
     #[error("invalid input: {0}")]
     InvalidInput(InvalidInput),
+    /// A batch item was invalid; `index` says which.
+    #[error("item {index}: {error}")]
+    InvalidItem {
+        index: usize,
+        error: Box<EngineError>,
+    },
     #[error("queue `{queue}` is full ({limit} tasks waiting)")]
     QueueFull {
         queue: QueueName,
         limit: u64,
         retry_after: Duration,
     },
-    #[error("task {} has already finished ({})", .0.id, .0.state)]
-    Finished(Box<Task>),
+    #[error("idempotency key `{0}` was already used with a different request")]
+    IdempotencyConflict(String),
+    /// The task is in a state the operation does not apply to; `code` says which rule.
+    #[error("task {} is {}: {}", .task.id, .task.state, .why)]
+    WrongState {
+        task: Box<Task>,
+        code: &'static str,
+        why: &'static str,
+    },
     #[error("too many waiters")]
     TooManyWaiters,
     #[error("the server is shutting down")]
     Draining,
     #[error(transparent)]
     Store(StoreError),
-}
-
-impl From<StoreError> for EngineError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::QueueFull { queue, limit } => EngineError::QueueFull {
-                queue,
-                limit,
-                retry_after: Duration::from_secs(1),
-            },
-            other => EngineError::Store(other),
-        }
-    }
 }
 
 /// What a cancel did.
@@ -87,7 +94,7 @@ struct Running {
     /// Fires for a cancel of this task; a child of `abort_running`, so shutdown fires it too.
     cancel: CancellationToken,
     lease: String,
-    /// Set by a client's cancel, to tell it apart from a shutdown.
+    /// Set by a client's cancel, to tell it apart from a shutdown or a timeout.
     cancel_requested: AtomicBool,
 }
 
@@ -110,8 +117,13 @@ struct Inner {
     registry: Registry,
     config: EngineConfig,
     waiters: waiters::Waiters,
-    /// Wakes the dispatcher after a submit. `Notify` keeps one wake-up when nobody waits.
+    /// Tasks finished per queue, recently: the rate behind `Retry-After` estimates.
+    meter: meter::Meter,
+    /// Wakes the dispatcher: work may be claimable. `Notify` keeps one wake-up when nobody
+    /// waits, so none is lost between a claim that found nothing and the wait.
     wake: Notify,
+    /// Wakes the maintainer: a task was scheduled, so the next due time may be earlier.
+    reschedule: Notify,
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
@@ -121,7 +133,9 @@ struct Inner {
     stop_claiming: CancellationToken,
     /// Fires every running attempt's cancellation (shutdown, after the grace period).
     abort_running: CancellationToken,
-    pool: Mutex<Option<JoinSet<()>>>,
+    /// Stops the maintainer (shutdown, last step).
+    stop_maintaining: CancellationToken,
+    tasks: Mutex<Option<(JoinSet<()>, JoinSet<()>)>>,
 }
 
 /// The engine handle; clones share one engine.
@@ -131,63 +145,94 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Recovers what a previous process left running, then starts the pool.
+    /// Recovers what a previous process left running, then starts the pool and maintainer.
     pub async fn start(
         store: Arc<dyn TaskStore>,
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
         let recovered = store.recover_running().await?;
-        if recovered > 0 {
+        if !recovered.is_empty() {
             tracing::warn!(
-                recovered,
-                "re-queued tasks left running by a previous process"
+                recovered = recovered.len(),
+                "tasks left running by a previous process lost their attempt"
             );
         }
         let inner = Arc::new(Inner {
             store,
             registry,
             waiters: waiters::Waiters::new(config.max_waiters),
+            meter: meter::Meter::default(),
             wake: Notify::new(),
+            reschedule: Notify::new(),
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             ready: AtomicBool::new(false),
             draining: CancellationToken::new(),
             stop_claiming: CancellationToken::new(),
             abort_running: CancellationToken::new(),
-            pool: Mutex::new(None),
+            stop_maintaining: CancellationToken::new(),
+            tasks: Mutex::new(None),
             config,
         });
+        for task in recovered.iter().filter(|t| t.state.is_terminal()) {
+            inner.waiters.notify(task);
+        }
         let pool = pool::start(&inner, inner.config.workers);
-        *inner.pool.lock().await = Some(pool);
+        let mut maintenance = JoinSet::new();
+        maintenance.spawn(maintainer::run(Arc::clone(&inner)));
+        *inner.tasks.lock().await = Some((pool, maintenance));
         inner.ready.store(true, Ordering::Release);
         Ok(Engine { inner })
     }
 
-    /// Validates and stores a task; on `Ok` it is durable and will run.
-    pub async fn submit(&self, task: NewTask) -> Result<Task, EngineError> {
+    /// Validates and stores one task; on `Ok` it is durable and will run.
+    pub async fn submit(&self, task: NewTask) -> Result<Inserted, EngineError> {
+        let mut inserted = self.submit_batch(vec![task]).await.map_err(|e| match e {
+            EngineError::InvalidItem { error, .. } => *error,
+            other => other,
+        })?;
+        // One task in, one answer out.
+        inserted.pop().ok_or(EngineError::Store(StoreError::Closed))
+    }
+
+    /// Validates and stores tasks in one transaction: all or none.
+    pub async fn submit_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
-        match self.inner.registry.validate(&task.kind, &task.input) {
-            None => return Err(EngineError::UnknownKind(task.kind)),
-            Some(Err(invalid)) => return Err(EngineError::InvalidInput(invalid)),
-            Some(Ok(())) => {}
+        for (index, task) in tasks.iter().enumerate() {
+            let invalid = match self.inner.registry.validate(&task.kind, &task.input) {
+                None => Some(EngineError::UnknownKind(task.kind.clone())),
+                Some(Err(invalid)) => Some(EngineError::InvalidInput(invalid)),
+                Some(Ok(())) => None,
+            };
+            if let Some(error) = invalid {
+                return Err(EngineError::InvalidItem {
+                    index,
+                    error: Box::new(error),
+                });
+            }
         }
-        let task = self
+        let inserted = self
             .inner
             .store
-            .insert(task, self.inner.config.max_queued)
-            .await?;
+            .insert(tasks, self.inner.config.max_queued)
+            .await
+            .map_err(|error| self.inner.store_error(error))?;
+        if inserted.iter().any(|i| i.task.run_at.is_some()) {
+            self.inner.reschedule.notify_one();
+        }
         self.inner.wake.notify_one();
-        Ok(task)
+        Ok(inserted)
     }
 
     pub async fn get(&self, id: TaskId) -> Result<Task, EngineError> {
         self.inner
             .store
             .get(id)
-            .await?
+            .await
+            .map_err(EngineError::Store)?
             .ok_or(EngineError::NotFound(id))
     }
 
@@ -218,9 +263,19 @@ impl Engine {
     }
 
     pub async fn cancel(&self, id: TaskId) -> Result<Cancelled, EngineError> {
-        match self.inner.store.cancel(id).await? {
+        match self
+            .inner
+            .store
+            .cancel(id)
+            .await
+            .map_err(EngineError::Store)?
+        {
             CancelResult::NotFound => Err(EngineError::NotFound(id)),
-            CancelResult::Finished(task) => Err(EngineError::Finished(Box::new(task))),
+            CancelResult::Finished(task) => Err(EngineError::WrongState {
+                task: Box::new(task),
+                code: "task_finished",
+                why: "only a queued, scheduled or running task can be cancelled",
+            }),
             CancelResult::Cancelled(task) => {
                 self.inner.waiters.notify(&task);
                 Ok(Cancelled::Now(task))
@@ -235,8 +290,87 @@ impl Engine {
         }
     }
 
+    /// Runs a failed or cancelled task again: attempts reset, history kept.
+    pub async fn retry(&self, id: TaskId) -> Result<Task, EngineError> {
+        match self
+            .inner
+            .store
+            .retry(id)
+            .await
+            .map_err(EngineError::Store)?
+        {
+            Changed::Done(Some(task)) => {
+                self.inner.wake.notify_one();
+                Ok(task)
+            }
+            Changed::NotFound | Changed::Done(None) => Err(EngineError::NotFound(id)),
+            Changed::WrongState(task) => Err(EngineError::WrongState {
+                task: Box::new(task),
+                code: "task_not_retryable",
+                why: "only a failed or cancelled task can be retried",
+            }),
+        }
+    }
+
+    /// Forgets a finished task.
+    pub async fn delete(&self, id: TaskId) -> Result<(), EngineError> {
+        match self
+            .inner
+            .store
+            .delete(id)
+            .await
+            .map_err(EngineError::Store)?
+        {
+            Changed::Done(_) => Ok(()),
+            Changed::NotFound => Err(EngineError::NotFound(id)),
+            Changed::WrongState(task) => Err(EngineError::WrongState {
+                task: Box::new(task),
+                code: "task_not_finished",
+                why: "only a finished task can be deleted",
+            }),
+        }
+    }
+
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, EngineError> {
-        Ok(self.inner.store.list(filter).await?)
+        self.inner
+            .store
+            .list(filter)
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, EngineError> {
+        self.inner.store.queues().await.map_err(EngineError::Store)
+    }
+
+    pub async fn queue(&self, name: QueueName) -> Result<QueueInfo, EngineError> {
+        self.inner
+            .store
+            .queue(name)
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    pub async fn update_queue(
+        &self,
+        name: QueueName,
+        patch: QueuePatch,
+    ) -> Result<QueueInfo, EngineError> {
+        let info = self
+            .inner
+            .store
+            .update_queue(name, patch)
+            .await
+            .map_err(EngineError::Store)?;
+        // A resumed queue or a raised concurrency may make work claimable.
+        self.inner.wake.notify_one();
+        Ok(info)
+    }
+
+    /// An estimate of how long until a task with `waiting_before` tasks ahead of it in
+    /// `queue` starts, from the queue's recent throughput; at least one second.
+    pub fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
+        self.inner.estimate_wait(queue, waiting_before)
     }
 
     pub fn kinds(&self) -> Vec<KindInfo> {
@@ -261,7 +395,7 @@ impl Engine {
     /// gives their tasks back to the queue with the attempt not counted.
     pub async fn shutdown(&self) {
         self.begin_drain();
-        let Some(mut pool) = self.inner.pool.lock().await.take() else {
+        let Some((mut pool, mut maintenance)) = self.inner.tasks.lock().await.take() else {
             return;
         };
         let grace = self.inner.config.shutdown_grace;
@@ -288,22 +422,45 @@ impl Engine {
                     .map(|r| (*r.key(), r.lease.clone()))
                     .collect();
                 for (id, lease) in abandoned {
-                    if let Ok(Some(task)) = self.inner.store.get(id).await {
-                        self.inner.release(&task, &lease).await;
-                    }
+                    self.inner.release(id, &lease).await;
                 }
             }
         }
+        // The maintainer renews leases while tasks run, so it stops last.
+        self.inner.stop_maintaining.cancel();
+        while maintenance.join_next().await.is_some() {}
     }
 }
 
 impl Inner {
     /// Gives a running task back to its queue (attempt not counted).
-    async fn release(&self, task: &Task, lease: &str) {
-        match self.store.release(task.id, lease).await {
+    async fn release(&self, id: TaskId, lease: &str) {
+        match self.store.release(id, lease).await {
             Ok(Some(released)) if released.state.is_terminal() => self.waiters.notify(&released),
             Ok(_) => {}
-            Err(error) => tracing::error!(id = %task.id, %error, "cannot release a task"),
+            Err(error) => tracing::error!(%id, %error, "cannot release a task"),
         }
+    }
+
+    fn store_error(&self, error: StoreError) -> EngineError {
+        match error {
+            StoreError::QueueFull { queue, limit } => EngineError::QueueFull {
+                retry_after: self.estimate_wait(&queue, limit),
+                queue,
+                limit,
+            },
+            StoreError::IdempotencyConflict(key) => EngineError::IdempotencyConflict(key),
+            other => EngineError::Store(other),
+        }
+    }
+
+    fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
+        let per_second = self.meter.rate(queue);
+        let seconds = if per_second > 0.0 {
+            waiting_before as f64 / per_second
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64(seconds.clamp(1.0, 3600.0))
     }
 }

@@ -117,13 +117,29 @@ async fn execute(inner: &Inner, task: Task) {
     let Some(cancel) = inner.running.get(&task.id).map(|r| r.cancel.clone()) else {
         return;
     };
-    let ctx = TaskContext::new(task.id, task.attempt, cancel, inner.cpu.clone());
+    let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone());
     let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
-        Some(attempt) => AssertUnwindSafe(attempt)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::new("panic", panic_message(&panic)))),
-        None => Err(HandlerError::new(
+        Some(attempt) => {
+            let attempt = AssertUnwindSafe(attempt).catch_unwind();
+            let limit = task.timeout_ms.map(Duration::from_millis);
+            match limit {
+                None => attempt.await,
+                Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Tell the handler, then abandon it: dropping the future stops an
+                        // async handler at its next await; CPU work sees the token.
+                        cancel.cancel();
+                        Ok(Err(HandlerError::new(
+                            "timeout",
+                            format!("the attempt ran longer than {} ms", limit.as_millis()),
+                        )))
+                    }
+                },
+            }
+            .unwrap_or_else(|panic| Err(HandlerError::new("panic", panic_message(&panic))))
+        }
+        None => Err(HandlerError::permanent(
             "unknown_kind",
             format!("no handler for kind `{}` on this server", task.kind),
         )),
@@ -140,21 +156,34 @@ async fn execute(inner: &Inner, task: Task) {
             Ok(value) => Outcome::Succeeded(value),
             // Stopped by shutdown, not by its own failure: give it back, attempt not counted.
             Err(_) if inner.abort_running.is_cancelled() => {
-                inner.release(&task, &lease).await;
+                inner.release(task.id, &lease).await;
                 return;
             }
-            Err(error) => Outcome::Failed(TaskError {
-                error_type: error.error_type,
-                message: error.message,
-            }),
+            Err(error) => Outcome::Failed {
+                retryable: error.retryable,
+                error: TaskError {
+                    error_type: error.error_type,
+                    message: error.message,
+                },
+            },
         }
     };
     match inner.store.finish(task.id, &lease, outcome).await {
-        Ok(Some(finished)) => inner.waiters.notify(&finished),
+        Ok(Some(ended)) => {
+            if ended.state.is_terminal() {
+                inner.meter.record(&ended.queue);
+                inner.waiters.notify(&ended);
+            } else {
+                // Scheduled for a retry: the maintainer may need to wake earlier.
+                inner.reschedule.notify_one();
+            }
+        }
         Ok(None) => tracing::debug!(id = %task.id, "the attempt lost its lease before it ended"),
-        // The task stays running under its lease; recovery at the next start re-runs it.
+        // The task stays running under its lease; rescue or recovery re-runs it.
         Err(error) => tracing::error!(id = %task.id, %error, "cannot record an outcome"),
     }
+    // A slot of the task's queue is free: work held back by its concurrency may go.
+    inner.wake.notify_one();
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

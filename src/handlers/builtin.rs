@@ -64,7 +64,7 @@ impl Handler for Sleep {
     }
 }
 
-/// `fail`: always fails with `message`.
+/// `fail`: fails with `message` — always, or only the first `times` attempts.
 pub struct Fail;
 
 #[derive(Deserialize, JsonSchema)]
@@ -73,6 +73,15 @@ pub struct FailInput {
     /// The error message to fail with.
     #[serde(default = "default_fail_message")]
     pub message: String,
+    /// Fail only the first `times` attempts, then succeed. Absent: fail every attempt.
+    pub times: Option<u32>,
+    /// Whether the error may be retried (default true).
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_fail_message() -> String {
@@ -84,11 +93,18 @@ impl Handler for Fail {
     type Input = FailInput;
 
     fn description(&self) -> &'static str {
-        "Fails with `message`: for tests and demos."
+        "Fails with `message` (every attempt, or the first `times`): for tests and demos."
     }
 
-    async fn run(&self, input: FailInput, _ctx: TaskContext) -> Result<Value, HandlerError> {
-        Err(HandlerError::new("fail", input.message))
+    async fn run(&self, input: FailInput, ctx: TaskContext) -> Result<Value, HandlerError> {
+        if input.times.is_some_and(|times| ctx.attempt() > times) {
+            return Ok(json!({"succeeded_on_attempt": ctx.attempt()}));
+        }
+        let error = HandlerError::new("fail", input.message);
+        Err(HandlerError {
+            retryable: input.retryable,
+            ..error
+        })
     }
 }
 

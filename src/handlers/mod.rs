@@ -28,13 +28,25 @@ pub struct HandlerError {
     /// Stable and machine-readable: clients branch on it.
     pub error_type: String,
     pub message: String,
+    /// Whether another attempt could succeed. `false` ends the task at once.
+    pub retryable: bool,
 }
 
 impl HandlerError {
+    /// A retryable error: the task runs again while it has attempts left.
     pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
         HandlerError {
             error_type: error_type.into(),
             message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// An error no retry can fix (bad input, a refused request): the task fails now.
+    pub fn permanent(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        HandlerError {
+            retryable: false,
+            ..HandlerError::new(error_type, message)
         }
     }
 
@@ -129,7 +141,7 @@ impl<H: Handler> ErasedHandler for Typed<H> {
             // The input passed `parse` at submit time; a stored input that no longer fits
             // (the handler changed meanwhile) fails the attempt instead of panicking.
             let input = Self::deserialize(&input)
-                .map_err(|e| HandlerError::new("invalid_input", e.to_string()))?;
+                .map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
             self.0.run(input, ctx).await
         })
     }

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// Admission control refused the task; nothing was written.
     #[error("queue `{queue}` holds {limit} waiting tasks, its limit")]
     QueueFull { queue: QueueName, limit: u64 },
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key `{0}` was used with a different request")]
+    IdempotencyConflict(String),
     #[error("unsupported database URL `{0}` (expected sqlite://PATH or sqlite::memory:)")]
     UnsupportedUrl(String),
     /// The store was shut down (or its writer died); the operation did not happen.
@@ -31,16 +34,35 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What an insert did with one submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    pub task: Task,
+    /// The idempotency key was used before with the same request: `task` is the first one.
+    pub replayed: bool,
+    /// How many tasks waited in the queue before this one (for a `Retry-After` estimate).
+    pub waiting_before: u64,
+}
+
 /// What a cancel found and did, decided atomically in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CancelResult {
     NotFound,
-    /// The task was queued and is now cancelled.
+    /// The task was queued or scheduled and is now cancelled.
     Cancelled(Task),
     /// The task is running; `cancel_requested` is now set and its attempt should stop.
     Requested(Task),
     /// The task had already finished; nothing changed.
     Finished(Task),
+}
+
+/// What a retry or a delete found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    NotFound,
+    Done(Option<Task>),
+    /// The task is in a state the operation does not apply to; nothing changed.
+    WrongState(Task),
 }
 
 /// Which tasks a listing returns: all filters are optional and combine with AND.
@@ -49,9 +71,36 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub kind: Option<Kind>,
     pub queue: Option<QueueName>,
+    /// `(key, value)`: only tasks carrying this label.
+    pub label: Option<(String, String)>,
     /// Only tasks older than this one (the cursor of the previous page).
     pub before: Option<TaskId>,
     pub limit: usize,
+}
+
+/// A queue's settings and what it holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueInfo {
+    pub name: QueueName,
+    pub paused: bool,
+    /// At most this many running at once from this queue; `None`: the global pool decides.
+    pub concurrency: Option<u32>,
+    /// Overrides the server's `--max-queued` for this queue.
+    pub max_queued: Option<u64>,
+    /// Tasks per state (every state present, zeros included).
+    pub counts: std::collections::BTreeMap<TaskState, u64>,
+    /// When the oldest queued task was submitted.
+    pub oldest_queued_at: Option<Millis>,
+    /// How many tasks finished in the last 60 seconds.
+    pub finished_last_minute: u64,
+}
+
+/// A change of queue settings; `None` leaves a setting as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueuePatch {
+    pub paused: Option<bool>,
+    pub concurrency: Option<Option<u32>>,
+    pub max_queued: Option<Option<u64>>,
 }
 
 /// One task store. Implementations: [`sqlite::SqliteStore`].
@@ -60,20 +109,28 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Applies the migrations that are not yet applied; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
 
-    /// Stores a new queued task, unless its queue already holds `max_queued` waiting tasks.
-    /// On `Ok` the task is durable.
-    async fn insert(&self, task: NewTask, max_queued: u64) -> Result<Task, StoreError>;
+    /// Stores new tasks in one transaction — all or none. A queue holding its limit of waiting
+    /// (queued or scheduled) tasks refuses; `default_max_queued` applies where the queue has no
+    /// limit of its own. On `Ok` the tasks are durable.
+    async fn insert(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+    ) -> Result<Vec<Inserted>, StoreError>;
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
 
     /// Newest first.
     async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
 
-    /// Moves up to `limit` queued tasks to running (highest priority, then oldest first), each
-    /// under a fresh lease that expires at `lease_expires_at`; counts the attempt.
+    /// Moves up to `limit` queued tasks to running, each under a fresh lease that expires at
+    /// `lease_expires_at`, and counts the attempt. Paused queues are skipped, a queue's
+    /// `concurrency` is honoured, and the slots are shared fairly between queues with work;
+    /// within a queue, highest priority first, then oldest.
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError>;
 
-    /// Ends the running attempt held under `lease`. `None`: the lease is no longer current.
+    /// Ends the running attempt held under `lease` (success, retry after backoff, failure or
+    /// cancellation, as `task::end_attempt` decides). `None`: the lease is no longer current.
     async fn finish(
         &self,
         id: TaskId,
@@ -81,15 +138,51 @@ pub trait TaskStore: Send + Sync + 'static {
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError>;
 
+    /// Extends the leases of running attempts still held under these tokens.
+    async fn renew(
+        &self,
+        leases: Vec<(TaskId, String)>,
+        lease_expires_at: Millis,
+    ) -> Result<u64, StoreError>;
+
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError>;
 
     /// Gives a running task back to its queue without counting the attempt (shutdown).
     /// A task whose cancel was requested ends cancelled instead.
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError>;
 
-    /// At start-up of a single-node store: every running task belongs to a process that died,
-    /// so it goes back to its queue with its attempt counted. Returns how many moved.
-    async fn recover_running(&self) -> Result<u64, StoreError>;
+    /// At start-up of a single-node store: every running task belongs to a process that died.
+    /// Each such attempt is lost (`task::lose_attempt`). Returns the tasks as they are now.
+    async fn recover_running(&self) -> Result<Vec<Task>, StoreError>;
+
+    /// Running tasks whose lease expired before `now` lose their attempt. Returns them.
+    async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError>;
+
+    /// Scheduled tasks due at `now` become queued. Returns how many.
+    async fn promote_due(&self, now: Millis) -> Result<u64, StoreError>;
+
+    /// When the next scheduled task is due.
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// A failed or cancelled task is queued again, attempts reset, history kept.
+    async fn retry(&self, id: TaskId) -> Result<Changed, StoreError>;
+
+    /// Forgets a finished task (and its idempotency key).
+    async fn delete(&self, id: TaskId) -> Result<Changed, StoreError>;
+
+    /// Deletes up to `limit` tasks that finished before `before`. Returns how many.
+    async fn purge_finished(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
+
+    /// Every queue that has tasks or settings, by name.
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+
+    async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError>;
+
+    async fn update_queue(
+        &self,
+        name: QueueName,
+        patch: QueuePatch,
+    ) -> Result<QueueInfo, StoreError>;
 }
 
 /// Opens the store a database URL names (without migrating it).

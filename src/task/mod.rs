@@ -4,6 +4,7 @@
 //! [`QueueName`] or a [`Kind`], nobody checks it again.
 
 mod id;
+mod lifecycle;
 mod names;
 mod state;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use id::{TaskId, TaskIdError};
+pub use lifecycle::{AttemptEnd, end_attempt, lose_attempt};
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
 
@@ -23,22 +25,105 @@ pub fn now_millis() -> Millis {
     Utc::now().timestamp_millis()
 }
 
-/// A submission that passed the edge: names are valid, the input is JSON.
-/// Whether the kind exists and the input fits it is the engine's question.
+/// A submission that passed the edge: names are valid, the input is JSON, the options are in
+/// range. Whether the kind exists and the input fits it is the engine's question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
     pub queue: QueueName,
     pub kind: Kind,
     pub input: Value,
+    /// Higher runs first within a queue; FIFO among equals.
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// How long one attempt may run; `None`: no limit.
+    pub timeout_ms: Option<u64>,
+    /// Not before this instant: the task starts `scheduled`.
+    pub run_at: Option<Millis>,
+    pub labels: Labels,
+    pub idempotency: Option<Idempotency>,
+}
+
+impl NewTask {
+    /// A task with every option at its default.
+    pub fn new(queue: QueueName, kind: Kind, input: Value) -> NewTask {
+        NewTask {
+            queue,
+            kind,
+            input,
+            priority: 0,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            timeout_ms: None,
+            run_at: None,
+            labels: Labels::new(),
+            idempotency: None,
+        }
+    }
+}
+
+/// How many attempts a task gets when the submit does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// String labels, filterable in listings.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// An `Idempotency-Key` and a digest of the request it came with: a repeat with the same key
+/// and digest replays the first task; the same key with another digest is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Exponential backoff between attempts: `min(cap, base · 2^(attempt−1))`, then jittered
+/// into its upper half so that retries of many tasks failing together spread out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub cap_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base_ms: 1_000,
+            cap_ms: 3_600_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (1-based); `jitter` is in [0, 1].
+    pub fn delay_ms(&self, attempt: u32, jitter: f64) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(62);
+        let full = self
+            .base_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.cap_ms);
+        let jitter = jitter.clamp(0.0, 1.0);
+        full / 2 + ((full / 2) as f64 * jitter) as u64
+    }
 }
 
 /// Why an attempt failed, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskError {
-    /// A stable, machine-readable kind of failure (`handler_error`, `panic`, `fail`, ...).
+    /// A stable, machine-readable kind of failure (`handler_error`, `timeout`, `panic`, ...).
     #[serde(rename = "type")]
     pub error_type: String,
     pub message: String,
+}
+
+/// One failed attempt in a task's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub message: String,
+    #[serde(with = "rfc3339")]
+    pub at: Millis,
 }
 
 /// A task as stored and as served: the future keyed by its id.
@@ -49,12 +134,25 @@ pub struct Task {
     pub kind: Kind,
     pub input: Value,
     pub state: TaskState,
+    pub priority: i32,
     /// How many times the task was started; the running attempt's number while running.
     pub attempt: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: Option<u64>,
+    /// When a scheduled task becomes due.
+    #[serde(with = "rfc3339_opt")]
+    pub run_at: Option<Millis>,
+    pub labels: Labels,
     /// Set once a cancel was asked of a running task; the attempt then ends `cancelled`.
     pub cancel_requested: bool,
     pub result: Option<Value>,
+    /// The final error, once failed.
     pub error: Option<TaskError>,
+    /// Every failed attempt, oldest first; kept across retries.
+    pub errors: Vec<AttemptError>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
     #[serde(with = "rfc3339")]
     pub created_at: Millis,
     #[serde(with = "rfc3339_opt")]
@@ -78,19 +176,12 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Succeeded(Value),
-    Failed(TaskError),
+    /// `retryable: false` ends the task at once, whatever attempts are left.
+    Failed {
+        error: TaskError,
+        retryable: bool,
+    },
     Cancelled,
-}
-
-impl Outcome {
-    /// The terminal state this outcome leads to.
-    pub fn state(&self) -> TaskState {
-        match self {
-            Outcome::Succeeded(_) => TaskState::Succeeded,
-            Outcome::Failed(_) => TaskState::Failed,
-            Outcome::Cancelled => TaskState::Cancelled,
-        }
-    }
 }
 
 fn to_datetime(ms: Millis) -> DateTime<Utc> {
@@ -101,10 +192,17 @@ fn to_datetime(ms: Millis) -> DateTime<Utc> {
 mod rfc3339 {
     use super::{Millis, to_datetime};
     use chrono::SecondsFormat;
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&to_datetime(*ms).to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+        let text = String::deserialize(d)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.timestamp_millis())
+            .map_err(serde::de::Error::custom)
     }
 }
 

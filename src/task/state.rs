@@ -5,11 +5,15 @@
 //! CHECK constraints back it, so two writers can never both move one task.
 //!
 //! ```text
-//! submit ──► queued ──claim──► running ──ok────► succeeded
-//!              ▲ │                │  ├──error───► failed
-//!              │ │                │  └──cancel──► cancelled (the running attempt ends)
-//!              │ └──cancel──► cancelled
-//!              └── release (shutdown, attempt not counted) / recover (crash, attempt counted)
+//! submit ─► queued ◄── promote (run_at due) ── scheduled ◄── submit with run_at / delay_ms
+//!             │  ▲                                  ▲
+//!       claim │  │ release (shutdown, attempt       │ finish: error with attempts left
+//!             ▼  │ not counted) / recover (lease    │ (after the backoff)
+//!           running  expired, attempt counted)  ────┘
+//!             ├── finish: ok ───────────────────────► succeeded
+//!             ├── finish: error, none left / final ──► failed
+//!             └── finish after a cancel request ────► cancelled
+//! queued | scheduled ── cancel ──► cancelled      failed | cancelled ── retry ──► queued
 //! ```
 
 use std::fmt;
@@ -17,10 +21,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
-    /// Waiting for a worker. In: submit, release, recover. Out: claim, cancel.
+    /// Waiting for its time (`run_at`): a delayed submit or a retry in backoff.
+    /// In: submit, finish (retry). Out: promote, cancel.
+    Scheduled,
+    /// Waiting for a worker. In: submit, promote, release, recover, retry. Out: claim, cancel.
     Queued,
     /// Held by a worker under a lease. In: claim. Out: complete, release, recover.
     Running,
@@ -45,10 +52,15 @@ pub enum Transition {
     Release,
     /// The running attempt was lost (crash, expired lease); the attempt stays counted.
     Recover,
+    /// A scheduled task's time has come.
+    Promote,
+    /// A client re-runs a failed or cancelled task (attempts reset, history kept).
+    Retry,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Scheduled,
         TaskState::Queued,
         TaskState::Running,
         TaskState::Succeeded,
@@ -64,21 +76,38 @@ impl TaskState {
     }
 
     /// The state after `transition`, or `None` when the move is illegal from here.
-    /// A cancel of a running task leaves it running (with `cancel_requested` set).
+    /// A cancel of a running task leaves it running (with `cancel_requested` set); a lost
+    /// attempt with no attempts left ends failed.
     pub fn apply(self, transition: Transition) -> Option<TaskState> {
         use TaskState::*;
         match (self, transition) {
             (Queued, Transition::Claim) => Some(Running),
-            (Queued, Transition::Cancel) => Some(Cancelled),
+            (Queued | Scheduled, Transition::Cancel) => Some(Cancelled),
+            (Scheduled, Transition::Promote) => Some(Queued),
             (Running, Transition::Cancel) => Some(Running),
-            (Running, Transition::Finish(to)) if to.is_terminal() => Some(to),
+            (Running, Transition::Finish(to)) if to.is_terminal() || to == Scheduled => Some(to),
             (Running, Transition::Release | Transition::Recover) => Some(Queued),
+            (Failed | Cancelled, Transition::Retry) => Some(Queued),
             _ => None,
+        }
+    }
+
+    /// Whether `transition` may lead from here to `to`: the check every store write
+    /// makes (`Recover` may also end `failed` or `cancelled`, `Release` `cancelled`).
+    pub fn allows(self, transition: Transition, to: TaskState) -> bool {
+        use TaskState::*;
+        match (self, transition) {
+            (Running, Transition::Recover) => {
+                matches!(to, Queued | Failed | Cancelled)
+            }
+            (Running, Transition::Release) => matches!(to, Queued | Cancelled),
+            _ => self.apply(transition) == Some(to),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Scheduled => "scheduled",
             TaskState::Queued => "queued",
             TaskState::Running => "running",
             TaskState::Succeeded => "succeeded",
@@ -114,7 +143,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_states_do_not_move() {
+    fn terminal_states_move_only_by_retry() {
         let moves = [
             Transition::Claim,
             Transition::Cancel,
@@ -127,6 +156,11 @@ mod tests {
                 assert_eq!(state.apply(transition), None, "{state} {transition:?}");
             }
         }
+        assert_eq!(TaskState::Succeeded.apply(Transition::Retry), None);
+        assert_eq!(
+            TaskState::Failed.apply(Transition::Retry),
+            Some(TaskState::Queued)
+        );
     }
 
     #[test]

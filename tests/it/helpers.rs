@@ -23,7 +23,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
     // Keeps the database directory alive for the test's duration.
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A server with test-friendly defaults on a fresh SQLite file.
@@ -35,6 +35,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database_url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let mut app = spawn_app_on(&database_url, adjust).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// A server on an existing database (a restart), configured by `adjust`.
+pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let database_url = database_url.to_owned();
     let mut config = ServeConfig::defaults();
     config.database.url = database_url.clone();
     config.workers = 4;
@@ -58,7 +66,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         database_url,
         shutdown,
         server: Some(server),
-        _dir: dir,
+        _dir: None,
     }
 }
 
@@ -136,6 +144,16 @@ impl TestApp {
                 .expect("the server stops in time")
                 .expect("the server task ends cleanly");
         }
+    }
+}
+
+impl TestApp {
+    /// Stops this server and starts another on the same database; the directory stays.
+    pub async fn restart(mut self, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        self.stop().await;
+        let mut next = spawn_app_on(&self.database_url, adjust).await;
+        next._dir = self._dir.take();
+        next
     }
 }
 

@@ -4,6 +4,7 @@
 //! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
 //! database has a single connection, so there the writer serves reads too.
 
+mod queues;
 mod rows;
 mod writer;
 
@@ -14,8 +15,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
-use crate::store::{CancelResult, StoreError, TaskFilter, TaskStore};
-use crate::task::{Millis, NewTask, Outcome, Task, TaskId, now_millis};
+use crate::store::{
+    CancelResult, Changed, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
+};
+use crate::task::{Millis, NewTask, Outcome, QueueName, Task, TaskId, now_millis};
 use writer::Writer;
 
 /// The migrations, in order. Append-only: a change is a new file with the next number.
@@ -174,9 +177,19 @@ impl TaskStore for SqliteStore {
         self.writer.run(migrate).await
     }
 
-    async fn insert(&self, task: NewTask, max_queued: u64) -> Result<Task, StoreError> {
+    async fn insert(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        // One job, one savepoint: a refused task rolls the whole batch back.
         self.writer
-            .run(move |conn| rows::task_insert(conn, task, max_queued))
+            .run(move |conn| {
+                tasks
+                    .into_iter()
+                    .map(|task| rows::task_insert(conn, task, default_max_queued))
+                    .collect()
+            })
             .await
     }
 
@@ -206,6 +219,16 @@ impl TaskStore for SqliteStore {
             .await
     }
 
+    async fn renew(
+        &self,
+        leases: Vec<(TaskId, String)>,
+        lease_expires_at: Millis,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_renew(conn, &leases, lease_expires_at))
+            .await
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
         self.writer
             .run(move |conn| rows::task_cancel(conn, id))
@@ -219,8 +242,60 @@ impl TaskStore for SqliteStore {
             .await
     }
 
-    async fn recover_running(&self) -> Result<u64, StoreError> {
+    async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
         self.writer.run(rows::task_recover_running).await
+    }
+
+    async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_rescue_expired(conn, now))
+            .await
+    }
+
+    async fn promote_due(&self, now: Millis) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_promote_due(conn, now))
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(rows::task_next_due).await
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Changed, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_retry(conn, id))
+            .await
+    }
+
+    async fn delete(&self, id: TaskId) -> Result<Changed, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_delete(conn, id))
+            .await
+    }
+
+    async fn purge_finished(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |conn| rows::task_purge_finished(conn, before, limit))
+            .await
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.read(queues::queue_list).await
+    }
+
+    async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError> {
+        self.read(move |conn| queues::queue_get(conn, name)).await
+    }
+
+    async fn update_queue(
+        &self,
+        name: QueueName,
+        patch: QueuePatch,
+    ) -> Result<QueueInfo, StoreError> {
+        self.writer
+            .run(move |conn| queues::queue_update(conn, name, patch))
+            .await
     }
 }
 

@@ -1,59 +1,68 @@
 //! The SQLite task queries, named `task_<verb>`, and the mapping from a row to a [`Task`].
+//! Every state change is guarded by the state it expects (and the lease, for a running
+//! task); the transition itself is decided in `task/`.
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::store::{CancelResult, StoreError, TaskFilter};
+use crate::store::{CancelResult, Changed, Inserted, StoreError, TaskFilter};
 use crate::task::{
-    Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskError, TaskId, TaskState,
-    now_millis,
+    AttemptEnd, Backoff, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId, TaskState,
+    end_attempt, lose_attempt, now_millis,
 };
 
-/// The columns every query that returns tasks selects, in the order `task_from_row` reads.
-const COLUMNS: &str = "id, queue, kind, input, state, attempt, cancel_requested, result, error, \
-                       lease, lease_expires_at, created_at, started_at, finished_at";
+/// The columns every query that returns tasks selects; `task_from_row` reads them by name.
+pub const COLUMNS: &str = "id, queue, kind, input, state, priority, attempt, max_attempts, \
+     backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result, \
+     error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at";
 
-fn conversion_error(
-    column: usize,
-    error: impl std::error::Error + Send + Sync + 'static,
-) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(error))
+fn conversion_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(error))
 }
 
-fn json_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+fn json_column<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(column)?;
-    text.map(|text| serde_json::from_str(&text).map_err(|e| conversion_error(column, e)))
+    text.map(|text| serde_json::from_str(&text).map_err(conversion_error))
         .transpose()
 }
 
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
-    let id: String = row.get(0)?;
-    let queue: String = row.get(1)?;
-    let kind: String = row.get(2)?;
-    let state: String = row.get(4)?;
-    let error = json_column(row, 8)?
-        .map(serde_json::from_value::<TaskError>)
-        .transpose()
-        .map_err(|e| conversion_error(8, e))?;
-    let lease_token: Option<String> = row.get(9)?;
-    let lease_expires_at: Option<Millis> = row.get(10)?;
+    let id: String = row.get("id")?;
+    let queue: String = row.get("queue")?;
+    let kind: String = row.get("kind")?;
+    let state: String = row.get("state")?;
+    let lease_token: Option<String> = row.get("lease")?;
+    let lease_expires_at: Option<Millis> = row.get("lease_expires_at")?;
+    let timeout_ms: Option<i64> = row.get("timeout_ms")?;
     Ok(Task {
-        id: id.parse().map_err(|e| conversion_error(0, e))?,
-        queue: QueueName::parse(queue).map_err(|e| conversion_error(1, e))?,
-        kind: Kind::parse(kind).map_err(|e| conversion_error(2, e))?,
-        input: json_column(row, 3)?.unwrap_or_default(),
-        state: state.parse().map_err(|e| conversion_error(4, e))?,
-        attempt: row.get(5)?,
-        cancel_requested: row.get(6)?,
-        result: json_column(row, 7)?,
-        error,
+        id: id.parse().map_err(conversion_error)?,
+        queue: QueueName::parse(queue).map_err(conversion_error)?,
+        kind: Kind::parse(kind).map_err(conversion_error)?,
+        input: json_column(row, "input")?.unwrap_or_default(),
+        state: state.parse().map_err(conversion_error)?,
+        priority: row.get("priority")?,
+        attempt: row.get("attempt")?,
+        max_attempts: row.get("max_attempts")?,
+        backoff: Backoff {
+            base_ms: row.get::<_, i64>("backoff_base_ms")? as u64,
+            cap_ms: row.get::<_, i64>("backoff_cap_ms")? as u64,
+        },
+        timeout_ms: timeout_ms.map(|ms| ms as u64),
+        run_at: row.get("run_at")?,
+        labels: json_column(row, "labels")?.unwrap_or_default(),
+        cancel_requested: row.get("cancel_requested")?,
+        result: json_column(row, "result")?,
+        error: json_column(row, "error")?,
+        errors: json_column(row, "errors")?.unwrap_or_default(),
+        idempotency_key: row.get("idempotency_key")?,
         lease: lease_token
             .zip(lease_expires_at)
             .map(|(token, expires_at)| Lease { token, expires_at }),
-        created_at: row.get(11)?,
-        started_at: row.get(12)?,
-        finished_at: row.get(13)?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
     })
 }
 
@@ -65,7 +74,7 @@ fn corrupt(error: rusqlite::Error) -> StoreError {
 }
 
 /// Runs a statement that returns task rows and collects them.
-fn query_tasks(
+pub fn query_tasks(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -87,45 +96,117 @@ fn query_task(
         .map_err(corrupt)
 }
 
-pub fn task_insert(conn: &Connection, new: NewTask, max_queued: u64) -> Result<Task, StoreError> {
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Serializing our own plain data (maps of strings, JSON values) cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// How many tasks wait (queued or scheduled) in `queue`, and how many may.
+fn room(conn: &Connection, queue: &QueueName, default_max: u64) -> Result<(u64, u64), StoreError> {
     let waiting: i64 = conn
-        .prepare_cached("SELECT n FROM queue_counts WHERE queue = ?1 AND state = 'queued'")?
-        .query_row([new.queue.as_str()], |row| row.get(0))
+        .prepare_cached(
+            "SELECT IFNULL(SUM(n), 0) FROM queue_counts \
+             WHERE queue = ?1 AND state IN ('queued', 'scheduled')",
+        )?
+        .query_row([queue.as_str()], |row| row.get(0))?;
+    let limit: Option<i64> = conn
+        .prepare_cached("SELECT max_queued FROM queues WHERE name = ?1")?
+        .query_row([queue.as_str()], |row| row.get(0))
         .optional()?
-        .unwrap_or(0);
-    if waiting as u64 >= max_queued {
+        .flatten();
+    Ok((waiting as u64, limit.map_or(default_max, |l| l as u64)))
+}
+
+pub fn task_insert(
+    conn: &Connection,
+    new: NewTask,
+    default_max_queued: u64,
+) -> Result<Inserted, StoreError> {
+    if let Some(idempotency) = &new.idempotency {
+        let first = query_task(
+            conn,
+            &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
+            [&idempotency.key],
+        )?;
+        if let Some(first) = first {
+            let hash: String = conn
+                .prepare_cached("SELECT request_hash FROM tasks WHERE id = ?1")?
+                .query_row([first.id.to_string()], |row| row.get(0))?;
+            return if hash == idempotency.request_hash {
+                Ok(Inserted {
+                    task: first,
+                    replayed: true,
+                    waiting_before: 0,
+                })
+            } else {
+                Err(StoreError::IdempotencyConflict(idempotency.key.clone()))
+            };
+        }
+    }
+    let (waiting, limit) = room(conn, &new.queue, default_max_queued)?;
+    if waiting >= limit {
         return Err(StoreError::QueueFull {
             queue: new.queue,
-            limit: max_queued,
+            limit,
         });
     }
+    let now = now_millis();
+    let run_at = new.run_at.filter(|at| *at > now);
     let task = Task {
         id: TaskId::new(),
+        state: if run_at.is_some() {
+            TaskState::Scheduled
+        } else {
+            TaskState::Queued
+        },
         queue: new.queue,
         kind: new.kind,
         input: new.input,
-        state: TaskState::Queued,
+        priority: new.priority,
         attempt: 0,
+        max_attempts: new.max_attempts,
+        backoff: new.backoff,
+        timeout_ms: new.timeout_ms,
+        run_at,
+        labels: new.labels,
         cancel_requested: false,
         result: None,
         error: None,
-        created_at: now_millis(),
+        errors: Vec::new(),
+        idempotency_key: new.idempotency.as_ref().map(|i| i.key.clone()),
+        created_at: now,
         started_at: None,
         finished_at: None,
         lease: None,
     };
     conn.prepare_cached(
-        "INSERT INTO tasks (id, queue, kind, input, state, created_at) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+        "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
+             backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
+             request_hash, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         task.id.to_string(),
         task.queue.as_str(),
         task.kind.as_str(),
         task.input.to_string(),
+        task.state.as_str(),
+        task.priority,
+        task.max_attempts,
+        task.backoff.base_ms as i64,
+        task.backoff.cap_ms as i64,
+        task.timeout_ms.map(|ms| ms as i64),
+        task.run_at,
+        to_json(&task.labels),
+        task.idempotency_key,
+        new.idempotency.map(|i| i.request_hash),
         task.created_at,
     ])?;
-    Ok(task)
+    Ok(Inserted {
+        task,
+        replayed: false,
+        waiting_before: waiting,
+    })
 }
 
 pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -138,23 +219,31 @@ pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreErro
 
 pub fn task_list(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
     // Only the filters given become conditions, so SQLite can pick the matching index.
-    let mut conditions = Vec::new();
+    let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<String> = Vec::new();
-    let mut add = |column: &str, op: &str, value: String| {
+    let mut bind = |value: String| {
         values.push(value);
-        conditions.push(format!("{column} {op} ?{}", values.len()));
+        format!("?{}", values.len())
     };
     if let Some(state) = filter.state {
-        add("state", "=", state.as_str().to_owned());
+        conditions.push(format!("state = {}", bind(state.as_str().to_owned())));
     }
     if let Some(kind) = &filter.kind {
-        add("kind", "=", kind.to_string());
+        conditions.push(format!("kind = {}", bind(kind.to_string())));
     }
     if let Some(queue) = &filter.queue {
-        add("queue", "=", queue.to_string());
+        conditions.push(format!("queue = {}", bind(queue.to_string())));
+    }
+    if let Some((key, value)) = &filter.label {
+        // The key is quoted as a JSON path member, so any characters in it are safe.
+        let path = bind(format!("$.{}", to_json(key)));
+        conditions.push(format!(
+            "json_extract(labels, {path}) = {}",
+            bind(value.clone())
+        ));
     }
     if let Some(before) = filter.before {
-        add("id", "<", before.to_string());
+        conditions.push(format!("id < {}", bind(before.to_string())));
     }
     let mut sql = format!("SELECT {COLUMNS} FROM tasks");
     if !conditions.is_empty() {
@@ -165,22 +254,126 @@ pub fn task_list(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, St
     query_tasks(conn, &sql, rusqlite::params_from_iter(values))
 }
 
+/// A queue with waiting tasks, as the claim sees it.
+struct Candidate {
+    queue: String,
+    /// How many it may start now: waiting tasks, capped by its concurrency.
+    room: u64,
+}
+
+fn claim_candidates(conn: &Connection) -> Result<Vec<Candidate>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT c.queue, c.n, IFNULL(r.n, 0), q.concurrency \
+         FROM queue_counts c \
+         LEFT JOIN queue_counts r ON r.queue = c.queue AND r.state = 'running' \
+         LEFT JOIN queues q ON q.name = c.queue \
+         WHERE c.state = 'queued' AND c.n > 0 AND IFNULL(q.paused, 0) = 0",
+    )?;
+    let rows = statement.query_map([], |row| {
+        let waiting: i64 = row.get(1)?;
+        let running: i64 = row.get(2)?;
+        let concurrency: Option<i64> = row.get(3)?;
+        let room = match concurrency {
+            Some(limit) => waiting.min((limit - running).max(0)),
+            None => waiting,
+        };
+        Ok(Candidate {
+            queue: row.get(0)?,
+            room: room as u64,
+        })
+    })?;
+    Ok(rows
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|c| c.room > 0)
+        .collect())
+}
+
+/// Shares `slots` between queues one at a time, round-robin from a random queue, each up to
+/// its room: with work in several queues, none gets more than its fair share of a claim.
+fn share(candidates: &[Candidate], slots: usize) -> Vec<u64> {
+    let mut shares = vec![0u64; candidates.len()];
+    if candidates.is_empty() {
+        return shares;
+    }
+    let start = fastrand::usize(..candidates.len());
+    let mut left = slots;
+    let mut progressed = true;
+    while left > 0 && progressed {
+        progressed = false;
+        for offset in 0..candidates.len() {
+            let i = (start + offset) % candidates.len();
+            if left > 0 && shares[i] < candidates[i].room {
+                shares[i] += 1;
+                left -= 1;
+                progressed = true;
+            }
+        }
+    }
+    shares
+}
+
 pub fn task_claim(
     conn: &Connection,
     limit: usize,
     lease_expires_at: Millis,
 ) -> Result<Vec<Task>, StoreError> {
+    let candidates = claim_candidates(conn)?;
+    let shares = share(&candidates, limit);
     let lease = Uuid::new_v4().to_string();
-    query_tasks(
+    let now = now_millis();
+    let mut claimed = Vec::new();
+    for (candidate, take) in candidates.iter().zip(shares) {
+        if take == 0 {
+            continue;
+        }
+        claimed.extend(query_tasks(
+            conn,
+            &format!(
+                "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
+                     lease_expires_at = ?2, started_at = ?3 \
+                 WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND queue = ?4 \
+                              ORDER BY priority DESC, id LIMIT ?5) \
+                 RETURNING {COLUMNS}"
+            ),
+            params![lease, lease_expires_at, now, candidate.queue, take as i64],
+        )?);
+    }
+    Ok(claimed)
+}
+
+/// Writes the end of a running attempt, guarded by its lease.
+fn write_end(
+    conn: &Connection,
+    id: TaskId,
+    lease: &str,
+    end: AttemptEnd,
+) -> Result<Option<Task>, StoreError> {
+    query_task(
         conn,
         &format!(
-            "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
-                 lease_expires_at = ?2, started_at = ?3 \
-             WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' \
-                          ORDER BY priority DESC, id LIMIT ?4) \
-             RETURNING {COLUMNS}"
+            "UPDATE tasks SET state = ?3, result = ?4, error = ?5, errors = ?6, run_at = ?7, \
+                 finished_at = ?8, lease = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING {COLUMNS}"
         ),
-        params![lease, lease_expires_at, now_millis(), limit as i64],
+        params![
+            id.to_string(),
+            lease,
+            end.state.as_str(),
+            end.result.map(|r| r.to_string()),
+            end.error.map(|e| to_json(&e)),
+            to_json(&end.errors),
+            end.run_at,
+            end.finished_at,
+        ],
+    )
+}
+
+fn running_under(conn: &Connection, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
+    query_task(
+        conn,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2"),
+        params![id.to_string(), lease],
     )
 }
 
@@ -190,36 +383,26 @@ pub fn task_finish(
     lease: &str,
     outcome: Outcome,
 ) -> Result<Option<Task>, StoreError> {
-    let state = outcome.state();
-    let (result, error) = match outcome {
-        Outcome::Succeeded(value) => (Some(value.to_string()), None),
-        Outcome::Failed(error) => (
-            None,
-            Some(serde_json::to_string(&error).unwrap_or_default()),
-        ),
-        Outcome::Cancelled => (None, None),
+    let Some(task) = running_under(conn, id, lease)? else {
+        return Ok(None);
     };
-    query_task(
-        conn,
-        &format!(
-            // A cancel requested while the attempt ran wins over its outcome.
-            "UPDATE tasks SET \
-                 state = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE ?3 END, \
-                 result = CASE cancel_requested WHEN 1 THEN NULL ELSE ?4 END, \
-                 error = CASE cancel_requested WHEN 1 THEN NULL ELSE ?5 END, \
-                 lease = NULL, lease_expires_at = NULL, finished_at = ?6 \
-             WHERE id = ?1 AND state = 'running' AND lease = ?2 \
-             RETURNING {COLUMNS}"
-        ),
-        params![
-            id.to_string(),
-            lease,
-            state.as_str(),
-            result,
-            error,
-            now_millis()
-        ],
-    )
+    let end = end_attempt(&task, outcome, now_millis(), fastrand::f64());
+    write_end(conn, id, lease, end)
+}
+
+pub fn task_renew(
+    conn: &Connection,
+    leases: &[(TaskId, String)],
+    lease_expires_at: Millis,
+) -> Result<u64, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE tasks SET lease_expires_at = ?3 WHERE id = ?1 AND state = 'running' AND lease = ?2",
+    )?;
+    let mut renewed = 0;
+    for (id, lease) in leases {
+        renewed += statement.execute(params![id.to_string(), lease, lease_expires_at])? as u64;
+    }
+    Ok(renewed)
 }
 
 pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreError> {
@@ -227,8 +410,8 @@ pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreE
     let cancelled = query_task(
         conn,
         &format!(
-            "UPDATE tasks SET state = 'cancelled', finished_at = ?2 \
-             WHERE id = ?1 AND state = 'queued' RETURNING {COLUMNS}"
+            "UPDATE tasks SET state = 'cancelled', run_at = NULL, finished_at = ?2 \
+             WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {COLUMNS}"
         ),
         params![id_text, now_millis()],
     )?;
@@ -252,12 +435,6 @@ pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreE
     })
 }
 
-/// The `SET` list that takes a running task off its worker: back to queued, or to cancelled
-/// when a cancel was requested meanwhile. `?1` is the current time.
-const UNCLAIM: &str = "state = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
-                       finished_at = CASE cancel_requested WHEN 1 THEN ?1 END, \
-                       lease = NULL, lease_expires_at = NULL";
-
 pub fn task_release(
     conn: &Connection,
     id: TaskId,
@@ -266,18 +443,125 @@ pub fn task_release(
     query_task(
         conn,
         &format!(
-            "UPDATE tasks SET {UNCLAIM}, attempt = attempt - 1 \
+            "UPDATE tasks SET \
+                 state = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
+                 finished_at = CASE cancel_requested WHEN 1 THEN ?1 END, \
+                 lease = NULL, lease_expires_at = NULL, attempt = attempt - 1 \
              WHERE id = ?2 AND state = 'running' AND lease = ?3 RETURNING {COLUMNS}"
         ),
         params![now_millis(), id.to_string(), lease],
     )
 }
 
-pub fn task_recover_running(conn: &Connection) -> Result<u64, StoreError> {
-    let moved = conn
-        .prepare_cached(&format!(
-            "UPDATE tasks SET {UNCLAIM} WHERE state = 'running'"
-        ))?
-        .execute([now_millis()])?;
-    Ok(moved as u64)
+/// Every running task matched by `condition` (with `?1` = now) loses its attempt.
+fn lose_running(conn: &Connection, condition: &str, now: Millis) -> Result<Vec<Task>, StoreError> {
+    let lost = query_tasks(
+        conn,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE state = 'running' AND {condition}"),
+        [now],
+    )?;
+    let mut moved = Vec::with_capacity(lost.len());
+    for task in lost {
+        let Some(lease) = task.lease.as_ref().map(|l| l.token.clone()) else {
+            continue;
+        };
+        let end = lose_attempt(&task, now);
+        moved.extend(write_end(conn, task.id, &lease, end)?);
+    }
+    Ok(moved)
+}
+
+pub fn task_recover_running(conn: &Connection) -> Result<Vec<Task>, StoreError> {
+    lose_running(conn, "?1 = ?1", now_millis())
+}
+
+pub fn task_rescue_expired(conn: &Connection, now: Millis) -> Result<Vec<Task>, StoreError> {
+    lose_running(conn, "lease_expires_at < ?1", now)
+}
+
+pub fn task_promote_due(conn: &Connection, now: Millis) -> Result<u64, StoreError> {
+    let promoted = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'queued', run_at = NULL \
+             WHERE state = 'scheduled' AND run_at <= ?1",
+        )?
+        .execute([now])?;
+    Ok(promoted as u64)
+}
+
+pub fn task_next_due(conn: &Connection) -> Result<Option<Millis>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(run_at) FROM tasks WHERE state = 'scheduled'")?
+        .query_row([], |row| row.get(0))?)
+}
+
+pub fn task_retry(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> {
+    let retried = query_task(
+        conn,
+        &format!(
+            "UPDATE tasks SET state = 'queued', attempt = 0, error = NULL, result = NULL, \
+                 cancel_requested = 0, finished_at = NULL \
+             WHERE id = ?1 AND state IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+        ),
+        [id.to_string()],
+    )?;
+    if retried.is_some() {
+        return Ok(Changed::Done(retried));
+    }
+    Ok(match task_get(conn, id)? {
+        Some(task) => Changed::WrongState(task),
+        None => Changed::NotFound,
+    })
+}
+
+pub fn task_delete(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM tasks WHERE id = ?1 AND state IN ('succeeded', 'failed', 'cancelled')",
+        )?
+        .execute([id.to_string()])?;
+    if deleted > 0 {
+        return Ok(Changed::Done(None));
+    }
+    Ok(match task_get(conn, id)? {
+        Some(task) => Changed::WrongState(task),
+        None => Changed::NotFound,
+    })
+}
+
+pub fn task_purge_finished(
+    conn: &Connection,
+    before: Millis,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM tasks WHERE id IN \
+             (SELECT id FROM tasks WHERE finished_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![before, limit as i64])?;
+    Ok(deleted as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(queue: &str, room: u64) -> Candidate {
+        Candidate {
+            queue: queue.to_owned(),
+            room,
+        }
+    }
+
+    #[test]
+    fn slots_are_shared_fairly_and_within_room() {
+        let candidates = [candidate("a", 100), candidate("b", 1), candidate("c", 100)];
+        let shares = share(&candidates, 7);
+        assert_eq!(shares.iter().sum::<u64>(), 7);
+        assert_eq!(shares[1], 1);
+        assert!(shares[0].abs_diff(shares[2]) <= 1, "{shares:?}");
+        assert_eq!(share(&candidates, 1000), vec![100, 1, 100]);
+        assert!(share(&[], 5).is_empty());
+    }
 }

@@ -1,0 +1,90 @@
+//! `/v1/queues`: what each queue holds, and its settings (pause, concurrency, max depth).
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::Json;
+use super::{AppState, Route};
+use crate::store::{QueueInfo, QueuePatch};
+use crate::task::{QueueName, now_millis};
+
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/v1/queues", axum::routing::get(list)),
+        Route::get("/v1/queues/{name}", axum::routing::get(get_queue)),
+        Route::patch("/v1/queues/{name}", axum::routing::patch(update)),
+    ]
+}
+
+fn render(info: QueueInfo) -> Value {
+    json!({
+        "name": info.name,
+        "paused": info.paused,
+        "concurrency": info.concurrency,
+        "max_queued": info.max_queued,
+        "counts": info.counts,
+        "oldest_queued_age_ms": info.oldest_queued_at.map(|at| (now_millis() - at).max(0)),
+        "finished_last_minute": info.finished_last_minute,
+    })
+}
+
+fn queue_name(raw: String) -> Result<QueueName, ApiError> {
+    QueueName::parse(raw).map_err(|e| ApiError::InvalidPath(format!("queue name: {e}")))
+}
+
+async fn list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let queues: Vec<Value> = state
+        .engine
+        .queues()
+        .await?
+        .into_iter()
+        .map(render)
+        .collect();
+    Ok(axum::Json(json!({ "queues": queues })))
+}
+
+/// Queues exist from their first use; one never used answers with zero counts.
+async fn get_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let info = state.engine.queue(queue_name(name)?).await?;
+    Ok(axum::Json(render(info)))
+}
+
+/// The body of `PATCH /v1/queues/{name}`: absent fields stay as they are; `null` clears a
+/// limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueUpdate {
+    paused: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    concurrency: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_queued: Option<Option<u64>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(update): Json<QueueUpdate>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let patch = QueuePatch {
+        paused: update.paused,
+        concurrency: update.concurrency,
+        max_queued: update.max_queued,
+    };
+    let info = state.engine.update_queue(queue_name(name)?, patch).await?;
+    Ok(axum::Json(render(info)))
+}

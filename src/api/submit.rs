@@ -1,0 +1,213 @@
+//! Submissions: the JSON body of `POST /v1/tasks` (and of each batch item), the
+//! `Idempotency-Key` and `Prefer` headers, parsed once into a [`NewTask`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::task::{
+    Backoff, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName, now_millis,
+};
+
+/// Limits on what one submission may ask for.
+const MAX_ATTEMPTS: u32 = 100;
+const MAX_TIMEOUT_MS: u64 = 24 * 3_600_000;
+const MAX_DELAY_MS: u64 = 366 * 24 * 3_600_000;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 256;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The body of `POST /v1/tasks`: every field but `kind` is optional.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    kind: String,
+    #[serde(default = "empty_object")]
+    input: Value,
+    queue: Option<String>,
+    priority: Option<i32>,
+    max_attempts: Option<u32>,
+    backoff: Option<BackoffRequest>,
+    timeout_ms: Option<u64>,
+    run_at: Option<String>,
+    delay_ms: Option<u64>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffRequest {
+    base_ms: Option<u64>,
+    cap_ms: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: Option<T>,
+    min: T,
+    max: T,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(v) if v < min || v > max => {
+            Err(invalid(field, format!("must be from {min} to {max}")))
+        }
+        other => Ok(other),
+    }
+}
+
+impl SubmitRequest {
+    /// The task this request asks for. `default_backoff` applies where it sets none.
+    pub fn parse(self, default_backoff: Backoff) -> Result<NewTask, ApiError> {
+        let name_error = |field: &'static str| {
+            move |error: crate::task::NameError| invalid(field, error.to_string())
+        };
+        let kind = Kind::parse(self.kind).map_err(name_error("kind"))?;
+        let queue = match self.queue {
+            Some(queue) => QueueName::parse(queue).map_err(name_error("queue"))?,
+            None => QueueName::default(),
+        };
+        let max_attempts = in_range("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)?;
+        let timeout_ms = in_range("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        let delay_ms = in_range("delay_ms", self.delay_ms, 0, MAX_DELAY_MS)?;
+        let run_at = match (self.run_at, delay_ms) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "run_at",
+                    "give either run_at or delay_ms, not both",
+                ));
+            }
+            (Some(text), None) => Some(
+                DateTime::parse_from_rfc3339(&text)
+                    .map_err(|e| invalid("run_at", format!("not an RFC 3339 time: {e}")))?
+                    .timestamp_millis(),
+            ),
+            (None, Some(delay)) => Some(now_millis() + delay as i64),
+            (None, None) => None,
+        };
+        let backoff = match self.backoff {
+            None => default_backoff,
+            Some(requested) => {
+                let base_ms = requested.base_ms.unwrap_or(default_backoff.base_ms);
+                let cap_ms = requested
+                    .cap_ms
+                    .unwrap_or(default_backoff.cap_ms.max(base_ms));
+                if base_ms > cap_ms {
+                    return Err(invalid("backoff.base_ms", "must not exceed backoff.cap_ms"));
+                }
+                in_range("backoff.cap_ms", Some(cap_ms), 0, MAX_DELAY_MS)?;
+                Backoff { base_ms, cap_ms }
+            }
+        };
+        Ok(NewTask {
+            priority: self.priority.unwrap_or(0),
+            max_attempts: max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            backoff,
+            timeout_ms,
+            run_at,
+            labels: parse_labels(self.labels.unwrap_or_default())?,
+            idempotency: None,
+            ..NewTask::new(queue, kind, self.input)
+        })
+    }
+}
+
+fn parse_labels(labels: BTreeMap<String, String>) -> Result<Labels, ApiError> {
+    if labels.len() > MAX_LABELS {
+        return Err(invalid("labels", format!("at most {MAX_LABELS} labels")));
+    }
+    for (key, value) in &labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY || key.contains(':') {
+            return Err(invalid(
+                &format!("labels.{key}"),
+                format!("a label key has 1 to {MAX_LABEL_KEY} characters and no ':'"),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE {
+            return Err(invalid(
+                &format!("labels.{key}"),
+                format!("a label value has at most {MAX_LABEL_VALUE} characters"),
+            ));
+        }
+    }
+    Ok(labels)
+}
+
+/// The `Idempotency-Key` header, bound to a digest of the request it came with.
+pub fn idempotency(
+    headers: &HeaderMap,
+    request: &SubmitRequest,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::InvalidHeader(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    // serde_json maps are sorted, so equal requests serialize to equal bytes.
+    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: hex::encode(Sha256::digest(&canonical)),
+    }))
+}
+
+/// The `wait=N` preference of a `Prefer` header (RFC 7240), capped at `max`.
+pub fn preferred_wait(headers: &HeaderMap, max: f64) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ';']))
+        .filter_map(|preference| {
+            let (name, value) = preference.split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("wait")).then(|| value.trim().trim_matches('"'))
+        })
+        .find_map(|secs| secs.parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(max)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn prefer_wait_is_read_and_capped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(preferred_wait(&headers, 60.0), None);
+        headers.insert("prefer", HeaderValue::from_static("respond-async, wait=5"));
+        assert_eq!(preferred_wait(&headers, 60.0), Some(Duration::from_secs(5)));
+        headers.insert("prefer", HeaderValue::from_static("wait=600"));
+        assert_eq!(
+            preferred_wait(&headers, 60.0),
+            Some(Duration::from_secs(60))
+        );
+        headers.insert("prefer", HeaderValue::from_static("wait=soon"));
+        assert_eq!(preferred_wait(&headers, 60.0), None);
+    }
+}

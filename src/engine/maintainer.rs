@@ -1,0 +1,95 @@
+//! The maintainer keeps time: it promotes scheduled tasks when they fall due, renews the
+//! leases of the attempts running here, rescues attempts whose lease expired elsewhere, and
+//! deletes finished tasks past their retention.
+//!
+//! It sleeps until the next due time (woken early when a task is scheduled), so a delayed
+//! or retrying task starts within milliseconds of its time rather than a polling period.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Inner;
+use crate::task::now_millis;
+
+/// How often expired leases are looked for and old tasks deleted.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How many finished tasks one housekeeping pass deletes at most.
+const PURGE_BATCH: usize = 1000;
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let renew_every = (inner.config.lease / 3).max(Duration::from_millis(10));
+    let mut next_renew = Instant::now() + renew_every;
+    let mut next_housekeeping = Instant::now();
+    loop {
+        promote(&inner).await;
+        if Instant::now() >= next_housekeeping {
+            housekeeping(&inner).await;
+            next_housekeeping = Instant::now() + HOUSEKEEPING;
+        }
+        if Instant::now() >= next_renew {
+            renew(&inner).await;
+            next_renew = Instant::now() + renew_every;
+        }
+        let until_due = match inner.store.next_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_millis()).max(0) as u64),
+            Ok(None) => HOUSEKEEPING,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the next due time");
+                HOUSEKEEPING
+            }
+        };
+        let now = Instant::now();
+        let sleep = until_due
+            .min(next_housekeeping.saturating_duration_since(now))
+            .min(next_renew.saturating_duration_since(now));
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = inner.reschedule.notified() => {}
+            () = inner.stop_maintaining.cancelled() => return,
+        }
+    }
+}
+
+async fn promote(inner: &Inner) {
+    match inner.store.promote_due(now_millis()).await {
+        Ok(0) => {}
+        Ok(_) => inner.wake.notify_one(),
+        Err(error) => tracing::error!(%error, "cannot promote due tasks"),
+    }
+}
+
+async fn housekeeping(inner: &Inner) {
+    match inner.store.rescue_expired(now_millis()).await {
+        Ok(rescued) if !rescued.is_empty() => {
+            tracing::warn!(count = rescued.len(), "rescued tasks whose lease expired");
+            for task in rescued.iter().filter(|t| t.state.is_terminal()) {
+                inner.waiters.notify(task);
+            }
+            inner.wake.notify_one();
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot rescue expired leases"),
+    }
+    let before = now_millis() - inner.config.retention.as_millis() as i64;
+    match inner.store.purge_finished(before, PURGE_BATCH).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "deleted finished tasks past their retention"),
+        Err(error) => tracing::error!(%error, "cannot delete old tasks"),
+    }
+}
+
+/// Extends the lease of every attempt running on this node.
+async fn renew(inner: &Inner) {
+    let leases: Vec<_> = inner
+        .running
+        .iter()
+        .map(|r| (*r.key(), r.lease.clone()))
+        .collect();
+    if leases.is_empty() {
+        return;
+    }
+    let expires_at = now_millis() + inner.config.lease.as_millis() as i64;
+    if let Err(error) = inner.store.renew(leases, expires_at).await {
+        tracing::error!(%error, "cannot renew leases");
+    }
+}

@@ -1,0 +1,186 @@
+//! Task management: retry, delete, retention, batches, ETags.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{expect_problem, spawn_app, spawn_app_with, wait_for};
+
+/// A failed task can be retried: attempts reset, history kept; other states are 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_cancelled_tasks_can_be_retried() {
+    let app = spawn_app().await;
+    let task = app.submit(json!({"kind": "fail", "max_attempts": 1})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    app.wait_terminal(&id).await;
+    let response = app
+        .post_json(&format!("/v1/tasks/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let retried: Value = response.json().await.unwrap();
+    assert_eq!(retried["state"], "queued");
+    assert_eq!(retried["attempt"], 0);
+    wait_for("the retry to fail again", || async {
+        let task = app.task(&id).await;
+        (task["state"] == "failed" && task["errors"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+
+    let done = app.submit(json!({"kind": "echo"})).await;
+    let done_id = done["id"].as_str().unwrap();
+    app.wait_terminal(done_id).await;
+    let response = app
+        .post_json(&format!("/v1/tasks/{done_id}/retry"), &json!({}))
+        .await;
+    expect_problem(response, 409, "task_not_retryable").await;
+}
+
+/// A finished task can be deleted (then 404); a waiting one cannot (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_can_be_deleted() {
+    let app = spawn_app().await;
+    let task = app.submit(json!({"kind": "echo"})).await;
+    let id = task["id"].as_str().unwrap();
+    app.wait_terminal(id).await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/tasks/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    expect_problem(
+        app.get(&format!("/v1/tasks/{id}")).await,
+        404,
+        "task_not_found",
+    )
+    .await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/tasks/{id}")))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 404, "task_not_found").await;
+
+    let waiting = app
+        .submit(json!({"kind": "echo", "delay_ms": 60_000}))
+        .await;
+    let waiting = waiting["id"].as_str().unwrap();
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/tasks/{waiting}")))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 409, "task_not_finished").await;
+}
+
+/// Finished tasks past `--retention` are deleted by the maintainer and answer 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_tasks() {
+    let app = spawn_app_with(|config| config.retention = Duration::from_millis(200)).await;
+    let task = app.submit(json!({"kind": "echo"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    app.wait_terminal(&id).await;
+    wait_for("retention to delete the task", || async {
+        (app.get(&format!("/v1/tasks/{id}")).await.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+}
+
+/// A batch is stored all at once; one invalid item refuses the whole batch and names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_all_or_nothing() {
+    let app = spawn_app().await;
+    let response = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo", "input": 1}, {"kind": "echo", "input": 2},
+                              {"kind": "sleep", "input": {"ms": 1}}]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    let tasks = body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    for task in tasks {
+        app.wait_terminal(task["id"].as_str().unwrap()).await;
+    }
+
+    let response = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo"}, {"kind": "sleep", "input": {"ms": "x"}}]}),
+        )
+        .await;
+    let problem = expect_problem(response, 422, "invalid_input").await;
+    assert_eq!(problem["errors"][0]["index"], 1);
+    assert_eq!(problem["errors"][0]["field"], "input.ms");
+    let response = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo"}, {"kind": "nope"}]}),
+        )
+        .await;
+    let problem = expect_problem(response, 422, "unknown_kind").await;
+    assert_eq!(problem["errors"][0]["index"], 1);
+    let response = app
+        .post_json("/v1/tasks/batch", &json!({"tasks": []}))
+        .await;
+    expect_problem(response, 422, "invalid_request").await;
+    let page: Value = app.get("/v1/tasks?limit=500").await.json().await.unwrap();
+    assert_eq!(
+        page["tasks"].as_array().unwrap().len(),
+        3,
+        "refused batches left nothing"
+    );
+}
+
+/// A batch that would overfill a queue is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_respects_the_queue_limit() {
+    let app = spawn_app_with(|config| config.max_queued = 2).await;
+    let response = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo", "delay_ms": 60000}, {"kind": "echo", "delay_ms": 60000},
+                              {"kind": "echo", "delay_ms": 60000}]}),
+        )
+        .await;
+    expect_problem(response, 429, "queue_full").await;
+    let page: Value = app.get("/v1/tasks").await.json().await.unwrap();
+    assert!(page["tasks"].as_array().unwrap().is_empty());
+}
+
+/// `GET /v1/tasks/{id}` carries an ETag; `If-None-Match` answers 304 until the task changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_answer_304_while_nothing_changed() {
+    let app = spawn_app_with(|config| config.workers = 1).await;
+    let task = app
+        .submit(json!({"kind": "echo", "delay_ms": 60_000}))
+        .await;
+    let id = task["id"].as_str().unwrap();
+    let first = app.get(&format!("/v1/tasks/{id}")).await;
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(app.url(&format!("/v1/tasks/{id}")))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    app.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    let changed = app
+        .client
+        .get(app.url(&format!("/v1/tasks/{id}")))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+}
