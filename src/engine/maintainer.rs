@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
+
 use super::Inner;
+use crate::store::Signal;
 use crate::task::now_millis;
 
 /// How often expired leases are looked for and old tasks deleted.
@@ -91,5 +94,33 @@ async fn renew(inner: &Inner) {
     let expires_at = now_millis() + inner.config.lease.as_millis() as i64;
     if let Err(error) = inner.store.renew(leases, expires_at).await {
         tracing::error!(%error, "cannot renew leases");
+    }
+}
+
+/// Relays what other nodes did: new work wakes the dispatcher (and the maintainer, since a
+/// scheduled task may be due sooner), a finish elsewhere resolves the waiters here.
+pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<Signal>) {
+    loop {
+        let signal = tokio::select! {
+            signal = signals.recv() => signal,
+            () = inner.stop_maintaining.cancelled() => return,
+        };
+        match signal {
+            Ok(Signal::Work) => {
+                inner.wake.notify_one();
+                inner.reschedule.notify_one();
+            }
+            Ok(Signal::Finished(id)) => match inner.store.get(id).await {
+                Ok(Some(task)) if task.state.is_terminal() => inner.waiters.notify(&task),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%id, %error, "cannot read a finished task"),
+            },
+            // Missed signals: wake everything once; waiters re-read on their own deadline.
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "missed signals from other nodes");
+                inner.wake.notify_one();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

@@ -151,7 +151,13 @@ impl Engine {
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
-        let recovered = store.recover_running().await?;
+        // A shared database's running tasks may belong to live nodes: those are rescued
+        // only when their lease expires.
+        let recovered = if store.single_node() {
+            store.recover_running().await?
+        } else {
+            Vec::new()
+        };
         if !recovered.is_empty() {
             tracing::warn!(
                 recovered = recovered.len(),
@@ -181,6 +187,9 @@ impl Engine {
         let pool = pool::start(&inner, inner.config.workers);
         let mut maintenance = JoinSet::new();
         maintenance.spawn(maintainer::run(Arc::clone(&inner)));
+        if let Some(signals) = inner.store.signals() {
+            maintenance.spawn(maintainer::listen(Arc::clone(&inner), signals));
+        }
         *inner.tasks.lock().await = Some((pool, maintenance));
         inner.ready.store(true, Ordering::Release);
         Ok(Engine { inner })

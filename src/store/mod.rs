@@ -103,9 +103,30 @@ pub struct QueuePatch {
     pub max_queued: Option<Option<u64>>,
 }
 
+/// News from other processes sharing the database, for stores that several nodes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Tasks became claimable (submitted, promoted, released) somewhere.
+    Work,
+    /// A task reached a terminal state somewhere.
+    Finished(TaskId),
+}
+
 /// One task store. Implementations: [`sqlite::SqliteStore`].
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
+    /// Signals from other nodes, for a store that several nodes share; `None` (the default)
+    /// for a single-node store, whose only writer is this process.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        None
+    }
+
+    /// Whether this process is the only one using the database, so every running task at
+    /// start-up is an orphan of a dead process (see `recover_running`).
+    fn single_node(&self) -> bool {
+        true
+    }
+
     /// Applies the migrations that are not yet applied; safe to call on every start.
     async fn migrate(&self) -> Result<(), StoreError>;
 

@@ -332,7 +332,8 @@ pub fn task_claim(
             &format!(
                 "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
                      lease_expires_at = ?2, started_at = ?3 \
-                 WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND queue = ?4 \
+                 WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
+                              WHERE state = 'queued' AND queue = ?4 \
                               ORDER BY priority DESC, id LIMIT ?5) \
                  RETURNING {COLUMNS}"
             ),
