@@ -5,6 +5,7 @@
 //! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
 
 pub mod error;
+mod events;
 mod extract;
 mod queues;
 mod submit;
@@ -95,6 +96,7 @@ impl Route {
 
 fn routes() -> Vec<Route> {
     let mut routes = tasks::routes();
+    routes.extend(events::routes());
     routes.extend(queues::routes());
     routes.extend(system::routes());
     routes

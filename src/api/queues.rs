@@ -84,6 +84,7 @@ async fn update(
         paused: update.paused,
         concurrency: update.concurrency,
         max_queued: update.max_queued,
+        callback: None,
     };
     let info = state.engine.update_queue(queue_name(name)?, patch).await?;
     Ok(axum::Json(render(info)))

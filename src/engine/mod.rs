@@ -4,6 +4,7 @@
 //! It sits between the API and the store: it decides (which kinds exist, whether an input
 //! fits, when to refuse) and the store records. It knows no HTTP types.
 
+mod events;
 mod maintainer;
 mod meter;
 mod pool;
@@ -14,15 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, broadcast};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
 use crate::store::{
-    CancelResult, Changed, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
+    TaskStore,
 };
-use crate::task::{Kind, NewTask, QueueName, Task, TaskId};
+use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
 
 /// The engine's limits; each has a flag in `config`.
 #[derive(Debug, Clone)]
@@ -96,6 +98,8 @@ struct Running {
     lease: String,
     /// Set by a client's cancel, to tell it apart from a shutdown or a timeout.
     cancel_requested: AtomicBool,
+    /// The latest progress report not yet written. A plain mutex: held for a swap only.
+    progress: std::sync::Mutex<Option<Progress>>,
 }
 
 impl Running {
@@ -104,6 +108,7 @@ impl Running {
             cancel,
             lease,
             cancel_requested: AtomicBool::new(false),
+            progress: std::sync::Mutex::new(None),
         }
     }
 
@@ -117,6 +122,8 @@ struct Inner {
     registry: Registry,
     config: EngineConfig,
     waiters: waiters::Waiters,
+    /// Every event of the log, live, for SSE streams. The tailer holds the only sender.
+    events: broadcast::Sender<Arc<TaskEvent>>,
     /// Tasks finished per queue, recently: the rate behind `Retry-After` estimates.
     meter: meter::Meter,
     /// Wakes the dispatcher: work may be claimable. `Notify` keeps one wake-up when nobody
@@ -168,6 +175,7 @@ impl Engine {
             store,
             registry,
             waiters: waiters::Waiters::new(config.max_waiters),
+            events: broadcast::channel(events::HUB_CAPACITY).0,
             meter: meter::Meter::default(),
             wake: Notify::new(),
             reschedule: Notify::new(),
@@ -187,6 +195,8 @@ impl Engine {
         let pool = pool::start(&inner, inner.config.workers);
         let mut maintenance = JoinSet::new();
         maintenance.spawn(maintainer::run(Arc::clone(&inner)));
+        maintenance.spawn(events::tail(Arc::clone(&inner)));
+        maintenance.spawn(events::flush_progress(Arc::clone(&inner)));
         if let Some(signals) = inner.store.signals() {
             maintenance.spawn(maintainer::listen(Arc::clone(&inner), signals));
         }
@@ -380,6 +390,39 @@ impl Engine {
     /// `queue` starts, from the queue's recent throughput; at least one second.
     pub fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
         self.inner.estimate_wait(queue, waiting_before)
+    }
+
+    /// Live events from now on. Subscribe before reading state, so nothing falls between.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Events from the log after `after`, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, EngineError> {
+        self.inner
+            .store
+            .events_after(after, filter, limit)
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    /// The oldest and newest retained event `seq`.
+    pub async fn event_bounds(&self) -> Result<Option<(i64, i64)>, EngineError> {
+        self.inner
+            .store
+            .event_bounds()
+            .await
+            .map_err(EngineError::Store)
+    }
+
+    /// Fires when shutdown begins: long-lived streams end then.
+    pub fn draining(&self) -> CancellationToken {
+        self.inner.draining.clone()
     }
 
     pub fn kinds(&self) -> Vec<KindInfo> {

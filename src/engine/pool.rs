@@ -18,8 +18,8 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Inner, Running};
-use crate::handlers::{HandlerError, TaskContext};
-use crate::task::{Outcome, Task, TaskError, now_millis};
+use crate::handlers::{HandlerError, ProgressSink, TaskContext};
+use crate::task::{Outcome, Task, TaskError, TaskId, now_millis};
 
 /// The most tasks one claim takes.
 const CLAIM_BATCH: usize = 256;
@@ -113,11 +113,12 @@ async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
 }
 
 /// Runs one attempt and records how it ended.
-async fn execute(inner: &Inner, task: Task) {
+async fn execute(inner: &Arc<Inner>, task: Task) {
     let Some(cancel) = inner.running.get(&task.id).map(|r| r.cancel.clone()) else {
         return;
     };
-    let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone());
+    let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone())
+        .with_progress(progress_sink(inner, task.id));
     let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
         Some(attempt) => {
             let attempt = AssertUnwindSafe(attempt).catch_unwind();
@@ -184,6 +185,19 @@ async fn execute(inner: &Inner, task: Task) {
     }
     // A slot of the task's queue is free: work held back by its concurrency may go.
     inner.wake.notify_one();
+}
+
+/// Where an attempt's progress reports go: the latest one waits in its `Running` entry
+/// for the flusher (`events::flush_progress`).
+fn progress_sink(inner: &Arc<Inner>, id: TaskId) -> ProgressSink {
+    let inner = Arc::downgrade(inner);
+    Arc::new(move |progress| {
+        if let Some(inner) = inner.upgrade()
+            && let Some(running) = inner.running.get(&id)
+        {
+            *running.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress);
+        }
+    })
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

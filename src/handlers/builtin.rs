@@ -57,9 +57,24 @@ impl Handler for Sleep {
     }
 
     async fn run(&self, input: SleepInput, ctx: TaskContext) -> Result<Value, HandlerError> {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(input.ms)) => Ok(json!({"slept_ms": input.ms})),
-            () = ctx.cancelled() => Err(HandlerError::cancelled()),
+        let total = Duration::from_millis(input.ms);
+        let start = tokio::time::Instant::now();
+        // About twenty progress reports, between 50 ms and 1 s apart.
+        let tick = (total / 20).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= total {
+                return Ok(json!({"slept_ms": input.ms}));
+            }
+            let percent = 100.0 * elapsed.as_secs_f64() / total.as_secs_f64();
+            ctx.progress(
+                percent,
+                format!("slept {} of {} ms", elapsed.as_millis(), input.ms),
+            );
+            tokio::select! {
+                () = tokio::time::sleep(tick.min(total - elapsed)) => {}
+                () = ctx.cancelled() => return Err(HandlerError::cancelled()),
+            }
         }
     }
 }

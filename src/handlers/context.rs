@@ -7,7 +7,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::HandlerError;
-use crate::task::TaskId;
+use crate::task::{Progress, TaskId, now_millis};
+
+/// Where progress reports go. The engine keeps only the latest one per attempt and writes
+/// it a few times a second, so reporting is cheap however often a handler calls it.
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Handed to every attempt. Cheap to clone.
 #[derive(Clone)]
@@ -16,6 +20,7 @@ pub struct TaskContext {
     attempt: u32,
     cancel: CancellationToken,
     cpu: CpuPool,
+    progress: Option<ProgressSink>,
 }
 
 impl TaskContext {
@@ -25,6 +30,30 @@ impl TaskContext {
             attempt,
             cancel,
             cpu,
+            progress: None,
+        }
+    }
+
+    /// The same context, with progress reports going to `sink`.
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// Reports how far the attempt got (`percent` is clamped to 0–100). Coalesced: only the
+    /// latest report is kept until it is written.
+    pub fn progress(&self, percent: f64, message: impl Into<Option<String>>) {
+        if let Some(sink) = &self.progress {
+            let percent = if percent.is_finite() {
+                percent.clamp(0.0, 100.0)
+            } else {
+                0.0
+            };
+            sink(Progress {
+                percent,
+                message: message.into(),
+                at: now_millis(),
+            });
         }
     }
 

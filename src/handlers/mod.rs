@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use builtin::{Echo, Fail, Sha256, Sleep};
-pub use context::{CpuPool, TaskContext};
+pub use context::{CpuPool, ProgressSink, TaskContext};
 
 use crate::task::Kind;
 

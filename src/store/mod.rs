@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::task::{Kind, Millis, NewTask, Outcome, QueueName, Task, TaskId, TaskState};
+use crate::task::{
+    Callback, Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId,
+    TaskState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +35,9 @@ pub enum StoreError {
     /// A stored row could not be read back as a task.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// This store does not implement the operation yet.
+    #[error("this store does not support {0} yet")]
+    Unsupported(&'static str),
 }
 
 /// What an insert did with one submission.
@@ -87,6 +93,8 @@ pub struct QueueInfo {
     pub concurrency: Option<u32>,
     /// Overrides the server's `--max-queued` for this queue.
     pub max_queued: Option<u64>,
+    /// The callback of tasks that bring none.
+    pub callback: Option<Callback>,
     /// Tasks per state (every state present, zeros included).
     pub counts: std::collections::BTreeMap<TaskState, u64>,
     /// When the oldest queued task was submitted.
@@ -101,6 +109,45 @@ pub struct QueuePatch {
     pub paused: Option<bool>,
     pub concurrency: Option<Option<u32>>,
     pub max_queued: Option<Option<u64>>,
+    /// The default callback of the queue's tasks.
+    pub callback: Option<Option<Callback>>,
+}
+
+/// A completion webhook due for a (re)try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The `webhook-id`: the same on every try.
+    pub id: String,
+    pub task: Task,
+    pub url: String,
+    pub secret: Option<String>,
+    /// Tries made so far.
+    pub attempts: u32,
+}
+
+/// How a delivery try went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `next_at`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_at: Millis,
+    },
+    /// No more tries.
+    GaveUp {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// Which events a read of the log returns.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub task: Option<TaskId>,
 }
 
 /// News from other processes sharing the database, for stores that several nodes share.
@@ -204,6 +251,51 @@ pub trait TaskStore: Send + Sync + 'static {
         name: QueueName,
         patch: QueuePatch,
     ) -> Result<QueueInfo, StoreError>;
+
+    // The observer's operations. They have defaults that refuse, so a store can grow into
+    // them; both shipped stores implement them, and the conformance suite holds them to it.
+
+    /// Fired after every commit this process makes, so the event tailer reads the log.
+    fn commits(&self) -> Arc<tokio::sync::Notify> {
+        Arc::new(tokio::sync::Notify::new())
+    }
+
+    /// Events after `after` (a `seq`), oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let _ = (after, filter, limit);
+        Err(StoreError::Unsupported("events"))
+    }
+
+    /// The oldest retained event's `seq`, and the newest.
+    async fn event_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        Err(StoreError::Unsupported("events"))
+    }
+
+    /// Records the latest progress of running attempts (guarded by their leases).
+    async fn record_progress(
+        &self,
+        updates: Vec<(TaskId, String, Progress)>,
+    ) -> Result<u64, StoreError> {
+        let _ = updates;
+        Err(StoreError::Unsupported("progress"))
+    }
+
+    /// Webhook deliveries due at `now`, at most `limit`.
+    async fn deliveries_due(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let _ = (now, limit);
+        Err(StoreError::Unsupported("webhooks"))
+    }
+
+    /// Records how a delivery try went (and the task's `callback_status`).
+    async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let _ = (id, outcome);
+        Err(StoreError::Unsupported("webhooks"))
+    }
 }
 
 /// Opens the store a database URL names (without migrating it).

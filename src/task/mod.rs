@@ -42,6 +42,8 @@ pub struct NewTask {
     pub run_at: Option<Millis>,
     pub labels: Labels,
     pub idempotency: Option<Idempotency>,
+    /// Where to POST the finished task; `None`: the queue's default callback, if any.
+    pub callback: Option<Callback>,
 }
 
 impl NewTask {
@@ -58,6 +60,7 @@ impl NewTask {
             run_at: None,
             labels: Labels::new(),
             idempotency: None,
+            callback: None,
         }
     }
 }
@@ -115,6 +118,41 @@ pub struct TaskError {
     pub message: String,
 }
 
+/// A completion webhook: the finished task is POSTed to `url`, signed with `secret` per the
+/// Standard Webhooks convention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    pub url: String,
+    /// `whsec_` + base64 key bytes (or any string, used as the key as is). Never served.
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+}
+
+/// How far a running attempt got, as its handler last reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: f64,
+    pub message: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub at: Millis,
+}
+
+/// One entry of the event log: a state change or a progress report of one task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskEvent {
+    /// Monotonic per database; the SSE event id and resume point.
+    pub seq: i64,
+    pub task_id: TaskId,
+    pub queue: QueueName,
+    pub kind: Kind,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub progress: Option<Progress>,
+    #[serde(with = "rfc3339")]
+    pub at: Millis,
+}
+
 /// One failed attempt in a task's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {
@@ -151,6 +189,12 @@ pub struct Task {
     pub error: Option<TaskError>,
     /// Every failed attempt, oldest first; kept across retries.
     pub errors: Vec<AttemptError>,
+    /// The last progress report of the current (or last) attempt.
+    pub progress: Option<Progress>,
+    /// The completion webhook (its secret is never served).
+    pub callback: Option<Callback>,
+    /// `pending`, `delivered` or `failed` once the task ended with a callback.
+    pub callback_status: Option<String>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
     #[serde(with = "rfc3339")]

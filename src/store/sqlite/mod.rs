@@ -4,6 +4,7 @@
 //! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
 //! database has a single connection, so there the writer serves reads too.
 
+mod events;
 mod queues;
 mod rows;
 mod writer;
@@ -13,20 +14,30 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::store::{
-    CancelResult, Changed, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, Delivery, DeliveryOutcome, EventFilter, Inserted, QueueInfo, QueuePatch,
+    StoreError, TaskFilter, TaskStore,
 };
-use crate::task::{Millis, NewTask, Outcome, QueueName, Task, TaskId, now_millis};
+use crate::task::{
+    Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
+};
 use writer::Writer;
 
 /// The migrations, in order. Append-only: a change is a new file with the next number.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "tasks",
-    include_str!("../../../migrations/sqlite/0001_tasks.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tasks",
+        include_str!("../../../migrations/sqlite/0001_tasks.sql"),
+    ),
+    (
+        2,
+        "events",
+        include_str!("../../../migrations/sqlite/0002_events.sql"),
+    ),
+];
 
 /// How many read connections a file database keeps; reads beyond that wait for one.
 const READERS: usize = 4;
@@ -295,6 +306,44 @@ impl TaskStore for SqliteStore {
     ) -> Result<QueueInfo, StoreError> {
         self.writer
             .run(move |conn| queues::queue_update(conn, name, patch))
+            .await
+    }
+
+    fn commits(&self) -> Arc<Notify> {
+        self.writer.commits()
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        self.read(move |conn| events::events_after(conn, after, &filter, limit))
+            .await
+    }
+
+    async fn event_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.read(events::event_bounds).await
+    }
+
+    async fn record_progress(
+        &self,
+        updates: Vec<(TaskId, String, Progress)>,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |conn| events::record_progress(conn, &updates))
+            .await
+    }
+
+    async fn deliveries_due(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.read(move |conn| events::deliveries_due(conn, now, limit))
+            .await
+    }
+
+    async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        self.writer
+            .run(move |conn| events::delivery_tried(conn, &id, &outcome))
             .await
     }
 }

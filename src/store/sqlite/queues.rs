@@ -6,31 +6,46 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::{QueueInfo, QueuePatch, StoreError};
-use crate::task::{QueueName, TaskState, now_millis};
+use crate::task::{Callback, QueueName, TaskState, now_millis};
 
-/// A queue's stored settings: (paused, concurrency, max_queued).
-type Settings = (bool, Option<u32>, Option<u64>);
+/// A queue's stored settings.
+#[derive(Default)]
+struct Settings {
+    paused: bool,
+    concurrency: Option<u32>,
+    max_queued: Option<u64>,
+    callback: Option<Callback>,
+}
 
 fn settings(conn: &Connection, name: &QueueName) -> Result<Settings, StoreError> {
-    let row: Option<(bool, Option<i64>, Option<i64>)> = conn
-        .prepare_cached("SELECT paused, concurrency, max_queued FROM queues WHERE name = ?1")?
+    let settings = conn
+        .prepare_cached(
+            "SELECT paused, concurrency, max_queued, callback_url, callback_secret \
+             FROM queues WHERE name = ?1",
+        )?
         .query_row([name.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            let concurrency: Option<i64> = row.get(1)?;
+            let max_queued: Option<i64> = row.get(2)?;
+            let url: Option<String> = row.get(3)?;
+            let secret: Option<String> = row.get(4)?;
+            Ok(Settings {
+                paused: row.get(0)?,
+                concurrency: concurrency.map(|c| c as u32),
+                max_queued: max_queued.map(|m| m as u64),
+                callback: url.map(|url| Callback { url, secret }),
+            })
         })
         .optional()?;
-    Ok(
-        row.map_or((false, None, None), |(paused, concurrency, max_queued)| {
-            (
-                paused,
-                concurrency.map(|c| c as u32),
-                max_queued.map(|m| m as u64),
-            )
-        }),
-    )
+    Ok(settings.unwrap_or_default())
 }
 
 pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreError> {
-    let (paused, concurrency, max_queued) = settings(conn, &name)?;
+    let Settings {
+        paused,
+        concurrency,
+        max_queued,
+        callback,
+    } = settings(conn, &name)?;
     let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
     let mut statement =
         conn.prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")?;
@@ -56,6 +71,7 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         paused,
         concurrency,
         max_queued,
+        callback,
         counts,
         oldest_queued_at,
         finished_last_minute: finished_last_minute as u64,
@@ -81,21 +97,25 @@ pub fn queue_update(
     name: QueueName,
     patch: QueuePatch,
 ) -> Result<QueueInfo, StoreError> {
-    let (paused, concurrency, max_queued) = settings(conn, &name)?;
-    let paused = patch.paused.unwrap_or(paused);
-    let concurrency = patch.concurrency.unwrap_or(concurrency);
-    let max_queued = patch.max_queued.unwrap_or(max_queued);
+    let current = settings(conn, &name)?;
+    let paused = patch.paused.unwrap_or(current.paused);
+    let concurrency = patch.concurrency.unwrap_or(current.concurrency);
+    let max_queued = patch.max_queued.unwrap_or(current.max_queued);
+    let callback = patch.callback.unwrap_or(current.callback);
     conn.prepare_cached(
-        "INSERT INTO queues (name, paused, concurrency, max_queued, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) \
+        "INSERT INTO queues (name, paused, concurrency, max_queued, callback_url, \
+             callback_secret, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
          ON CONFLICT (name) DO UPDATE SET paused = ?2, concurrency = ?3, max_queued = ?4, \
-             updated_at = ?5",
+             callback_url = ?5, callback_secret = ?6, updated_at = ?7",
     )?
     .execute(params![
         name.as_str(),
         paused,
         concurrency,
         max_queued.map(|m| m as i64),
+        callback.as_ref().map(|c| c.url.as_str()),
+        callback.as_ref().and_then(|c| c.secret.as_deref()),
         now_millis()
     ])?;
     queue_get(conn, name)

@@ -9,14 +9,15 @@ use uuid::Uuid;
 
 use crate::store::{CancelResult, Changed, Inserted, StoreError, TaskFilter};
 use crate::task::{
-    AttemptEnd, Backoff, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId, TaskState,
-    end_attempt, lose_attempt, now_millis,
+    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId,
+    TaskState, end_attempt, lose_attempt, now_millis,
 };
 
 /// The columns every query that returns tasks selects; `task_from_row` reads them by name.
 pub const COLUMNS: &str = "id, queue, kind, input, state, priority, attempt, max_attempts, \
      backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result, \
-     error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at";
+     error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at, \
+     progress, callback_url, callback_secret, callback_status";
 
 fn conversion_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(error))
@@ -36,6 +37,8 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let lease_token: Option<String> = row.get("lease")?;
     let lease_expires_at: Option<Millis> = row.get("lease_expires_at")?;
     let timeout_ms: Option<i64> = row.get("timeout_ms")?;
+    let callback_url: Option<String> = row.get("callback_url")?;
+    let callback_secret: Option<String> = row.get("callback_secret")?;
     Ok(Task {
         id: id.parse().map_err(conversion_error)?,
         queue: QueueName::parse(queue).map_err(conversion_error)?,
@@ -56,6 +59,12 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         result: json_column(row, "result")?,
         error: json_column(row, "error")?,
         errors: json_column(row, "errors")?.unwrap_or_default(),
+        progress: json_column(row, "progress")?,
+        callback: callback_url.map(|url| Callback {
+            url,
+            secret: callback_secret,
+        }),
+        callback_status: row.get("callback_status")?,
         idempotency_key: row.get("idempotency_key")?,
         lease: lease_token
             .zip(lease_expires_at)
@@ -152,6 +161,10 @@ pub fn task_insert(
     }
     let now = now_millis();
     let run_at = new.run_at.filter(|at| *at > now);
+    let callback = match new.callback {
+        Some(callback) => Some(callback),
+        None => queue_callback(conn, &new.queue)?,
+    };
     let task = Task {
         id: TaskId::new(),
         state: if run_at.is_some() {
@@ -173,6 +186,9 @@ pub fn task_insert(
         result: None,
         error: None,
         errors: Vec::new(),
+        progress: None,
+        callback,
+        callback_status: None,
         idempotency_key: new.idempotency.as_ref().map(|i| i.key.clone()),
         created_at: now,
         started_at: None,
@@ -182,8 +198,8 @@ pub fn task_insert(
     conn.prepare_cached(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-             request_hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             request_hash, created_at, callback_url, callback_secret) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         task.id.to_string(),
@@ -201,12 +217,23 @@ pub fn task_insert(
         task.idempotency_key,
         new.idempotency.map(|i| i.request_hash),
         task.created_at,
+        task.callback.as_ref().map(|c| c.url.as_str()),
+        task.callback.as_ref().and_then(|c| c.secret.as_deref()),
     ])?;
     Ok(Inserted {
         task,
         replayed: false,
         waiting_before: waiting,
     })
+}
+
+/// The default callback of `queue`, if it has one.
+fn queue_callback(conn: &Connection, queue: &QueueName) -> Result<Option<Callback>, StoreError> {
+    let row: Option<(Option<String>, Option<String>)> = conn
+        .prepare_cached("SELECT callback_url, callback_secret FROM queues WHERE name = ?1")?
+        .query_row([queue.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(url, secret)| url.map(|url| Callback { url, secret })))
 }
 
 pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {

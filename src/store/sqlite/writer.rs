@@ -8,7 +8,9 @@
 use std::thread;
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::StoreError;
 
@@ -27,16 +29,24 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Notified after every successful commit (the event tailer listens).
+    commits: Arc<Notify>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub fn spawn(conn: Connection) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let commits = Arc::new(Notify::new());
+        let notify = Arc::clone(&commits);
         thread::Builder::new()
             .name("taskd-sqlite-writer".into())
-            .spawn(move || run(conn, queue))?;
-        Ok(Writer { jobs })
+            .spawn(move || run(conn, queue, &notify))?;
+        Ok(Writer { jobs, commits })
+    }
+
+    pub fn commits(&self) -> Arc<Notify> {
+        Arc::clone(&self.commits)
     }
 
     /// Runs `f` in the next batch and answers once that batch committed.
@@ -77,7 +87,7 @@ fn in_savepoint<T>(
     outcome
 }
 
-fn run(conn: Connection, mut queue: mpsc::Receiver<Job>) {
+fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, commits: &Notify) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -88,6 +98,7 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Job>) {
             }
         }
         commit_batch(&conn, &mut batch);
+        commits.notify_one();
     }
 }
 

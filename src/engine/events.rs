@@ -1,0 +1,97 @@
+//! The events hub (Observer): one tailer reads the event log after every commit and
+//! broadcasts each event to the live subscribers (SSE streams). Progress reports are
+//! coalesced here too: the latest report of each running attempt is written a few times a
+//! second, whatever the handler's pace.
+//!
+//! A `broadcast` channel because every subscriber sees every event and a slow one must not
+//! hold up the others: a subscriber that falls more than its buffer behind gets `Lagged`
+//! and resumes from the log, which is the source of truth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Inner;
+use crate::store::{EventFilter, StoreError};
+
+/// How many events the hub buffers for its slowest live subscriber.
+pub const HUB_CAPACITY: usize = 4096;
+/// How many events one read of the log takes.
+const PAGE: usize = 1000;
+/// How often the tailer reads the log even without a local commit (other nodes' writes).
+const IDLE_TAIL: Duration = Duration::from_millis(500);
+/// How often coalesced progress is written.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+pub(super) async fn tail(inner: Arc<Inner>) {
+    let commits = inner.store.commits();
+    let mut last = match inner.store.event_bounds().await {
+        Ok(bounds) => bounds.map_or(0, |(_, newest)| newest),
+        Err(StoreError::Unsupported(what)) => {
+            tracing::warn!(what, "this store has no event log; live events are off");
+            return;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot read the event log");
+            0
+        }
+    };
+    loop {
+        loop {
+            let page = match inner
+                .store
+                .events_after(last, EventFilter::default(), PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the event log");
+                    break;
+                }
+            };
+            let full = page.len() == PAGE;
+            for event in page {
+                last = event.seq;
+                // No subscribers is fine: the log keeps everything.
+                let _ = inner.events.send(Arc::new(event));
+            }
+            if !full {
+                break;
+            }
+        }
+        tokio::select! {
+            () = commits.notified() => {}
+            () = tokio::time::sleep(IDLE_TAIL) => {}
+            () = inner.stop_maintaining.cancelled() => return,
+        }
+    }
+}
+
+/// Writes the latest progress of every attempt that reported since the last write.
+pub(super) async fn flush_progress(inner: Arc<Inner>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+            () = inner.stop_maintaining.cancelled() => return,
+        }
+        let updates: Vec<_> = inner
+            .running
+            .iter()
+            .filter_map(|running| {
+                let progress = running
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()?;
+                Some((*running.key(), running.lease.clone(), progress))
+            })
+            .collect();
+        if updates.is_empty() {
+            continue;
+        }
+        match inner.store.record_progress(updates).await {
+            Ok(_) => {}
+            Err(StoreError::Unsupported(_)) => return,
+            Err(error) => tracing::error!(%error, "cannot record progress"),
+        }
+    }
+}
