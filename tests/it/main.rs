@@ -5,6 +5,7 @@ mod backpressure;
 mod cancel;
 mod durability;
 mod errors;
+mod events;
 mod helpers;
 mod management;
 mod openapi;

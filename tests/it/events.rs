@@ -1,0 +1,287 @@
+//! Live events over real Server-Sent Events streams: order, filters, resume after a
+//! disconnect and a restart, `reset` for a gap, and shutdown with many open streams.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with};
+
+/// One received SSE event.
+#[derive(Debug, Clone)]
+struct SseEvent {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// A reader of one SSE response.
+struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    async fn open(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut request = app.client.get(app.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        SseStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event; `None` when the stream ended. Fails the test past the deadline.
+    async fn next(&mut self) -> Option<SseEvent> {
+        tokio::time::timeout(DEADLINE, self.next_inner())
+            .await
+            .expect("an event or the end of the stream in time")
+    }
+
+    async fn next_inner(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: "message".to_owned(),
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id:") {
+                        event.id = Some(value.trim().to_owned());
+                    } else if let Some(value) = line.strip_prefix("event:") {
+                        event.event = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                event.data = serde_json::from_str(&data).unwrap();
+                return Some(event);
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Every event until the stream ends.
+    async fn collect(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+fn seq(event: &SseEvent) -> i64 {
+    event.data["seq"].as_i64().unwrap()
+}
+
+async fn pause(app: &TestApp, queue: &str, paused: bool) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/queues/{queue}")))
+        .json(&json!({"paused": paused}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A task's stream starts with its current state, then every change in order (progress
+/// included), and ends after the terminal event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stream_shows_every_change_then_ends() {
+    let app = spawn_app().await;
+    pause(&app, "watched", true).await;
+    let task = app
+        .submit(json!({"kind": "sleep", "input": {"ms": 600}, "queue": "watched"}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let mut stream = SseStream::open(&app, &format!("/v1/tasks/{id}/events"), None).await;
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.event, "task");
+    assert_eq!(first.data["state"], "queued");
+    assert_eq!(first.data["task_id"], id.as_str());
+    pause(&app, "watched", false).await;
+    let rest = stream.collect().await;
+    let states: Vec<&str> = rest
+        .iter()
+        .map(|e| e.data["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"running"));
+    assert_eq!(states.last(), Some(&"succeeded"));
+    assert!(
+        rest.iter()
+            .any(|e| e.data["progress"]["percent"].is_number()),
+        "sleep reports progress: {states:?}"
+    );
+    let seqs: Vec<i64> = rest.iter().map(seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    for event in &rest {
+        assert_eq!(event.id.as_deref(), Some(seq(event).to_string().as_str()));
+    }
+    // A finished task's stream is its final state, then the end.
+    let done = SseStream::open(&app, &format!("/v1/tasks/{id}/events"), None)
+        .await
+        .collect()
+        .await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].data["state"], "succeeded");
+}
+
+/// The firehose forwards only what its filter asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firehose_filters_by_queue_and_state() {
+    let app = spawn_app().await;
+    let mut stream = SseStream::open(&app, "/v1/events?queue=a&state=succeeded", None).await;
+    let other = app.submit(json!({"kind": "echo", "queue": "b"})).await;
+    app.wait_terminal(other["id"].as_str().unwrap()).await;
+    let mine = app.submit(json!({"kind": "echo", "queue": "a"})).await;
+    let event = stream.next().await.unwrap();
+    assert_eq!(event.data["task_id"], mine["id"]);
+    assert_eq!(event.data["queue"], "a");
+    assert_eq!(event.data["state"], "succeeded");
+}
+
+/// A client that reconnects with Last-Event-ID — even to a restarted server — gets every
+/// event after that id, with no gap and no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_resume_after_last_event_id_across_a_restart() {
+    let app = spawn_app().await;
+    let mut stream = SseStream::open(&app, "/v1/events", None).await;
+    let first = app.submit(json!({"kind": "echo", "input": 1})).await;
+    let seen = stream.next().await.unwrap();
+    assert_eq!(seen.data["task_id"], first["id"]);
+    let resume_from = seen.id.clone().unwrap();
+    drop(stream);
+
+    let app = app.restart(|_| {}).await;
+    let second = app.submit(json!({"kind": "echo", "input": 2})).await;
+    app.wait_terminal(second["id"].as_str().unwrap()).await;
+    app.wait_terminal(first["id"].as_str().unwrap()).await;
+
+    let mut resumed = SseStream::open(&app, "/v1/events", Some(&resume_from)).await;
+    let mut seqs = Vec::new();
+    let mut second_done = false;
+    while !second_done {
+        let event = resumed.next().await.unwrap();
+        assert_eq!(event.event, "task");
+        second_done = event.data["task_id"] == second["id"] && event.data["state"] == "succeeded";
+        seqs.push(seq(&event));
+    }
+    let from: i64 = resume_from.parse().unwrap();
+    let expected: Vec<i64> = (from + 1..=from + seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "every event after {from}, once, in order");
+
+    // The task stream resumes too.
+    let id = second["id"].as_str().unwrap();
+    let all = SseStream::open(&app, &format!("/v1/tasks/{id}/events"), Some("0"))
+        .await
+        .collect()
+        .await;
+    let states: Vec<&str> = all
+        .iter()
+        .map(|e| e.data["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"queued"));
+    assert_eq!(states.last(), Some(&"succeeded"));
+}
+
+/// A resume from before the oldest retained event gets an explicit `reset`, not a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_past_retention_gets_a_reset() {
+    let app = spawn_app_with(|config| config.retention = Duration::from_millis(100)).await;
+    let gone = app.submit(json!({"kind": "echo"})).await;
+    let gone = gone["id"].as_str().unwrap().to_owned();
+    app.wait_terminal(&gone).await;
+    crate::helpers::wait_for("retention to delete the task", || async {
+        (app.get(&format!("/v1/tasks/{gone}")).await.status() == StatusCode::NOT_FOUND)
+            .then_some(())
+    })
+    .await;
+    let kept = app
+        .submit(json!({"kind": "echo", "delay_ms": 60_000}))
+        .await;
+    let mut stream = SseStream::open(&app, "/v1/events", Some("0")).await;
+    let reset = stream.next().await.unwrap();
+    assert_eq!(reset.event, "reset");
+    assert!(reset.data["oldest_seq"].as_i64().unwrap() > 1);
+    let next = stream.next().await.unwrap();
+    assert_eq!(next.data["task_id"], kept["id"]);
+}
+
+/// A reader that stalls while thousands of events pass falls behind the hub's buffer and
+/// is caught up from the log: when it reads again it gets every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_catches_up_from_the_log() {
+    let app = spawn_app_with(|config| config.workers = 8).await;
+    let mut stream = SseStream::open(&app, "/v1/events", None).await;
+    let mut last_id = String::new();
+    for round in 0..6 {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|n| json!({"kind": "echo", "input": round * 1000 + n}))
+            .collect();
+        let response = app
+            .post_json("/v1/tasks/batch", &json!({ "tasks": tasks }))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        last_id = body["tasks"][999]["id"].as_str().unwrap().to_owned();
+    }
+    app.wait_terminal(&last_id).await;
+    // 6,000 tasks make 18,000 events, far beyond the hub's 4,096: the reader lagged.
+    let mut previous = 0;
+    let mut count = 0;
+    loop {
+        let event = stream.next().await.unwrap();
+        let seq = seq(&event);
+        assert!(
+            previous == 0 || seq == previous + 1,
+            "gap after {previous}: {seq}"
+        );
+        previous = seq;
+        count += 1;
+        if event.data["task_id"] == last_id.as_str() && event.data["state"] == "succeeded" {
+            break;
+        }
+    }
+    assert_eq!(count, 18_000);
+}
+
+/// Shutdown with 100 open streams completes: the streams end, the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_open_streams() {
+    let mut app = spawn_app_with(|config| config.shutdown_grace = Duration::from_secs(2)).await;
+    let mut streams = Vec::new();
+    for n in 0..100 {
+        let path = if n % 2 == 0 {
+            "/v1/events".to_owned()
+        } else {
+            "/v1/events?queue=x".to_owned()
+        };
+        streams.push(SseStream::open(&app, &path, None).await);
+    }
+    app.begin_stop();
+    tokio::time::timeout(Duration::from_secs(10), app.join())
+        .await
+        .expect("shutdown does not hang on open streams");
+    for stream in streams {
+        assert!(stream.collect().await.is_empty());
+    }
+}
