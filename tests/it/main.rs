@@ -13,4 +13,5 @@ mod pool;
 mod queues;
 mod semantics;
 mod shutdown;
+mod state_machine;
 mod tasks;
