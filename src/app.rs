@@ -8,6 +8,7 @@ use crate::api::{self, ApiConfig};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
+use crate::outbound::Outbound;
 use crate::store::{self, StoreError};
 use crate::task::Backoff;
 
@@ -17,6 +18,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("outbound HTTP client: {0}")]
+    Outbound(#[from] reqwest::Error),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness and submits answer
@@ -30,7 +33,10 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
-    let engine = Engine::start(store, registry, config.engine()).await?;
+    // One client for webhooks and the `http` kind: one allow-list, one connection pool.
+    let outbound = Outbound::new(config.allow_outbound.clone())?;
+    let registry = registry.with_http(outbound.clone());
+    let engine = Engine::start(store, registry, config.engine(outbound)).await?;
     let api_config = ApiConfig {
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
@@ -57,4 +63,32 @@ pub async fn migrate(database_url: &str) -> Result<(), AppError> {
     let store = store::open(database_url).await?;
     store.migrate().await?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::EngineConfig;
+use crate::engine::{EngineConfig, WebhookConfig};
+use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Apply the database migrations, then exit.
     Migrate(DatabaseArgs),
+    /// Serve a remote queue of a taskd server by running a command per task.
+    Worker(crate::cli::worker::WorkerConfig),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,6 +95,26 @@ pub struct ServeConfig {
     /// The longest backoff between retries when a task does not set one.
     #[arg(long, env = "TASKD_BACKOFF_CAP", default_value = "1h", value_parser = humantime::parse_duration)]
     pub backoff_cap: Duration,
+
+    /// Which hosts webhooks and the `http` kind may reach: comma-separated host names
+    /// (`api.example.com`, `*.example.com`) and addresses or CIDRs (`10.0.0.0/8`, `::1`). A
+    /// host is reached only if listed by name or if every address it resolves to is listed;
+    /// link-local and cloud metadata addresses never are. Default: this machine only.
+    #[arg(long, env = "TASKD_ALLOW_OUTBOUND", default_value = DEFAULT_ALLOW_OUTBOUND)]
+    pub allow_outbound: AllowList,
+
+    /// How many times a completion webhook is tried (the first included) before it is
+    /// `failed`.
+    #[arg(long, env = "TASKD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+
+    /// The wait after a webhook's first failed try; it doubles after each (capped at 1h).
+    #[arg(long, env = "TASKD_WEBHOOK_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub webhook_backoff_base: Duration,
+
+    /// How long one webhook try may take before it counts as failed.
+    #[arg(long, env = "TASKD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -106,7 +129,8 @@ impl ServeConfig {
         Defaults::parse_from(["taskd"]).config
     }
 
-    pub fn engine(&self) -> EngineConfig {
+    /// The engine's configuration; `outbound` is the client that delivers webhooks.
+    pub fn engine(&self, outbound: Outbound) -> EngineConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         EngineConfig {
             workers: self.workers as usize,
@@ -116,6 +140,12 @@ impl ServeConfig {
             lease: self.lease,
             shutdown_grace: self.shutdown_grace,
             retention: self.retention,
+            webhooks: WebhookConfig {
+                outbound,
+                max_attempts: self.webhook_max_attempts,
+                backoff_base: self.webhook_backoff_base,
+                timeout: self.webhook_timeout,
+            },
         }
     }
 }

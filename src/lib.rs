@@ -10,7 +10,36 @@
 //! - [`engine`]: admission, the dispatcher and the worker pool, waiters, shutdown.
 //! - [`handlers`]: the [`handlers::Handler`] trait and the built-in kinds.
 //! - [`api`]: routes, extractors, problem+json errors, middleware.
+//! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
+//!   kind share.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
+//! - [`cli`]: subcommands that are clients of the API (`taskd worker`).
+//!
+//! # Embedding
+//!
+//! A Rust program can serve the same API with handlers of its own:
+//!
+//! ```no_run
+//! use serde::Deserialize;
+//! use serde_json::{Value, json};
+//! use taskd::handlers::{HandlerError, TaskContext};
+//!
+//! #[derive(Deserialize, schemars::JsonSchema)]
+//! struct Resize { width: u32, height: u32 }
+//!
+//! async fn resize(input: Resize, _ctx: TaskContext) -> Result<Value, HandlerError> {
+//!     Ok(json!({ "pixels": input.width * input.height }))
+//! }
+//!
+//! # async fn run() -> Result<(), taskd::app::AppError> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! taskd::Taskd::builder()
+//!     .database("sqlite://tasks.db")
+//!     .handler_fn("resize", "Computes a pixel count.", resize)
+//!     .serve(listener)
+//!     .await
+//! # }
+//! ```
 //!
 //! # Patterns, and where they live
 //!
@@ -23,8 +52,14 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod handlers;
+pub mod outbound;
 pub mod store;
 pub mod task;
+
+mod builder;
+
+pub use builder::{Taskd, TaskdBuilder};

@@ -17,6 +17,21 @@ async fn main() -> std::process::ExitCode {
         .init();
     let outcome = match cli.command {
         Command::Migrate(database) => taskd::app::migrate(&database.url).await,
+        Command::Worker(config) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let trigger = stop.clone();
+            tokio::spawn(async move {
+                taskd::app::shutdown_signal().await;
+                trigger.cancel();
+            });
+            match taskd::cli::worker::run(config, stop).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    tracing::error!(%error, "the worker stopped");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
         Command::Serve(config) => match TcpListener::bind(config.listen).await {
             Ok(listener) => {
                 // Printed (not logged) so scripts and tests can read the bound port.
@@ -24,7 +39,7 @@ async fn main() -> std::process::ExitCode {
                     Ok(addr) => println!("taskd listening on http://{addr}"),
                     Err(error) => tracing::warn!(%error, "cannot read the bound address"),
                 }
-                taskd::app::run(listener, config, Registry::builtin(), shutdown_signal()).await
+                taskd::app::run(listener, config, Registry::builtin(), taskd::app::shutdown_signal()).await
             }
             Err(error) => Err(error.into()),
         },
@@ -35,33 +50,5 @@ async fn main() -> std::process::ExitCode {
             tracing::error!(%error, "taskd failed");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -1,4 +1,4 @@
--- 0002: the event log, progress, and completion webhooks.
+-- 0002: the event log, progress, completion webhooks, and remote queues.
 -- Events and deliveries are written by triggers, in the same transaction as the change they
 -- describe: an event exists if and only if its change happened.
 
@@ -11,6 +11,8 @@ ALTER TABLE tasks ADD COLUMN callback_status TEXT
 -- A queue's default callback for tasks that bring none.
 ALTER TABLE queues ADD COLUMN callback_url TEXT;
 ALTER TABLE queues ADD COLUMN callback_secret TEXT;
+-- A remote queue is served by workers that lease over HTTP; local handlers never take from it.
+ALTER TABLE queues ADD COLUMN remote INTEGER NOT NULL DEFAULT 0 CHECK (remote IN (0, 1));
 
 -- Every state change and progress report, in commit order. `seq` is the resume point
 -- (SSE `Last-Event-ID`); AUTOINCREMENT so a seq is never reused, even after deletes.

@@ -55,7 +55,7 @@ fn engine_status(error: &EngineError) -> StatusCode {
         EngineError::QueueFull { .. } | EngineError::TooManyWaiters => {
             StatusCode::TOO_MANY_REQUESTS
         }
-        EngineError::WrongState { .. } => StatusCode::CONFLICT,
+        EngineError::WrongState { .. } | EngineError::NotRemote(_) => StatusCode::CONFLICT,
         EngineError::Draining | EngineError::Store(StoreError::Closed) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -73,6 +73,7 @@ fn engine_code(error: &EngineError) -> &'static str {
         EngineError::QueueFull { .. } => "queue_full",
         EngineError::TooManyWaiters => "too_many_waiters",
         EngineError::WrongState { code, .. } => code,
+        EngineError::NotRemote(_) => "queue_not_remote",
         EngineError::Draining => "draining",
         EngineError::Store(StoreError::Closed) => "unavailable",
         EngineError::Store(_) => "internal",

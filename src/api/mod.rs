@@ -11,6 +11,7 @@ mod queues;
 mod submit;
 mod system;
 mod tasks;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,7 @@ fn routes() -> Vec<Route> {
     let mut routes = tasks::routes();
     routes.extend(events::routes());
     routes.extend(queues::routes());
+    routes.extend(workers::routes());
     routes.extend(system::routes());
     routes
 }

@@ -1,4 +1,5 @@
-//! `/v1/queues`: what each queue holds, and its settings (pause, concurrency, max depth).
+//! `/v1/queues`: what each queue holds, and its settings (pause, concurrency, max depth,
+//! default callback).
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
@@ -6,9 +7,13 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::Json;
+use super::submit::CallbackRequest;
 use super::{AppState, Route};
 use crate::store::{QueueInfo, QueuePatch};
 use crate::task::{QueueName, now_millis};
+
+/// The largest per-queue `max_queued` accepted (a trillion: beyond any real backlog).
+const MAX_QUEUED_LIMIT: u64 = 1_000_000_000_000;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
@@ -24,6 +29,9 @@ fn render(info: QueueInfo) -> Value {
         "paused": info.paused,
         "concurrency": info.concurrency,
         "max_queued": info.max_queued,
+        "remote": info.remote,
+        "callback": info.callback,
+        "callbacks": info.callbacks,
         "counts": info.counts,
         "oldest_queued_age_ms": info.oldest_queued_at.map(|at| (now_millis() - at).max(0)),
         "finished_last_minute": info.finished_last_minute,
@@ -64,6 +72,11 @@ struct QueueUpdate {
     concurrency: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     max_queued: Option<Option<u64>>,
+    /// Served by remote workers over HTTP (`POST /v1/queues/{name}/lease`).
+    remote: Option<bool>,
+    /// The default callback of the queue's tasks; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    callback: Option<Option<CallbackRequest>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -80,11 +93,24 @@ async fn update(
     Path(name): Path<String>,
     Json(update): Json<QueueUpdate>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    if let Some(Some(max_queued)) = update.max_queued
+        && max_queued > MAX_QUEUED_LIMIT
+    {
+        return Err(ApiError::InvalidField {
+            field: "max_queued".to_owned(),
+            message: format!("must be at most {MAX_QUEUED_LIMIT}"),
+        });
+    }
     let patch = QueuePatch {
         paused: update.paused,
         concurrency: update.concurrency,
         max_queued: update.max_queued,
-        callback: None,
+        callback: match update.callback {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(callback)) => Some(Some(callback.parse("callback")?)),
+        },
+        remote: update.remote,
     };
     let info = state.engine.update_queue(queue_name(name)?, patch).await?;
     Ok(axum::Json(render(info)))

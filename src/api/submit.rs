@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::task::{
-    Backoff, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName, now_millis,
+    Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName,
+    now_millis,
 };
 
 /// Limits on what one submission may ask for.
@@ -39,6 +40,66 @@ pub struct SubmitRequest {
     run_at: Option<String>,
     delay_ms: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
+    /// Where to POST the finished task; absent: the queue's default callback, if any.
+    callback: Option<CallbackRequest>,
+}
+
+/// A completion webhook as a client gives it: `{url, secret?}`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    url: String,
+    secret: Option<String>,
+}
+
+/// The longest callback URL and secret accepted.
+const MAX_CALLBACK_URL: usize = 2048;
+const MAX_CALLBACK_SECRET: usize = 512;
+
+impl CallbackRequest {
+    /// The callback, if its URL is an absolute http(s) URL and its secret usable as an HMAC
+    /// key. Whether the host may be reached is decided when it is called (the allow-list may
+    /// change in between); `field` prefixes the names in errors.
+    pub fn parse(self, field: &str) -> Result<Callback, ApiError> {
+        let url_field = format!("{field}.url");
+        if self.url.len() > MAX_CALLBACK_URL {
+            return Err(invalid(
+                &url_field,
+                format!("at most {MAX_CALLBACK_URL} characters"),
+            ));
+        }
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| invalid(&url_field, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                &url_field,
+                "must be an http or https URL with a host",
+            ));
+        }
+        if let Some(secret) = &self.secret {
+            let secret_field = format!("{field}.secret");
+            if secret.is_empty() || secret.len() > MAX_CALLBACK_SECRET {
+                return Err(invalid(
+                    &secret_field,
+                    format!("1 to {MAX_CALLBACK_SECRET} characters"),
+                ));
+            }
+            if let Some(key) = secret.strip_prefix("whsec_") {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+                if decoded.map_or(true, |key| key.is_empty()) {
+                    return Err(invalid(
+                        &secret_field,
+                        "after `whsec_` comes the key in base64",
+                    ));
+                }
+            }
+        }
+        Ok(Callback {
+            url: url.to_string(),
+            secret: self.secret,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -105,10 +166,13 @@ impl SubmitRequest {
         let backoff = match self.backoff {
             None => default_backoff,
             Some(requested) => {
-                let base_ms = requested.base_ms.unwrap_or(default_backoff.base_ms);
+                // A cap alone lowers the default base to it; a base alone raises the cap.
                 let cap_ms = requested
                     .cap_ms
-                    .unwrap_or(default_backoff.cap_ms.max(base_ms));
+                    .unwrap_or(default_backoff.cap_ms.max(requested.base_ms.unwrap_or(0)));
+                let base_ms = requested
+                    .base_ms
+                    .unwrap_or(default_backoff.base_ms.min(cap_ms));
                 if base_ms > cap_ms {
                     return Err(invalid("backoff.base_ms", "must not exceed backoff.cap_ms"));
                 }
@@ -124,6 +188,7 @@ impl SubmitRequest {
             run_at,
             labels: parse_labels(self.labels.unwrap_or_default())?,
             idempotency: None,
+            callback: self.callback.map(|c| c.parse("callback")).transpose()?,
             ..NewTask::new(queue, kind, self.input)
         })
     }

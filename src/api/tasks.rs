@@ -16,7 +16,7 @@ use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
-use crate::task::{Kind, QueueName, Task, TaskId, TaskState};
+use crate::task::{Kind, QueueName, Task, TaskId, TaskState, now_millis};
 
 /// The longest a `?wait=` long-poll may last, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -59,29 +59,39 @@ async fn submit(
     task.idempotency = idempotency;
     let inserted = state.engine.submit(task).await?;
     if inserted.replayed {
+        let id = inserted.task.id;
         let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        let headers = response.headers_mut();
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        headers.insert(header::LOCATION, location(id));
         return Ok(response);
     }
-    let task = inserted.task;
+    let mut task = inserted.task;
     if let Some(wait) = submit::preferred_wait(&headers, MAX_WAIT_SECS) {
-        let now = state.engine.wait(task.id, wait).await?;
-        if now.state.is_terminal() {
-            let applied = format!("wait={}", wait.as_secs_f64());
-            let mut response = (StatusCode::OK, axum::Json(now)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::LOCATION, location(task.id));
-            if let Ok(applied) = HeaderValue::from_str(&applied) {
-                headers.insert("preference-applied", applied);
+        // The task is stored: whatever the wait does, the answer must carry it, so a wait
+        // that cannot be had (too many waiters) falls back to the plain 202.
+        if let Ok(now) = state.engine.wait(task.id, wait).await {
+            if now.state.is_terminal() {
+                let applied = format!("wait={}", wait.as_secs_f64());
+                let mut response = (StatusCode::OK, axum::Json(now)).into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::LOCATION, location(task.id));
+                if let Ok(applied) = HeaderValue::from_str(&applied) {
+                    headers.insert("preference-applied", applied);
+                }
+                return Ok(response);
             }
-            return Ok(response);
+            task = now;
         }
     }
-    let retry_after = state
-        .engine
-        .estimate_wait(&task.queue, inserted.waiting_before);
+    // A delayed task starts no sooner than its time; then the queue ahead of it counts.
+    let until_due = task
+        .run_at
+        .map_or(0, |at| (at - now_millis()).max(0) as u64);
+    let retry_after = Duration::from_millis(until_due)
+        + state
+            .engine
+            .estimate_wait(&task.queue, inserted.waiting_before);
     Ok((
         StatusCode::ACCEPTED,
         [

@@ -56,7 +56,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
 async fn promote(inner: &Inner) {
     match inner.store.promote_due(now_millis()).await {
         Ok(0) => {}
-        Ok(_) => inner.wake.notify_one(),
+        Ok(_) => inner.work_available(),
         Err(error) => tracing::error!(%error, "cannot promote due tasks"),
     }
 }
@@ -68,11 +68,12 @@ async fn housekeeping(inner: &Inner) {
             for task in rescued.iter().filter(|t| t.state.is_terminal()) {
                 inner.waiters.notify(task);
             }
-            inner.wake.notify_one();
+            inner.work_available();
         }
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "cannot rescue expired leases"),
     }
+    inner.refresh_remote_queues().await;
     let before = now_millis() - inner.config.retention.as_millis() as i64;
     match inner.store.purge_finished(before, PURGE_BATCH).await {
         Ok(0) => {}
@@ -107,7 +108,7 @@ pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<S
         };
         match signal {
             Ok(Signal::Work) => {
-                inner.wake.notify_one();
+                inner.work_available();
                 inner.reschedule.notify_one();
             }
             Ok(Signal::Finished(id)) => match inner.store.get(id).await {

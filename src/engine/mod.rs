@@ -8,14 +8,19 @@ mod events;
 mod maintainer;
 mod meter;
 mod pool;
+mod remote;
 mod waiters;
+mod webhooks;
+
+pub use remote::Heartbeat;
+pub use webhooks::WebhookConfig;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{Mutex, Notify, broadcast};
+use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +48,8 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// How long finished tasks are kept.
     pub retention: Duration,
+    /// Completion webhooks: the outbound client and how patiently to deliver.
+    pub webhooks: WebhookConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,8 @@ pub enum EngineError {
         code: &'static str,
         why: &'static str,
     },
+    #[error("queue `{0}` is not remote: mark it with PATCH {{\"remote\": true}} first")]
+    NotRemote(QueueName),
     #[error("too many waiters")]
     TooManyWaiters,
     #[error("the server is shutting down")]
@@ -131,6 +140,13 @@ struct Inner {
     wake: Notify,
     /// Wakes the maintainer: a task was scheduled, so the next due time may be earlier.
     reschedule: Notify,
+    /// Wakes the webhook deliverer: a task with a callback ended, so a delivery is due.
+    deliveries: Notify,
+    /// Bumped whenever work may have become claimable; remote lease long-polls watch it.
+    /// A `watch` because any number of pollers must all see a bump.
+    work: watch::Sender<u64>,
+    /// Queues marked remote: submits to them take any kind, local workers skip them.
+    remote_queues: DashMap<QueueName, ()>,
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
@@ -179,6 +195,9 @@ impl Engine {
             meter: meter::Meter::default(),
             wake: Notify::new(),
             reschedule: Notify::new(),
+            deliveries: Notify::new(),
+            work: watch::channel(0).0,
+            remote_queues: DashMap::new(),
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             ready: AtomicBool::new(false),
@@ -192,11 +211,13 @@ impl Engine {
         for task in recovered.iter().filter(|t| t.state.is_terminal()) {
             inner.waiters.notify(task);
         }
+        inner.refresh_remote_queues().await;
         let pool = pool::start(&inner, inner.config.workers);
         let mut maintenance = JoinSet::new();
         maintenance.spawn(maintainer::run(Arc::clone(&inner)));
         maintenance.spawn(events::tail(Arc::clone(&inner)));
         maintenance.spawn(events::flush_progress(Arc::clone(&inner)));
+        maintenance.spawn(webhooks::run(Arc::clone(&inner)));
         if let Some(signals) = inner.store.signals() {
             maintenance.spawn(maintainer::listen(Arc::clone(&inner), signals));
         }
@@ -221,6 +242,10 @@ impl Engine {
             return Err(EngineError::Draining);
         }
         for (index, task) in tasks.iter().enumerate() {
+            // A remote queue takes any kind: its workers, not this server, know the kinds.
+            if self.inner.remote_queues.contains_key(&task.queue) {
+                continue;
+            }
             let invalid = match self.inner.registry.validate(&task.kind, &task.input) {
                 None => Some(EngineError::UnknownKind(task.kind.clone())),
                 Some(Err(invalid)) => Some(EngineError::InvalidInput(invalid)),
@@ -242,7 +267,7 @@ impl Engine {
         if inserted.iter().any(|i| i.task.run_at.is_some()) {
             self.inner.reschedule.notify_one();
         }
-        self.inner.wake.notify_one();
+        self.inner.work_available();
         Ok(inserted)
     }
 
@@ -297,6 +322,7 @@ impl Engine {
             }),
             CancelResult::Cancelled(task) => {
                 self.inner.waiters.notify(&task);
+                self.inner.callback_due(&task);
                 Ok(Cancelled::Now(task))
             }
             CancelResult::Requested(task) => {
@@ -319,7 +345,7 @@ impl Engine {
             .map_err(EngineError::Store)?
         {
             Changed::Done(Some(task)) => {
-                self.inner.wake.notify_one();
+                self.inner.work_available();
                 Ok(task)
             }
             Changed::NotFound | Changed::Done(None) => Err(EngineError::NotFound(id)),
@@ -381,8 +407,13 @@ impl Engine {
             .update_queue(name, patch)
             .await
             .map_err(EngineError::Store)?;
+        if info.remote {
+            self.inner.remote_queues.insert(info.name.clone(), ());
+        } else {
+            self.inner.remote_queues.remove(&info.name);
+        }
         // A resumed queue or a raised concurrency may make work claimable.
-        self.inner.wake.notify_one();
+        self.inner.work_available();
         Ok(info)
     }
 
@@ -485,11 +516,53 @@ impl Engine {
 }
 
 impl Inner {
+    /// Wakes whoever may claim: the local dispatcher and remote lease long-polls.
+    fn work_available(&self) {
+        self.wake.notify_one();
+        self.work.send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// What follows an attempt's end, wherever it ran: waiters, meters, timers, claims.
+    fn ended(&self, task: &Task) {
+        if task.state.is_terminal() {
+            self.meter.record(&task.queue);
+            self.waiters.notify(task);
+            self.callback_due(task);
+        } else {
+            // Scheduled for a retry: the maintainer may need to wake earlier.
+            self.reschedule.notify_one();
+        }
+        // A slot of the task's queue is free: work held back by its concurrency may go.
+        self.work_available();
+    }
+
+    /// Reloads which queues are remote (other nodes may have changed them).
+    async fn refresh_remote_queues(&self) {
+        match self.store.queues().await {
+            Ok(queues) => {
+                self.remote_queues.retain(|name, ()| {
+                    queues.iter().any(|q| &q.name == name && q.remote)
+                });
+                for queue in queues.into_iter().filter(|q| q.remote) {
+                    self.remote_queues.insert(queue.name, ());
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read queue settings"),
+        }
+    }
+
+    /// Wakes the webhook deliverer if `task` ended with a callback.
+    fn callback_due(&self, task: &Task) {
+        if task.callback.is_some() {
+            self.deliveries.notify_one();
+        }
+    }
+
     /// Gives a running task back to its queue (attempt not counted).
     async fn release(&self, id: TaskId, lease: &str) {
         match self.store.release(id, lease).await {
             Ok(Some(released)) if released.state.is_terminal() => self.waiters.notify(&released),
-            Ok(_) => {}
+            Ok(_) => self.work_available(),
             Err(error) => tracing::error!(%id, %error, "cannot release a task"),
         }
     }

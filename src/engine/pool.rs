@@ -170,21 +170,11 @@ async fn execute(inner: &Arc<Inner>, task: Task) {
         }
     };
     match inner.store.finish(task.id, &lease, outcome).await {
-        Ok(Some(ended)) => {
-            if ended.state.is_terminal() {
-                inner.meter.record(&ended.queue);
-                inner.waiters.notify(&ended);
-            } else {
-                // Scheduled for a retry: the maintainer may need to wake earlier.
-                inner.reschedule.notify_one();
-            }
-        }
+        Ok(Some(ended)) => inner.ended(&ended),
         Ok(None) => tracing::debug!(id = %task.id, "the attempt lost its lease before it ended"),
         // The task stays running under its lease; rescue or recovery re-runs it.
         Err(error) => tracing::error!(id = %task.id, %error, "cannot record an outcome"),
     }
-    // A slot of the task's queue is free: work held back by its concurrency may go.
-    inner.wake.notify_one();
 }
 
 /// Where an attempt's progress reports go: the latest one waits in its `Running` entry

@@ -6,6 +6,7 @@
 
 mod builtin;
 mod context;
+mod http;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use serde_json::Value;
 
 pub use builtin::{Echo, Fail, Sha256, Sleep};
 pub use context::{CpuPool, ProgressSink, TaskContext};
+pub use http::Http;
 
+use crate::outbound::Outbound;
 use crate::task::Kind;
 
 /// Why an attempt failed, as a handler says it.
@@ -92,6 +95,42 @@ pub trait Handler: Send + Sync + 'static {
     async fn run(&self, input: Self::Input, ctx: TaskContext) -> Result<Value, HandlerError>;
 }
 
+/// An async function of a typed input, as a handler (see `TaskdBuilder::handler_fn`).
+pub struct FnHandler<I, F> {
+    description: &'static str,
+    run: F,
+    // `fn(I)`: the handler consumes inputs, it does not own one (keeps it Send + Sync).
+    input: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, F> FnHandler<I, F> {
+    pub fn new(description: &'static str, run: F) -> Self {
+        FnHandler {
+            description,
+            run,
+            input: std::marker::PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<I, F, Fut> Handler for FnHandler<I, F>
+where
+    I: DeserializeOwned + JsonSchema + Send + 'static,
+    F: Fn(I, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, HandlerError>> + Send + 'static,
+{
+    type Input = I;
+
+    fn description(&self) -> &'static str {
+        self.description
+    }
+
+    async fn run(&self, input: I, ctx: TaskContext) -> Result<Value, HandlerError> {
+        (self.run)(input, ctx).await
+    }
+}
+
 /// A handler with its input type erased, as the registry keeps it.
 trait ErasedHandler: Send + Sync {
     fn parse(&self, input: &Value) -> Result<(), InvalidInput>;
@@ -162,7 +201,8 @@ pub struct KindInfo {
 }
 
 impl Registry {
-    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`.
+    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`. The `http` kind needs the
+    /// outbound client; see [`Registry::with_http`].
     pub fn builtin() -> Registry {
         let mut registry = Registry::default();
         registry.register("echo", Echo);
@@ -170,6 +210,17 @@ impl Registry {
         registry.register("fail", Fail);
         registry.register("sha256", Sha256);
         registry
+    }
+
+    /// Adds the `http` kind, which sends its requests through `outbound` (and so honours its
+    /// allow-list) — unless the registry has an `http` kind already: an embedder's own wins.
+    /// `app::run` calls it with the server's outbound client.
+    pub fn with_http(mut self, outbound: Outbound) -> Registry {
+        let taken = self.kinds.keys().any(|kind| kind.as_str() == "http");
+        if !taken {
+            self.register("http", Http::new(outbound));
+        }
+        self
     }
 
     /// Adds (or replaces) the handler of `kind`.

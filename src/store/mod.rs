@@ -5,6 +5,7 @@
 //! means the caller lost a race, which is a normal answer (`Ok(None)`), not an error.
 //! The store knows nothing of HTTP.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -24,7 +25,9 @@ pub enum StoreError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key `{0}` was used with a different request")]
     IdempotencyConflict(String),
-    #[error("unsupported database URL `{0}` (expected sqlite://PATH or sqlite::memory:)")]
+    #[error(
+        "unsupported database URL `{0}` (expected sqlite://PATH, sqlite::memory: or postgres://…)"
+    )]
     UnsupportedUrl(String),
     /// The store was shut down (or its writer died); the operation did not happen.
     #[error("the store is closed")]
@@ -95,12 +98,24 @@ pub struct QueueInfo {
     pub max_queued: Option<u64>,
     /// The callback of tasks that bring none.
     pub callback: Option<Callback>,
+    /// The queue's tasks by the state of their completion webhook.
+    pub callbacks: CallbackCounts,
+    /// Served by remote workers that lease over HTTP; local handlers never take from it.
+    pub remote: bool,
     /// Tasks per state (every state present, zeros included).
     pub counts: std::collections::BTreeMap<TaskState, u64>,
     /// When the oldest queued task was submitted.
     pub oldest_queued_at: Option<Millis>,
     /// How many tasks finished in the last 60 seconds.
     pub finished_last_minute: u64,
+}
+
+/// How many of a queue's tasks have their completion webhook in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CallbackCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
 }
 
 /// A change of queue settings; `None` leaves a setting as it is, `Some(None)` clears it.
@@ -111,6 +126,7 @@ pub struct QueuePatch {
     pub max_queued: Option<Option<u64>>,
     /// The default callback of the queue's tasks.
     pub callback: Option<Option<Callback>>,
+    pub remote: Option<bool>,
 }
 
 /// A completion webhook due for a (re)try.
@@ -159,7 +175,8 @@ pub enum Signal {
     Finished(TaskId),
 }
 
-/// One task store. Implementations: [`sqlite::SqliteStore`].
+/// One task store. Implementations: [`sqlite::SqliteStore`] (one node) and
+/// [`postgres::PostgresStore`] (several nodes on one database).
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
     /// Signals from other nodes, for a store that several nodes share; `None` (the default)
@@ -252,6 +269,19 @@ pub trait TaskStore: Send + Sync + 'static {
         patch: QueuePatch,
     ) -> Result<QueueInfo, StoreError>;
 
+    /// Leases up to `limit` queued tasks of one queue (of these kinds, if given) to a remote
+    /// worker: like `claim`, under one fresh lease expiring at `lease_expires_at`.
+    async fn claim_queue(
+        &self,
+        queue: QueueName,
+        kinds: Option<Vec<Kind>>,
+        limit: usize,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        let _ = (queue, kinds, limit, lease_expires_at);
+        Err(StoreError::Unsupported("remote workers"))
+    }
+
     // The observer's operations. They have defaults that refuse, so a store can grow into
     // them; both shipped stores implement them, and the conformance suite holds them to it.
 
@@ -302,6 +332,10 @@ pub trait TaskStore: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn TaskStore>, StoreError> {
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url).await?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PostgresStore::open(url).await?;
         return Ok(Arc::new(store));
     }
     Err(StoreError::UnsupportedUrl(url.to_owned()))

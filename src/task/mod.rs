@@ -228,18 +228,22 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// An instant as RFC 3339 with milliseconds, UTC — the form every served time takes.
+pub fn rfc3339_string(ms: Millis) -> String {
+    to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn to_datetime(ms: Millis) -> DateTime<Utc> {
     // Every stored instant came from `now_millis`, well inside chrono's range.
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 mod rfc3339 {
-    use super::{Millis, to_datetime};
-    use chrono::SecondsFormat;
+    use super::Millis;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&to_datetime(*ms).to_rfc3339_opts(SecondsFormat::Millis, true))
+        s.serialize_str(&super::rfc3339_string(*ms))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {

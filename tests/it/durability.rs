@@ -1,59 +1,12 @@
 //! Crash durability with a real child process and SIGKILL: every task answered 202 survives,
 //! and tasks that were running run again with their attempt counted (at-least-once).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use reqwest::Client;
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, is_terminal, wait_for};
-
-/// A `taskd serve` child process on an ephemeral port.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(database: &Path, workers: u32) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taskd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
-            .arg(workers.to_string())
-            .arg("--database")
-            .arg(format!("sqlite://{}", database.display()))
-            .env("TASKD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("taskd starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the listening line");
-        let base = line
-            .trim()
-            .strip_prefix("taskd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, base }
-    }
-
-    fn kill_9(mut self) {
-        // Child::kill sends SIGKILL on Unix: no shutdown code runs.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::backend::{Backend, TestDatabase};
+use crate::child::Server;
+use crate::helpers::{is_terminal, wait_for};
 
 async fn submit(client: &Client, base: &str, body: Value) -> String {
     let response = client
@@ -78,15 +31,20 @@ async fn get(client: &Client, base: &str, id: &str, wait: u32) -> Value {
         .unwrap()
 }
 
-/// kill -9 with tasks queued and running; after a restart on the same file every task
-/// reaches a terminal state, and the ones that were running ran again as attempt 2.
+/// kill -9 with tasks queued and running; after a restart on the same database every task
+/// reaches a terminal state, and the ones that were running ran again as attempt 2 (on
+/// SQLite recovered at start-up; on PostgreSQL rescued once their lease expired).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_accepted_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("taskd.db");
+    let database = TestDatabase::fresh(Backend::from_env()).await;
+    // A shared database's running tasks wait for their lease to expire: keep it short.
+    let lease: &[&str] = match database.backend() {
+        Backend::Sqlite => &[],
+        Backend::Postgres => &["--lease", "2s"],
+    };
     let client = Client::new();
 
-    let server = Server::start(&database, 2);
+    let server = Server::start(&database.url, 2, lease);
     let mut running = Vec::new();
     for _ in 0..2 {
         running.push(
@@ -124,7 +82,7 @@ async fn sigkill_loses_no_accepted_task() {
     }
     server.kill_9();
 
-    let server = Server::start(&database, 4);
+    let server = Server::start(&database.url, 4, lease);
     for id in running.iter().chain(&queued).chain(&accepted) {
         let task = wait_for("a terminal state after restart", || async {
             let task = get(&client, &server.base, id, 10).await;
@@ -140,6 +98,5 @@ async fn sigkill_loses_no_accepted_task() {
             "a running task re-runs as attempt 2: {task}"
         );
     }
-    let _ = DEADLINE;
     server.kill_9();
 }

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Backend, TestDatabase};
+
 /// How long any wait in a test may take before the test fails. Generous: a loaded 2-core
 /// machine is slow, and a deadline only bounds how long a broken test hangs.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -22,21 +24,21 @@ pub struct TestApp {
     pub database_url: String,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
-    // Keeps the database directory alive for the test's duration.
-    _dir: Option<tempfile::TempDir>,
+    // Keeps the database (a SQLite file's directory, a PostgreSQL database) for the test.
+    _database: Option<TestDatabase>,
 }
 
-/// A server with test-friendly defaults on a fresh SQLite file.
+/// A server with test-friendly defaults on a fresh database: a SQLite file, or a PostgreSQL
+/// database with `TASKD_TEST_BACKEND=postgres` (see `backend`).
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 /// A server whose configuration `adjust` changed first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let database_url = format!("sqlite://{}", dir.path().join("taskd.db").display());
-    let mut app = spawn_app_on(&database_url, adjust).await;
-    app._dir = Some(dir);
+    let database = TestDatabase::fresh(Backend::from_env()).await;
+    let mut app = spawn_app_on(&database.url, adjust).await;
+    app._database = Some(database);
     app
 }
 
@@ -66,7 +68,7 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConf
         database_url,
         shutdown,
         server: Some(server),
-        _dir: None,
+        _database: None,
     }
 }
 
@@ -148,11 +150,11 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// Stops this server and starts another on the same database; the directory stays.
+    /// Stops this server and starts another on the same database, which stays.
     pub async fn restart(mut self, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         self.stop().await;
         let mut next = spawn_app_on(&self.database_url, adjust).await;
-        next._dir = self._dir.take();
+        next._database = self._database.take();
         next
     }
 }

@@ -1,8 +1,10 @@
 //! The integration suite: one binary, a real server per test on an ephemeral port, spoken to
 //! over HTTP. Each module covers one feature.
 
+mod backend;
 mod backpressure;
 mod cancel;
+mod child;
 mod durability;
 mod errors;
 mod events;
@@ -15,3 +17,4 @@ mod semantics;
 mod shutdown;
 mod state_machine;
 mod tasks;
+mod workers;

@@ -13,6 +13,8 @@ use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 const SPEC_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 /// A well-formed task id that no test ever submits.
 const FRESH_ID: &str = "00000000-0000-7000-8000-000000000000";
+/// A valid queue name for the `{name}` of queue routes.
+const PROBE_QUEUE: &str = "probe";
 const PROBLEM_JSON: &str = "application/problem+json";
 /// The keys of a path item that are operations.
 const METHODS: [&str; 8] = [
@@ -173,19 +175,45 @@ fn assert_documented(contract: &Contract, operation: (&str, &str), answer: &Answ
 
 /// Sends a request; a `Some` body goes as `application/json`.
 async fn send(app: &TestApp, method: &str, url_path: &str, body: Option<&Value>) -> Answer {
+    send_with(app, method, url_path, &[], body).await
+}
+
+/// Sends a request with extra request headers; a `Some` body goes as `application/json`.
+async fn send_with(
+    app: &TestApp,
+    method: &str,
+    url_path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Answer {
     let method = Method::from_bytes(method.as_bytes()).expect("a method");
     let mut request = app.client.request(method, app.url(url_path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if let Some(body) = body {
         request = request.json(body);
     }
     Answer::read(request.send().await.expect("the request is answered")).await
 }
 
+/// A documented path with its parameters filled in.
+fn fill(path: &str, id: &str) -> String {
+    path.replace("{id}", id).replace("{name}", PROBE_QUEUE)
+}
+
 /// Sends a request with a raw body of the given content type.
-async fn send_raw(app: &TestApp, url_path: &str, content_type: &str, body: String) -> Answer {
+async fn send_raw(
+    app: &TestApp,
+    method: &str,
+    url_path: &str,
+    content_type: &str,
+    body: String,
+) -> Answer {
+    let method = Method::from_bytes(method.as_bytes()).expect("a method");
     let response = app
         .client
-        .post(app.url(url_path))
+        .request(method, app.url(url_path))
         .header(CONTENT_TYPE, content_type)
         .body(body)
         .send()
@@ -219,8 +247,8 @@ async fn every_documented_operation_is_served() {
     let contract = Contract::load();
     let app = spawn_app().await;
     for (method, path) in contract.operations() {
-        let url_path = path.replace("{id}", FRESH_ID);
-        let body = (method == "POST").then(|| json!({}));
+        let url_path = fill(&path, FRESH_ID);
+        let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
         let answer = send(&app, &method, &url_path, body.as_ref()).await;
         assert!(
             answer.is_routed(),
@@ -248,18 +276,67 @@ impl Probe<'_> {
         body: Option<&Value>,
         want: u16,
     ) -> Value {
+        let answer = self.expect_with(operation, url_path, &[], body, want).await;
+        answer.body
+    }
+
+    /// As [`Probe::expect`], with extra request headers; returns the whole answer.
+    async fn expect_with(
+        &self,
+        operation: &str,
+        url_path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+        want: u16,
+    ) -> Answer {
         let (method, _) = split(operation);
-        let answer = send(self.app, method, url_path, body).await;
-        self.check(operation, answer, want)
+        let answer = send_with(self.app, method, url_path, headers, body).await;
+        self.verify(operation, &answer, want);
+        answer
     }
 
     #[track_caller]
     fn check(&self, operation: &str, answer: Answer, want: u16) -> Value {
-        let status = answer.status.as_u16();
-        assert_eq!(status, want, "{operation}: {}", answer.body);
-        assert_documented(self.contract, split(operation), &answer);
+        self.verify(operation, &answer, want);
         answer.body
     }
+
+    #[track_caller]
+    fn verify(&self, operation: &str, answer: &Answer, want: u16) {
+        let status = answer.status.as_u16();
+        assert_eq!(status, want, "{operation}: {}", answer.body);
+        assert_documented(self.contract, split(operation), answer);
+    }
+
+    /// Asserts that `answer` carries the header `name` and that the contract documents it for
+    /// the operation and status (optional headers are not checked by `assert_documented`).
+    /// Returns its value.
+    #[track_caller]
+    fn header<'a>(&self, operation: &str, answer: &'a Answer, name: &str) -> &'a str {
+        let response = self
+            .contract
+            .response(split(operation), answer.status)
+            .expect("a documented status");
+        let documented = response["headers"]
+            .as_object()
+            .is_some_and(|headers| headers.keys().any(|key| key.eq_ignore_ascii_case(name)));
+        assert!(
+            documented,
+            "{operation} {} does not document the header {name}",
+            answer.status
+        );
+        answer
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{operation} {} lacks the header {name}", answer.status))
+            .to_str()
+            .expect("a text header")
+    }
+}
+
+/// The `id` of a task in a body.
+fn id_of(task: &Value) -> String {
+    task["id"].as_str().expect("an id").to_owned()
 }
 
 fn split(operation: &str) -> (&str, &str) {
@@ -271,6 +348,12 @@ const LIST: &str = "GET /v1/tasks";
 const GET: &str = "GET /v1/tasks/{id}";
 const RESULT: &str = "GET /v1/tasks/{id}/result";
 const CANCEL: &str = "POST /v1/tasks/{id}/cancel";
+const RETRY: &str = "POST /v1/tasks/{id}/retry";
+const DELETE: &str = "DELETE /v1/tasks/{id}";
+const BATCH: &str = "POST /v1/tasks/batch";
+const QUEUES: &str = "GET /v1/queues";
+const QUEUE: &str = "GET /v1/queues/{name}";
+const PATCH_QUEUE: &str = "PATCH /v1/queues/{name}";
 
 /// Each answer a client can provoke — success or problem — has its status, required headers,
 /// content type and problem code documented for its operation.
@@ -297,7 +380,7 @@ async fn answers_match_the_contract() {
         ("application/json", format!("\"{}\"", "x".repeat(2048)), 413),
     ];
     for (content_type, body, want) in raw_submits {
-        let answer = send_raw(&app, "/v1/tasks", content_type, body).await;
+        let answer = send_raw(&app, "POST", "/v1/tasks", content_type, body).await;
         probe.check(SUBMIT, answer, want);
     }
     for query in [
@@ -357,6 +440,224 @@ async fn answers_match_the_contract() {
         let url = format!("/v1/tasks/{id}/result");
         probe.expect(RESULT, &url, None, want).await;
     }
+
+    provoke_submit_options(&probe).await;
+    provoke_management(&probe).await;
+    provoke_batches(&probe).await;
+    provoke_queues(&probe).await;
+}
+
+/// The submit's options and headers: bad options are 422; a bad `Idempotency-Key` is 400; a
+/// repeat with the key is 200 with `Idempotent-Replayed`, another body with it 422; a
+/// `Prefer: wait` met is 200 with `Preference-Applied`, one not met 202; labels filter.
+async fn provoke_submit_options(probe: &Probe<'_>) {
+    let bad_options = [
+        json!({"kind": "echo", "max_attempts": 0}),
+        json!({"kind": "echo", "max_attempts": 101}),
+        json!({"kind": "echo", "timeout_ms": 0}),
+        json!({"kind": "echo", "delay_ms": 10, "run_at": "2030-01-01T00:00:00Z"}),
+        json!({"kind": "echo", "run_at": "tomorrow"}),
+        json!({"kind": "echo", "backoff": {"base_ms": 2000, "cap_ms": 1000}}),
+        json!({"kind": "echo", "labels": {"a:b": "c"}}),
+        json!({"kind": "echo", "labels": {"a": 1}}),
+        json!({"kind": "echo", "priority": 1.5}),
+    ];
+    for body in bad_options {
+        let problem = probe.expect(SUBMIT, "/v1/tasks", Some(&body), 422).await;
+        assert_eq!(problem["code"], "invalid_request", "{body}");
+    }
+    let echo = json!({"kind": "echo"});
+    let long_key = "k".repeat(256);
+    let headers = [("idempotency-key", long_key.as_str())];
+    let answer = probe
+        .expect_with(SUBMIT, "/v1/tasks", &headers, Some(&echo), 400)
+        .await;
+    assert_eq!(answer.code(), Some("invalid_header"));
+
+    let key = [("idempotency-key", "openapi-probe")];
+    let body = json!({"kind": "echo", "input": {"n": 1}, "labels": {"probe": "yes"}});
+    let first = probe
+        .expect_with(SUBMIT, "/v1/tasks", &key, Some(&body), 202)
+        .await;
+    let replay = probe
+        .expect_with(SUBMIT, "/v1/tasks", &key, Some(&body), 200)
+        .await;
+    assert_eq!(probe.header(SUBMIT, &replay, "Idempotent-Replayed"), "true");
+    assert_eq!(replay.body["id"], first.body["id"]);
+    let other = json!({"kind": "echo", "input": {"n": 2}});
+    let reused = probe
+        .expect_with(SUBMIT, "/v1/tasks", &key, Some(&other), 422)
+        .await;
+    assert_eq!(reused.code(), Some("idempotency_key_reused"));
+
+    let prefer = [("prefer", "wait=10")];
+    let done = probe
+        .expect_with(SUBMIT, "/v1/tasks", &prefer, Some(&echo), 200)
+        .await;
+    assert_eq!(done.body["state"], "succeeded");
+    assert_eq!(probe.header(SUBMIT, &done, "Preference-Applied"), "wait=10");
+    probe.header(SUBMIT, &done, "Location");
+    let later = json!({"kind": "echo", "delay_ms": 60_000});
+    let prefer = [("prefer", "wait=0.1")];
+    let waiting = probe
+        .expect_with(SUBMIT, "/v1/tasks", &prefer, Some(&later), 202)
+        .await;
+    assert_eq!(waiting.body["state"], "scheduled");
+
+    let page = probe
+        .expect(LIST, "/v1/tasks?label=probe:yes", None, 200)
+        .await;
+    assert_eq!(page["tasks"].as_array().map(Vec::len), Some(1), "{page}");
+    for query in ["label=probe", "label=a:b&label=c:d", "state=waiting"] {
+        probe
+            .expect(LIST, &format!("/v1/tasks?{query}"), None, 400)
+            .await;
+    }
+    probe
+        .expect(LIST, "/v1/tasks?state=scheduled", None, 200)
+        .await;
+}
+
+/// A scheduled task has no result yet (202) and can be neither deleted nor retried (409);
+/// its ETag answers 304 until it changes; cancelled, it can be retried (200); finished, it
+/// can be deleted (204), and then it is gone (404).
+async fn provoke_management(probe: &Probe<'_>) {
+    let body = json!({"kind": "echo", "delay_ms": 60_000});
+    let task = probe.expect(SUBMIT, "/v1/tasks", Some(&body), 202).await;
+    assert_eq!(task["state"], "scheduled");
+    let id = id_of(&task);
+    let url = format!("/v1/tasks/{id}");
+    probe
+        .expect(RESULT, &format!("{url}/result"), None, 202)
+        .await;
+    let problem = probe.expect(DELETE, &url, None, 409).await;
+    assert_eq!(problem["code"], "task_not_finished");
+    let problem = probe
+        .expect(RETRY, &format!("{url}/retry"), None, 409)
+        .await;
+    assert_eq!(problem["code"], "task_not_retryable");
+
+    let got = probe.expect_with(GET, &url, &[], None, 200).await;
+    let etag = probe.header(GET, &got, "ETag").to_owned();
+    let unchanged = [("if-none-match", etag.as_str())];
+    probe.expect_with(GET, &url, &unchanged, None, 304).await;
+    probe
+        .expect(CANCEL, &format!("{url}/cancel"), None, 200)
+        .await;
+    probe.expect_with(GET, &url, &unchanged, None, 200).await;
+
+    let retried = probe
+        .expect(RETRY, &format!("{url}/retry"), None, 200)
+        .await;
+    assert_eq!(retried["state"], "queued");
+    assert_eq!(probe.app.wait_terminal(&id).await["state"], "succeeded");
+    probe
+        .expect(RETRY, &format!("{url}/retry"), None, 409)
+        .await;
+    probe.expect(DELETE, &url, None, 204).await;
+    probe.expect(GET, &url, None, 404).await;
+    probe.expect(DELETE, &url, None, 404).await;
+    probe
+        .expect(RETRY, &format!("{url}/retry"), None, 404)
+        .await;
+    probe.expect(DELETE, "/v1/tasks/nope", None, 400).await;
+    probe.expect(RETRY, "/v1/tasks/nope/retry", None, 400).await;
+}
+
+/// A batch is stored whole (202) or refused whole; an invalid item is named by its index.
+async fn provoke_batches(probe: &Probe<'_>) {
+    let url = "/v1/tasks/batch";
+    let batch = json!({"tasks": [{"kind": "echo"}, {"kind": "echo", "priority": 1}]});
+    let stored = probe.expect(BATCH, url, Some(&batch), 202).await;
+    assert_eq!(stored["tasks"].as_array().map(Vec::len), Some(2));
+    let bad_items = [
+        (json!([{"kind": "echo"}, {"kind": "teleport"}]), 1),
+        (
+            json!([{"kind": "echo"}, {"kind": "echo"}, {"kind": "echo", "max_attempts": 0}]),
+            2,
+        ),
+        (json!([{"kind": "sleep", "input": {}}]), 0),
+    ];
+    for (tasks, index) in bad_items {
+        let body = json!({ "tasks": tasks });
+        let problem = probe.expect(BATCH, url, Some(&body), 422).await;
+        assert_eq!(problem["errors"][0]["index"], index, "{problem}");
+    }
+    for body in [
+        json!({"tasks": []}),
+        json!({}),
+        json!({"tasks": [{"kind": "echo", "bogus": 1}]}),
+    ] {
+        probe.expect(BATCH, url, Some(&body), 422).await;
+    }
+    for (content_type, body, want) in [
+        ("application/json", "{\"tasks\":".to_owned(), 400),
+        ("text/plain", "{\"tasks\":[]}".to_owned(), 415),
+    ] {
+        let answer = send_raw(probe.app, "POST", url, content_type, body).await;
+        probe.check(BATCH, answer, want);
+    }
+}
+
+/// Queues answer with their settings and counts; a PATCH changes and clears settings; a bad
+/// name is 400, a bad setting 422; a full queue refuses submits and batches (429).
+async fn provoke_queues(probe: &Probe<'_>) {
+    let listed = probe.expect(QUEUES, "/v1/queues", None, 200).await;
+    let names: Vec<&str> = listed["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .filter_map(|queue| queue["name"].as_str())
+        .collect();
+    assert!(names.contains(&"default"), "{listed}");
+    probe.expect(QUEUE, "/v1/queues/default", None, 200).await;
+    let unused = probe
+        .expect(QUEUE, "/v1/queues/never-used", None, 200)
+        .await;
+    assert_eq!(unused["counts"]["queued"], 0);
+    probe
+        .expect(QUEUE, "/v1/queues/bad%20name", None, 400)
+        .await;
+
+    let url = format!("/v1/queues/{PROBE_QUEUE}");
+    probe.expect(PATCH_QUEUE, &url, Some(&json!({})), 200).await;
+    let set = json!({"paused": true, "concurrency": 2, "max_queued": 10});
+    let queue = probe.expect(PATCH_QUEUE, &url, Some(&set), 200).await;
+    assert_eq!(
+        (queue["paused"].clone(), queue["concurrency"].clone()),
+        (json!(true), json!(2))
+    );
+    let clear = json!({"paused": false, "concurrency": null, "max_queued": null});
+    let queue = probe.expect(PATCH_QUEUE, &url, Some(&clear), 200).await;
+    assert_eq!(queue["concurrency"], Value::Null);
+    for body in [
+        json!({"concurrency": -1}),
+        json!({"paused": "yes"}),
+        json!({"bogus": 1}),
+    ] {
+        probe.expect(PATCH_QUEUE, &url, Some(&body), 422).await;
+    }
+    probe
+        .expect(PATCH_QUEUE, "/v1/queues/bad%20name", Some(&json!({})), 400)
+        .await;
+    for (content_type, body, want) in [
+        ("application/json", "{\"paused\":".to_owned(), 400),
+        ("text/plain", "{}".to_owned(), 415),
+    ] {
+        let answer = send_raw(probe.app, "PATCH", &url, content_type, body).await;
+        probe.check(PATCH_QUEUE, answer, want);
+    }
+
+    let full = json!({"max_queued": 0});
+    probe
+        .expect(PATCH_QUEUE, "/v1/queues/full", Some(&full), 200)
+        .await;
+    let body = json!({"kind": "echo", "queue": "full"});
+    probe.expect(SUBMIT, "/v1/tasks", Some(&body), 429).await;
+    let batch = json!({ "tasks": [body] });
+    probe
+        .expect(BATCH, "/v1/tasks/batch", Some(&batch), 429)
+        .await;
 }
 
 /// A method a path does not document answers 405 with an `Allow` of exactly the documented
@@ -372,7 +673,7 @@ async fn undocumented_methods_and_paths_are_refused() {
             .into_iter()
             .find(|method| !documented.contains(*method))
             .expect("a method the path does not take");
-        let url_path = path.replace("{id}", FRESH_ID);
+        let url_path = fill(&path, FRESH_ID);
         let answer = send(&app, method, &url_path, None).await;
         assert_eq!(
             answer.status,

@@ -21,7 +21,7 @@ use crate::store::{
     StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
-    Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
+    Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
 };
 use writer::Writer;
 
@@ -306,6 +306,20 @@ impl TaskStore for SqliteStore {
     ) -> Result<QueueInfo, StoreError> {
         self.writer
             .run(move |conn| queues::queue_update(conn, name, patch))
+            .await
+    }
+
+    async fn claim_queue(
+        &self,
+        queue: QueueName,
+        kinds: Option<Vec<Kind>>,
+        limit: usize,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.writer
+            .run(move |conn| {
+                rows::task_claim_queue(conn, &queue, kinds.as_deref(), limit, lease_expires_at)
+            })
             .await
     }
 

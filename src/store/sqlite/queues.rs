@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{QueueInfo, QueuePatch, StoreError};
+use crate::store::{CallbackCounts, QueueInfo, QueuePatch, StoreError};
 use crate::task::{Callback, QueueName, TaskState, now_millis};
 
 /// A queue's stored settings.
@@ -15,12 +15,13 @@ struct Settings {
     concurrency: Option<u32>,
     max_queued: Option<u64>,
     callback: Option<Callback>,
+    remote: bool,
 }
 
 fn settings(conn: &Connection, name: &QueueName) -> Result<Settings, StoreError> {
     let settings = conn
         .prepare_cached(
-            "SELECT paused, concurrency, max_queued, callback_url, callback_secret \
+            "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote \
              FROM queues WHERE name = ?1",
         )?
         .query_row([name.as_str()], |row| {
@@ -33,6 +34,7 @@ fn settings(conn: &Connection, name: &QueueName) -> Result<Settings, StoreError>
                 concurrency: concurrency.map(|c| c as u32),
                 max_queued: max_queued.map(|m| m as u64),
                 callback: url.map(|url| Callback { url, secret }),
+                remote: row.get(5)?,
             })
         })
         .optional()?;
@@ -45,6 +47,7 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         concurrency,
         max_queued,
         callback,
+        remote,
     } = settings(conn, &name)?;
     let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
     let mut statement =
@@ -66,12 +69,31 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         .query_row(params![name.as_str(), now_millis() - 60_000], |row| {
             row.get(0)
         })?;
+    let mut callbacks = CallbackCounts::default();
+    let mut statement = conn.prepare_cached(
+        "SELECT callback_status, COUNT(*) FROM tasks \
+         WHERE queue = ?1 AND callback_status IS NOT NULL GROUP BY callback_status",
+    )?;
+    let rows = statement.query_map([name.as_str()], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (status, n) = row?;
+        match status.as_str() {
+            "pending" => callbacks.pending = n as u64,
+            "delivered" => callbacks.delivered = n as u64,
+            "failed" => callbacks.failed = n as u64,
+            _ => {}
+        }
+    }
     Ok(QueueInfo {
         name,
         paused,
         concurrency,
         max_queued,
         callback,
+        callbacks,
+        remote,
         counts,
         oldest_queued_at,
         finished_last_minute: finished_last_minute as u64,
@@ -102,12 +124,13 @@ pub fn queue_update(
     let concurrency = patch.concurrency.unwrap_or(current.concurrency);
     let max_queued = patch.max_queued.unwrap_or(current.max_queued);
     let callback = patch.callback.unwrap_or(current.callback);
+    let remote = patch.remote.unwrap_or(current.remote);
     conn.prepare_cached(
         "INSERT INTO queues (name, paused, concurrency, max_queued, callback_url, \
-             callback_secret, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             callback_secret, updated_at, remote) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
          ON CONFLICT (name) DO UPDATE SET paused = ?2, concurrency = ?3, max_queued = ?4, \
-             callback_url = ?5, callback_secret = ?6, updated_at = ?7",
+             callback_url = ?5, callback_secret = ?6, updated_at = ?7, remote = ?8",
     )?
     .execute(params![
         name.as_str(),
@@ -116,7 +139,8 @@ pub fn queue_update(
         max_queued.map(|m| m as i64),
         callback.as_ref().map(|c| c.url.as_str()),
         callback.as_ref().and_then(|c| c.secret.as_deref()),
-        now_millis()
+        now_millis(),
+        remote,
     ])?;
     queue_get(conn, name)
 }

@@ -294,7 +294,8 @@ fn claim_candidates(conn: &Connection) -> Result<Vec<Candidate>, StoreError> {
          FROM queue_counts c \
          LEFT JOIN queue_counts r ON r.queue = c.queue AND r.state = 'running' \
          LEFT JOIN queues q ON q.name = c.queue \
-         WHERE c.state = 'queued' AND c.n > 0 AND IFNULL(q.paused, 0) = 0",
+         WHERE c.state = 'queued' AND c.n > 0 AND IFNULL(q.paused, 0) = 0 \
+           AND IFNULL(q.remote, 0) = 0",
     )?;
     let rows = statement.query_map([], |row| {
         let waiting: i64 = row.get(1)?;
@@ -348,26 +349,63 @@ pub fn task_claim(
     let candidates = claim_candidates(conn)?;
     let shares = share(&candidates, limit);
     let lease = Uuid::new_v4().to_string();
-    let now = now_millis();
     let mut claimed = Vec::new();
     for (candidate, take) in candidates.iter().zip(shares) {
-        if take == 0 {
-            continue;
+        if take > 0 {
+            claimed.extend(claim_from(conn, &candidate.queue, None, take, &lease, lease_expires_at)?);
         }
-        claimed.extend(query_tasks(
-            conn,
-            &format!(
-                "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
-                     lease_expires_at = ?2, started_at = ?3 \
-                 WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
-                              WHERE state = 'queued' AND queue = ?4 \
-                              ORDER BY priority DESC, id LIMIT ?5) \
-                 RETURNING {COLUMNS}"
-            ),
-            params![lease, lease_expires_at, now, candidate.queue, take as i64],
-        )?);
     }
     Ok(claimed)
+}
+
+/// Leases up to `limit` queued tasks of one queue (optionally only these kinds); a paused
+/// queue leases nothing.
+pub fn task_claim_queue(
+    conn: &Connection,
+    queue: &QueueName,
+    kinds: Option<&[Kind]>,
+    limit: usize,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
+    let paused: bool = conn
+        .prepare_cached("SELECT paused FROM queues WHERE name = ?1")?
+        .query_row([queue.as_str()], |row| row.get(0))
+        .optional()?
+        .unwrap_or(false);
+    if paused {
+        return Ok(Vec::new());
+    }
+    let lease = Uuid::new_v4().to_string();
+    claim_from(conn, queue.as_str(), kinds, limit as u64, &lease, lease_expires_at)
+}
+
+/// Moves the first `take` queued tasks of `queue` (priority, then FIFO) to running under
+/// `lease`, counting the attempt.
+fn claim_from(
+    conn: &Connection,
+    queue: &str,
+    kinds: Option<&[Kind]>,
+    take: u64,
+    lease: &str,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
+    // Kinds are validated names (letters, digits, `_-.`), so quoting them inline is safe.
+    let kind_filter = kinds.map_or(String::new(), |kinds| {
+        let list: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
+        format!("AND kind IN ({})", list.join(", "))
+    });
+    query_tasks(
+        conn,
+        &format!(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
+                 lease_expires_at = ?2, started_at = ?3 \
+             WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
+                          WHERE state = 'queued' AND queue = ?4 {kind_filter} \
+                          ORDER BY priority DESC, id LIMIT ?5) \
+             RETURNING {COLUMNS}"
+        ),
+        params![lease, lease_expires_at, now_millis(), queue, take as i64],
+    )
 }
 
 /// Writes the end of a running attempt, guarded by its lease.

@@ -1,0 +1,206 @@
+//! The remote worker protocol: lease (long-poll), heartbeat, complete, fail. Each call after
+//! the lease names it; a stale lease answers 409 `lease_lost` and changes nothing.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{Json, TaskIdPath};
+use super::{AppState, Route};
+use crate::task::{Kind, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string};
+
+const MAX_TASKS: usize = 100;
+const MIN_LEASE_MS: u64 = 1_000;
+const MAX_LEASE_MS: u64 = 3_600_000;
+const MAX_WAIT_MS: u64 = 60_000;
+
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route::post("/v1/queues/{name}/lease", axum::routing::post(lease)).long_poll(),
+        Route::post("/v1/tasks/{id}/heartbeat", axum::routing::post(heartbeat)),
+        Route::post("/v1/tasks/{id}/complete", axum::routing::post(complete)),
+        Route::post("/v1/tasks/{id}/fail", axum::routing::post(fail)),
+    ]
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn within(field: &str, value: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(field, format!("must be from {min} to {max}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRequest {
+    worker_id: String,
+    kinds: Option<Vec<String>>,
+    #[serde(default = "one")]
+    max_tasks: usize,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
+}
+
+/// A leased task: the task, plus what the worker needs to hold it.
+fn leased(task: Task) -> Value {
+    let lease = task.lease.clone();
+    let mut value = serde_json::to_value(&task).unwrap_or_default();
+    if let Some(lease) = lease {
+        value["lease"] = json!(lease.token);
+        value["lease_expires_at"] = json!(rfc3339_string(lease.expires_at));
+    }
+    value
+}
+
+async fn lease(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    let queue = QueueName::parse(name).map_err(|e| ApiError::InvalidPath(format!("queue name: {e}")))?;
+    if request.worker_id.is_empty() || request.worker_id.len() > 128 {
+        return Err(invalid("worker_id", "1 to 128 characters"));
+    }
+    let max_tasks = within("max_tasks", request.max_tasks as u64, 1, MAX_TASKS as u64)? as usize;
+    let lease_ms = within("lease_ms", request.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
+    let wait_ms = within("wait_ms", request.wait_ms, 0, MAX_WAIT_MS)?;
+    let kinds = request
+        .kinds
+        .map(|kinds| {
+            kinds
+                .into_iter()
+                .enumerate()
+                .map(|(i, kind)| Kind::parse(kind).map_err(|e| invalid(&format!("kinds[{i}]"), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let tasks = state
+        .engine
+        .lease(
+            queue,
+            kinds,
+            max_tasks,
+            Duration::from_millis(lease_ms),
+            Duration::from_millis(wait_ms),
+        )
+        .await?;
+    tracing::debug!(worker = %request.worker_id, leased = tasks.len(), "lease");
+    if tasks.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let tasks: Vec<Value> = tasks.into_iter().map(leased).collect();
+    Ok(axum::Json(json!({ "tasks": tasks })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgressReport {
+    percent: f64,
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatRequest {
+    lease: String,
+    /// How long from now the lease should last (default 30 s).
+    #[serde(default = "default_lease_ms")]
+    lease_ms: u64,
+    progress: Option<ProgressReport>,
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+    Json(request): Json<HeartbeatRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let lease_ms = within("lease_ms", request.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
+    let progress = request
+        .progress
+        .map(|p| {
+            if !(p.percent.is_finite() && (0.0..=100.0).contains(&p.percent)) {
+                return Err(invalid("progress.percent", "must be from 0 to 100"));
+            }
+            Ok(Progress {
+                percent: p.percent,
+                message: p.message,
+                at: now_millis(),
+            })
+        })
+        .transpose()?;
+    let beat = state
+        .engine
+        .heartbeat(id, &request.lease, Duration::from_millis(lease_ms), progress)
+        .await?;
+    Ok(axum::Json(json!({
+        "cancel_requested": beat.cancel_requested,
+        "lease_expires_at": rfc3339_string(beat.lease_expires_at),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteRequest {
+    lease: String,
+    #[serde(default)]
+    result: Value,
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+    Json(request): Json<CompleteRequest>,
+) -> Result<axum::Json<Task>, ApiError> {
+    Ok(axum::Json(
+        state.engine.complete(id, &request.lease, request.result).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailRequest {
+    lease: String,
+    error: TaskError,
+    #[serde(default = "yes")]
+    retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn fail(
+    State(state): State<AppState>,
+    TaskIdPath(id): TaskIdPath,
+    Json(request): Json<FailRequest>,
+) -> Result<axum::Json<Task>, ApiError> {
+    Ok(axum::Json(
+        state
+            .engine
+            .fail(id, &request.lease, request.error, request.retryable)
+            .await?,
+    ))
+}

@@ -1,0 +1,154 @@
+//! Remote workers: the lease protocol. A worker in any language leases tasks of a remote
+//! queue over HTTP, heartbeats while it runs them, and completes or fails each under its
+//! lease. Every call names the lease; a stale one changes nothing (fencing), so a worker
+//! that lost its lease can never overwrite the outcome of the worker that holds it now.
+
+use std::time::Duration;
+
+use super::{Engine, EngineError};
+use crate::store::StoreError;
+use crate::task::{Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, now_millis};
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub cancel_requested: bool,
+    pub lease_expires_at: i64,
+}
+
+impl Engine {
+    /// Leases up to `max_tasks` tasks of a remote queue, waiting up to `wait` for some.
+    /// An empty answer means none came in time.
+    pub async fn lease(
+        &self,
+        queue: QueueName,
+        kinds: Option<Vec<Kind>>,
+        max_tasks: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Task>, EngineError> {
+        if !self.is_remote(&queue) {
+            let info = self.queue(queue.clone()).await?;
+            if !info.remote {
+                return Err(EngineError::NotRemote(queue));
+            }
+            self.inner.remote_queues.insert(queue.clone(), ());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribe before claiming, so work arriving in between is not missed.
+        let mut work = self.inner.work.subscribe();
+        loop {
+            let expires_at = now_millis() + lease.as_millis() as i64;
+            let claimed = self
+                .inner
+                .store
+                .claim_queue(queue.clone(), kinds.clone(), max_tasks, expires_at)
+                .await
+                .map_err(EngineError::Store)?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
+            tokio::select! {
+                changed = work.changed() => {
+                    if changed.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                () = self.inner.draining.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Extends a remote attempt's lease by `lease`, records its progress, and says whether
+    /// a cancel was requested.
+    pub async fn heartbeat(
+        &self,
+        id: TaskId,
+        lease_token: &str,
+        lease: Duration,
+        progress: Option<Progress>,
+    ) -> Result<Heartbeat, EngineError> {
+        let expires_at = now_millis() + lease.as_millis() as i64;
+        let renewed = self
+            .inner
+            .store
+            .renew(vec![(id, lease_token.to_owned())], expires_at)
+            .await
+            .map_err(EngineError::Store)?;
+        if renewed == 0 {
+            return Err(self.lease_lost(id).await);
+        }
+        if let Some(progress) = progress {
+            match self
+                .inner
+                .store
+                .record_progress(vec![(id, lease_token.to_owned(), progress)])
+                .await
+            {
+                Ok(_) | Err(StoreError::Unsupported(_)) => {}
+                Err(error) => return Err(EngineError::Store(error)),
+            }
+        }
+        let task = self.get(id).await?;
+        Ok(Heartbeat {
+            cancel_requested: task.cancel_requested,
+            lease_expires_at: expires_at,
+        })
+    }
+
+    /// Ends a remote attempt with its result.
+    pub async fn complete(
+        &self,
+        id: TaskId,
+        lease: &str,
+        result: serde_json::Value,
+    ) -> Result<Task, EngineError> {
+        self.end_remote(id, lease, Outcome::Succeeded(result)).await
+    }
+
+    /// Ends a remote attempt with an error; retried while attempts are left if `retryable`.
+    pub async fn fail(
+        &self,
+        id: TaskId,
+        lease: &str,
+        error: TaskError,
+        retryable: bool,
+    ) -> Result<Task, EngineError> {
+        self.end_remote(id, lease, Outcome::Failed { error, retryable })
+            .await
+    }
+
+    async fn end_remote(
+        &self,
+        id: TaskId,
+        lease: &str,
+        outcome: Outcome,
+    ) -> Result<Task, EngineError> {
+        match self.inner.store.finish(id, lease, outcome).await {
+            Ok(Some(ended)) => {
+                self.inner.ended(&ended);
+                Ok(ended)
+            }
+            Ok(None) => Err(self.lease_lost(id).await),
+            Err(error) => Err(EngineError::Store(error)),
+        }
+    }
+
+    /// Why a lease did not hold: the task is unknown, or the lease is not (or no longer) the
+    /// current one.
+    async fn lease_lost(&self, id: TaskId) -> EngineError {
+        match self.get(id).await {
+            Ok(task) => EngineError::WrongState {
+                task: Box::new(task),
+                code: "lease_lost",
+                why: "the lease is not the task's current lease (expired, or never held)",
+            },
+            Err(error) => error,
+        }
+    }
+
+    fn is_remote(&self, queue: &QueueName) -> bool {
+        self.inner.remote_queues.contains_key(queue)
+    }
+}

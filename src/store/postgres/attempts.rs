@@ -1,0 +1,226 @@
+//! The moves of existing tasks: ending, renewing, releasing and losing attempts, cancel,
+//! promote, retry, delete, purge. Every move is a guarded `UPDATE` (or `DELETE`) whose `WHERE`
+//! names the state it expects, and the lease for a running task: zero rows means another node
+//! (or a newer attempt) got there first. Where `task/` decides the new state, the row is read
+//! `FOR UPDATE` first so nothing changes it between the decision and the write.
+
+use sqlx::{Acquire, PgConnection};
+
+use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
+use crate::store::{CancelResult, Changed, StoreError};
+use crate::task::{
+    AttemptEnd, Millis, Outcome, Task, TaskId, TaskState, end_attempt, lose_attempt, now_millis,
+};
+
+/// Writes the end of a running attempt, guarded by its lease.
+async fn write_end(
+    conn: &mut PgConnection,
+    id: TaskId,
+    lease: &str,
+    end: AttemptEnd,
+) -> Result<Option<Task>, StoreError> {
+    let sql = format!(
+        "UPDATE tasks SET state = $3, result = $4, error = $5, errors = $6, run_at = $7, \
+             finished_at = $8, lease = NULL, lease_expires_at = NULL \
+         WHERE id = $1::uuid AND state = 'running' AND lease = $2 RETURNING {COLUMNS}"
+    );
+    let query = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(lease)
+        .bind(end.state.as_str())
+        .bind(end.result.map(|r| r.to_string()))
+        .bind(end.error.map(|e| to_json(&e)))
+        .bind(to_json(&end.errors))
+        .bind(end.run_at)
+        .bind(end.finished_at);
+    fetch_task(conn, query).await
+}
+
+pub async fn task_finish(
+    conn: &mut PgConnection,
+    id: TaskId,
+    lease: &str,
+    outcome: Outcome,
+) -> Result<Option<Task>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id = $1::uuid AND state = 'running' AND lease = $2 \
+         FOR UPDATE"
+    );
+    let query = sqlx::query(&sql).bind(id.to_string()).bind(lease);
+    let Some(task) = fetch_task(&mut tx, query).await? else {
+        return Ok(None);
+    };
+    let end = end_attempt(&task, outcome, now_millis(), fastrand::f64());
+    let ended = write_end(&mut tx, id, lease, end).await?;
+    tx.commit().await?;
+    Ok(ended)
+}
+
+pub async fn task_renew(
+    conn: &mut PgConnection,
+    leases: &[(TaskId, String)],
+    lease_expires_at: Millis,
+) -> Result<u64, StoreError> {
+    let ids: Vec<String> = leases.iter().map(|(id, _)| id.to_string()).collect();
+    let tokens: Vec<String> = leases.iter().map(|(_, lease)| lease.clone()).collect();
+    let renewed = sqlx::query(
+        "UPDATE tasks SET lease_expires_at = $3 \
+         FROM unnest($1::uuid[], $2::text[]) AS held (id, lease) \
+         WHERE tasks.id = held.id AND tasks.state = 'running' AND tasks.lease = held.lease",
+    )
+    .bind(ids)
+    .bind(tokens)
+    .bind(lease_expires_at)
+    .execute(conn)
+    .await?;
+    Ok(renewed.rows_affected())
+}
+
+pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelResult, StoreError> {
+    // One statement decides, under the row's lock: a waiting task ends cancelled, a running
+    // one is asked to stop. (Two statements could miss a task released in between.)
+    let sql = format!(
+        "UPDATE tasks SET \
+             state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END, \
+             run_at = CASE WHEN state = 'running' THEN run_at END, \
+             finished_at = CASE WHEN state = 'running' THEN finished_at ELSE $2 END, \
+             cancel_requested = cancel_requested OR state = 'running' \
+         WHERE id = $1::uuid AND state IN ('queued', 'scheduled', 'running') RETURNING {COLUMNS}"
+    );
+    // A finished task retried between the update and the read is tried again, a few times.
+    for _ in 0..3 {
+        let query = sqlx::query(&sql).bind(id.to_string()).bind(now_millis());
+        match fetch_task(conn, query).await? {
+            Some(task) if task.state == TaskState::Running => {
+                return Ok(CancelResult::Requested(task));
+            }
+            Some(task) => return Ok(CancelResult::Cancelled(task)),
+            None => {}
+        }
+        match task_get(conn, id).await? {
+            Some(task) if task.state.is_terminal() => return Ok(CancelResult::Finished(task)),
+            Some(_) => continue,
+            None => return Ok(CancelResult::NotFound),
+        }
+    }
+    Err(StoreError::Backend(format!("task {id} kept moving during a cancel")))
+}
+
+pub async fn task_release(
+    conn: &mut PgConnection,
+    id: TaskId,
+    lease: &str,
+) -> Result<Option<Task>, StoreError> {
+    let sql = format!(
+        "UPDATE tasks SET \
+             state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
+             finished_at = CASE WHEN cancel_requested THEN $1 END, \
+             lease = NULL, lease_expires_at = NULL, attempt = attempt - 1 \
+         WHERE id = $2::uuid AND state = 'running' AND lease = $3 RETURNING {COLUMNS}"
+    );
+    let query = sqlx::query(&sql)
+        .bind(now_millis())
+        .bind(id.to_string())
+        .bind(lease);
+    fetch_task(conn, query).await
+}
+
+/// Every running task whose lease expired before `expired_before` (every running task, for
+/// `None`) loses its attempt. Rows another node is moving right now are skipped: that node
+/// is finishing or rescuing them.
+pub async fn task_lose_running(
+    conn: &mut PgConnection,
+    expired_before: Option<Millis>,
+) -> Result<Vec<Task>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks \
+         WHERE state = 'running' AND ($1::bigint IS NULL OR lease_expires_at < $1) \
+         FOR UPDATE SKIP LOCKED"
+    );
+    let lost = fetch_tasks(&mut tx, sqlx::query(&sql).bind(expired_before)).await?;
+    let now = expired_before.unwrap_or_else(now_millis);
+    let mut moved = Vec::with_capacity(lost.len());
+    for task in lost {
+        let Some(lease) = task.lease.as_ref().map(|l| l.token.clone()) else {
+            continue;
+        };
+        let end = lose_attempt(&task, now);
+        moved.extend(write_end(&mut tx, task.id, &lease, end).await?);
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+pub async fn task_promote_due(conn: &mut PgConnection, now: Millis) -> Result<u64, StoreError> {
+    // Several nodes promote at once; each takes the rows the others are not taking.
+    let promoted = sqlx::query(
+        "UPDATE tasks SET state = 'queued', run_at = NULL \
+         WHERE id = ANY(ARRAY(SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
+                              FOR UPDATE SKIP LOCKED)) \
+             AND state = 'scheduled'",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(promoted.rows_affected())
+}
+
+pub async fn task_next_due(conn: &mut PgConnection) -> Result<Option<Millis>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT min(run_at) FROM tasks WHERE state = 'scheduled'")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub async fn task_retry(conn: &mut PgConnection, id: TaskId) -> Result<Changed, StoreError> {
+    let sql = format!(
+        "UPDATE tasks SET state = 'queued', attempt = 0, error = NULL, result = NULL, \
+             cancel_requested = false, finished_at = NULL \
+         WHERE id = $1::uuid AND state IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+    );
+    let retried = fetch_task(conn, sqlx::query(&sql).bind(id.to_string())).await?;
+    if retried.is_some() {
+        return Ok(Changed::Done(retried));
+    }
+    Ok(match task_get(conn, id).await? {
+        Some(task) => Changed::WrongState(task),
+        None => Changed::NotFound,
+    })
+}
+
+pub async fn task_delete(conn: &mut PgConnection, id: TaskId) -> Result<Changed, StoreError> {
+    let deleted = sqlx::query(
+        "DELETE FROM tasks \
+         WHERE id = $1::uuid AND state IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if deleted.rows_affected() > 0 {
+        return Ok(Changed::Done(None));
+    }
+    Ok(match task_get(conn, id).await? {
+        Some(task) => Changed::WrongState(task),
+        None => Changed::NotFound,
+    })
+}
+
+pub async fn task_purge_finished(
+    conn: &mut PgConnection,
+    before: Millis,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    // Every node purges; SKIP LOCKED keeps them from queueing behind each other's deletes.
+    let deleted = sqlx::query(
+        "DELETE FROM tasks WHERE id = ANY(ARRAY( \
+             SELECT id FROM tasks WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(before)
+    .bind(limit as i64)
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -1,0 +1,235 @@
+//! `task_claim`: moves up to `limit` queued tasks to running, fairly across queues.
+//!
+//! Several nodes claim at once. Rows are taken with `FOR UPDATE SKIP LOCKED`, so a node never
+//! waits for another's claim and never takes a row another is taking; a skipped row is left
+//! for the next claim. A queue's `concurrency` holds exactly across nodes: before it counts
+//! what runs there, the claim takes that queue's advisory lock (in name order, so claims never
+//! wait in a circle) and keeps it until commit, so the next claimer counts this one's tasks.
+//! Queues without a limit take no lock.
+
+use sqlx::{Acquire, PgConnection, Row};
+use uuid::Uuid;
+
+use super::rows::{COLUMNS, fetch_tasks};
+use crate::store::StoreError;
+use crate::task::{Kind, Millis, QueueName, Task, now_millis};
+
+/// The first key of the advisory locks that guard one queue's concurrency ("cnc").
+const CONCURRENCY_LOCK: i32 = 0x636e63;
+
+/// A queue with waiting tasks, as the claim sees it.
+#[derive(Debug)]
+struct Candidate {
+    queue: String,
+    waiting: i64,
+    running: i64,
+    concurrency: Option<i64>,
+}
+
+impl Candidate {
+    /// How many it may start now: waiting tasks, capped by its concurrency.
+    fn room(&self) -> u64 {
+        let room = match self.concurrency {
+            Some(limit) => self.waiting.min((limit - self.running).max(0)),
+            None => self.waiting,
+        };
+        room.max(0) as u64
+    }
+}
+
+async fn claim_candidates(conn: &mut PgConnection) -> Result<Vec<Candidate>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT c.queue, \
+             COALESCE(sum(c.n) FILTER (WHERE c.state = 'queued'), 0)::bigint AS waiting, \
+             COALESCE(sum(c.n) FILTER (WHERE c.state = 'running'), 0)::bigint AS running, \
+             q.concurrency::bigint AS concurrency \
+         FROM queue_counts c LEFT JOIN queues q ON q.name = c.queue \
+         WHERE c.state IN ('queued', 'running') AND NOT COALESCE(q.paused, false) \
+           AND NOT COALESCE(q.remote, false) \
+         GROUP BY c.queue, q.concurrency \
+         HAVING COALESCE(sum(c.n) FILTER (WHERE c.state = 'queued'), 0) > 0 \
+         ORDER BY c.queue",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Candidate {
+                queue: row.try_get("queue")?,
+                waiting: row.try_get("waiting")?,
+                running: row.try_get("running")?,
+                concurrency: row.try_get("concurrency")?,
+            })
+        })
+        .collect()
+}
+
+/// Locks a limited queue's concurrency for this transaction and counts what runs there now,
+/// including what other nodes claimed and committed a moment ago.
+async fn running_now(conn: &mut PgConnection, queue: &str) -> Result<i64, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(CONCURRENCY_LOCK)
+        .bind(queue)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(n), 0)::bigint FROM queue_counts \
+         WHERE queue = $1 AND state = 'running'",
+    )
+    .bind(queue)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Shares `slots` between queues one at a time, round-robin from a random queue, each up to
+/// its room: with work in several queues, none gets more than its fair share of a claim.
+/// (The same rule as the SQLite store's.)
+fn share(rooms: &[u64], slots: usize) -> Vec<u64> {
+    let mut shares = vec![0u64; rooms.len()];
+    if rooms.is_empty() {
+        return shares;
+    }
+    let start = fastrand::usize(..rooms.len());
+    let mut left = slots;
+    let mut progressed = true;
+    while left > 0 && progressed {
+        progressed = false;
+        for offset in 0..rooms.len() {
+            let i = (start + offset) % rooms.len();
+            if left > 0 && shares[i] < rooms[i] {
+                shares[i] += 1;
+                left -= 1;
+                progressed = true;
+            }
+        }
+    }
+    shares
+}
+
+/// Moves the first `take` queued tasks of `queue` (of these kinds, if given; priority, then
+/// FIFO) to running under `lease`, counting the attempt. Rows another node is taking are
+/// skipped, never waited for.
+async fn claim_from(
+    conn: &mut PgConnection,
+    queue: &str,
+    kinds: Option<&[Kind]>,
+    take: u64,
+    lease: &str,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
+    let sql = format!(
+        "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = $1, \
+             lease_expires_at = $2, started_at = $3 \
+         WHERE id = ANY(ARRAY(SELECT id FROM tasks \
+                              WHERE state = 'queued' AND queue = $4 \
+                                  AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \
+                              ORDER BY priority DESC, id LIMIT $5 \
+                              FOR UPDATE SKIP LOCKED)) \
+             AND state = 'queued' \
+         RETURNING {COLUMNS}"
+    );
+    let kinds: Option<Vec<String>> = kinds.map(|kinds| kinds.iter().map(|k| k.to_string()).collect());
+    let query = sqlx::query(&sql)
+        .bind(lease)
+        .bind(lease_expires_at)
+        .bind(now_millis())
+        .bind(queue)
+        .bind(take as i64)
+        .bind(kinds);
+    fetch_tasks(conn, query).await
+}
+
+/// In the claim order: by queue, then highest priority first, then oldest.
+fn in_claim_order(claimed: &mut [Task]) {
+    claimed.sort_by(|a, b| {
+        (a.queue.as_str(), std::cmp::Reverse(a.priority), a.id).cmp(&(
+            b.queue.as_str(),
+            std::cmp::Reverse(b.priority),
+            b.id,
+        ))
+    });
+}
+
+/// Leases up to `limit` queued tasks of one queue (of these kinds, if given) to a remote
+/// worker; a paused queue leases nothing. (A queue's `concurrency` limits local claims only,
+/// as in the SQLite store.)
+pub async fn task_claim_queue(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    kinds: Option<&[Kind]>,
+    limit: usize,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
+    let paused: Option<bool> = sqlx::query_scalar("SELECT paused FROM queues WHERE name = $1")
+        .bind(queue.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if paused.unwrap_or(false) || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let lease = Uuid::new_v4().to_string();
+    let mut claimed =
+        claim_from(conn, queue.as_str(), kinds, limit as u64, &lease, lease_expires_at).await?;
+    in_claim_order(&mut claimed);
+    Ok(claimed)
+}
+
+pub async fn task_claim(
+    conn: &mut PgConnection,
+    limit: usize,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = conn.begin().await?;
+    let mut candidates = claim_candidates(&mut tx).await?;
+    // Candidates come in name order: the lock order.
+    for candidate in candidates.iter_mut() {
+        if candidate.concurrency.is_some() {
+            candidate.running = running_now(&mut tx, &candidate.queue).await?;
+        }
+    }
+    let rooms: Vec<u64> = candidates.iter().map(Candidate::room).collect();
+    let shares = share(&rooms, limit);
+    let lease = Uuid::new_v4().to_string();
+    let mut claimed = Vec::new();
+    for (candidate, take) in candidates.iter().zip(shares) {
+        if take > 0 {
+            let queue = &candidate.queue;
+            claimed.extend(claim_from(&mut tx, queue, None, take, &lease, lease_expires_at).await?);
+        }
+    }
+    tx.commit().await?;
+    in_claim_order(&mut claimed);
+    Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_fairly_and_within_room() {
+        let rooms = [100, 1, 100];
+        let shares = share(&rooms, 7);
+        assert_eq!(shares.iter().sum::<u64>(), 7);
+        assert_eq!(shares[1], 1);
+        assert!(shares[0].abs_diff(shares[2]) <= 1, "{shares:?}");
+        assert_eq!(share(&rooms, 1000), vec![100, 1, 100]);
+        assert!(share(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn room_is_capped_by_concurrency() {
+        let candidate = |running, concurrency| Candidate {
+            queue: "q".into(),
+            waiting: 10,
+            running,
+            concurrency,
+        };
+        assert_eq!(candidate(0, None).room(), 10);
+        assert_eq!(candidate(2, Some(3)).room(), 1);
+        assert_eq!(candidate(5, Some(3)).room(), 0);
+    }
+}

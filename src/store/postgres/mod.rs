@@ -1,0 +1,332 @@
+//! The shared store: PostgreSQL, for several taskd nodes on one database.
+//!
+//! Every node runs the same code against the same tables; the database arbitrates. Claims take
+//! rows with `FOR UPDATE SKIP LOCKED`, so nodes never wait for each other's claims nor take one
+//! task twice; every state change is a guarded `UPDATE … WHERE state = 'running' AND lease = $n`
+//! (zero rows: this node lost the race); admission control and per-queue concurrency hold
+//! across nodes through transaction-scoped advisory locks. Triggers keep per-queue counts and
+//! send `LISTEN/NOTIFY` wake-ups, which [`signals`] relays to the engine.
+//!
+//! Files: [`rows`] maps rows to tasks and lists them, [`insert`] admits and stores new tasks,
+//! [`claim`] hands out work, [`attempts`] ends and moves tasks, [`queues`] reads and sets queue
+//! settings, [`events`] serves the event log, progress and webhooks, [`signals`] listens.
+
+mod attempts;
+mod claim;
+mod events;
+mod insert;
+mod queues;
+mod rows;
+mod signals;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, Postgres};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::store::{
+    CancelResult, Changed, Delivery, DeliveryOutcome, EventFilter, Inserted, QueueInfo,
+    QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
+};
+use crate::task::{
+    Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
+};
+
+/// The migrations, in order, numbered as SQLite's. Append-only: a change is a new file.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tasks",
+        include_str!("../../../migrations/postgres/0001_tasks.sql"),
+    ),
+    (
+        2,
+        "events",
+        include_str!("../../../migrations/postgres/0002_events.sql"),
+    ),
+];
+
+/// The advisory lock key that serializes migrations across nodes starting at once
+/// ("taskd" + 1 in ASCII, a constant no other lock of ours uses).
+const MIGRATION_LOCK: i64 = 0x7461_736b_6401;
+
+/// How many connections one node opens at most. The workers finish attempts concurrently
+/// (one connection each while they write), the dispatcher claims and the API reads; a
+/// request beyond this waits for a connection (up to `ACQUIRE_TIMEOUT`) rather than open
+/// more. Three nodes stay well inside PostgreSQL's default `max_connections` (100).
+const POOL_SIZE: u32 = 16;
+/// How long a query waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the per-queue count changes are folded into totals.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The relay of other nodes' notifications; the listener task holds the sender and each
+    /// engine that asks for [`TaskStore::signals`] a receiver.
+    signals: broadcast::Sender<Signal>,
+    /// Fired after every write this node commits and every notification from another node,
+    /// so the event tailer reads the log soon after anything changed.
+    commits: Arc<Notify>,
+    /// Stops the listener and the count folder when the store is dropped.
+    _background: DropGuard,
+}
+
+impl PostgresStore {
+    /// Connects (failing now if the server cannot be reached) and starts the listener.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let stop = CancellationToken::new();
+        let commits = Arc::new(Notify::new());
+        let signals = signals::start(options, Arc::clone(&commits), stop.clone()).await?;
+        tokio::spawn(fold_counts_every(pool.clone(), stop.clone()));
+        Ok(PostgresStore {
+            pool,
+            signals,
+            commits,
+            _background: stop.drop_guard(),
+        })
+    }
+
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Passes a write's answer on, telling the event tailer first when it committed.
+    fn wrote<T>(&self, answer: Result<T, StoreError>) -> Result<T, StoreError> {
+        if answer.is_ok() {
+            self.commits.notify_one();
+        }
+        answer
+    }
+}
+
+/// Folds the count changes now and then, until the store goes. The folding transaction may
+/// run on several nodes at once: each deletes only what its snapshot saw (see the migration).
+async fn fold_counts_every(pool: PgPool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FOLD_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        let folded = async {
+            let mut conn = pool.acquire().await?;
+            queues::fold_counts(&mut conn).await
+        };
+        if let Err(error) = folded.await {
+            tracing::warn!(%error, "cannot fold the queue counts");
+        }
+    }
+}
+
+async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    // Nodes starting together wait here in turn; the first applies, the others find it done.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS taskd_migrations (
+             version    bigint PRIMARY KEY,
+             name       text   NOT NULL,
+             applied_at bigint NOT NULL
+         )",
+    )
+    .await?;
+    for (version, name, sql) in MIGRATIONS {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM taskd_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if applied.is_none() {
+            tracing::info!(version, name, "applying migration");
+            // A plain string runs as a simple query: several statements in one go.
+            tx.execute(*sql).await?;
+            sqlx::query(
+                "INSERT INTO taskd_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for PostgresStore {
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        Some(self.signals.subscribe())
+    }
+
+    /// Other nodes share the database: a running task at start-up may be theirs and alive.
+    fn single_node(&self) -> bool {
+        false
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrate(&mut *self.conn().await?).await
+    }
+
+    async fn insert(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        self.wrote(insert::task_insert(&mut *self.conn().await?, tasks, default_max_queued).await)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        rows::task_get(&mut *self.conn().await?, id).await
+    }
+
+    async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        rows::task_list(&mut *self.conn().await?, &filter).await
+    }
+
+    async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
+        self.wrote(claim::task_claim(&mut *self.conn().await?, limit, lease_expires_at).await)
+    }
+
+    async fn finish(
+        &self,
+        id: TaskId,
+        lease: &str,
+        outcome: Outcome,
+    ) -> Result<Option<Task>, StoreError> {
+        self.wrote(attempts::task_finish(&mut *self.conn().await?, id, lease, outcome).await)
+    }
+
+    async fn renew(
+        &self,
+        leases: Vec<(TaskId, String)>,
+        lease_expires_at: Millis,
+    ) -> Result<u64, StoreError> {
+        self.wrote(attempts::task_renew(&mut *self.conn().await?, &leases, lease_expires_at).await)
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
+        self.wrote(attempts::task_cancel(&mut *self.conn().await?, id).await)
+    }
+
+    async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
+        self.wrote(attempts::task_release(&mut *self.conn().await?, id, lease).await)
+    }
+
+    async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
+        self.wrote(attempts::task_lose_running(&mut *self.conn().await?, None).await)
+    }
+
+    async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
+        self.wrote(attempts::task_lose_running(&mut *self.conn().await?, Some(now)).await)
+    }
+
+    async fn promote_due(&self, now: Millis) -> Result<u64, StoreError> {
+        self.wrote(attempts::task_promote_due(&mut *self.conn().await?, now).await)
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        attempts::task_next_due(&mut *self.conn().await?).await
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Changed, StoreError> {
+        self.wrote(attempts::task_retry(&mut *self.conn().await?, id).await)
+    }
+
+    async fn delete(&self, id: TaskId) -> Result<Changed, StoreError> {
+        self.wrote(attempts::task_delete(&mut *self.conn().await?, id).await)
+    }
+
+    async fn purge_finished(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+        self.wrote(attempts::task_purge_finished(&mut *self.conn().await?, before, limit).await)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        queues::queue_list(&mut *self.conn().await?).await
+    }
+
+    async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError> {
+        queues::queue_get(&mut *self.conn().await?, name).await
+    }
+
+    async fn update_queue(
+        &self,
+        name: QueueName,
+        patch: QueuePatch,
+    ) -> Result<QueueInfo, StoreError> {
+        self.wrote(queues::queue_update(&mut *self.conn().await?, name, patch).await)
+    }
+
+    async fn claim_queue(
+        &self,
+        queue: QueueName,
+        kinds: Option<Vec<Kind>>,
+        limit: usize,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut conn = self.conn().await?;
+        let kinds = kinds.as_deref();
+        self.wrote(claim::task_claim_queue(&mut conn, &queue, kinds, limit, lease_expires_at).await)
+    }
+
+    fn commits(&self) -> Arc<Notify> {
+        Arc::clone(&self.commits)
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        events::events_after(&mut *self.conn().await?, after, &filter, limit).await
+    }
+
+    async fn event_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        events::event_bounds(&mut *self.conn().await?).await
+    }
+
+    async fn record_progress(
+        &self,
+        updates: Vec<(TaskId, String, Progress)>,
+    ) -> Result<u64, StoreError> {
+        self.wrote(events::record_progress(&mut *self.conn().await?, &updates).await)
+    }
+
+    async fn deliveries_due(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        events::deliveries_due(&mut *self.conn().await?, now, limit).await
+    }
+
+    async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        events::delivery_tried(&mut *self.conn().await?, &id, &outcome).await
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(error.to_string())
+            }
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The mapping from a PostgreSQL row to a [`Task`], and the reads: `task_get`, `task_list`.
+//!
+//! Ids are `uuid` in the table and text on the wire of this module (`$1::uuid`, `id::text`),
+//! so the task module's `TaskId` stays free of sqlx. JSON columns are text (see the migration).
+
+use serde::de::DeserializeOwned;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
+
+use crate::store::{StoreError, TaskFilter};
+use crate::task::{Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId};
+
+/// The columns every query that returns tasks selects; `task_from_row` reads them by name.
+pub const COLUMNS: &str = "id::text AS id, queue, kind, input, state, priority, attempt, \
+     max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, \
+     cancel_requested, result, error, errors, idempotency_key, lease, lease_expires_at, \
+     created_at, started_at, finished_at, progress, callback_url, callback_secret, \
+     callback_status";
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+fn json_column<T: DeserializeOwned>(row: &PgRow, column: &str) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| serde_json::from_str(&text).map_err(|e| corrupt(column, e)))
+        .transpose()
+}
+
+pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
+    let id: String = row.try_get("id")?;
+    let queue: String = row.try_get("queue")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let lease_token: Option<String> = row.try_get("lease")?;
+    let lease_expires_at: Option<Millis> = row.try_get("lease_expires_at")?;
+    let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
+    let callback_url: Option<String> = row.try_get("callback_url")?;
+    let callback_secret: Option<String> = row.try_get("callback_secret")?;
+    Ok(Task {
+        id: id.parse().map_err(|e| corrupt("id", e))?,
+        queue: QueueName::parse(queue).map_err(|e| corrupt("queue", e))?,
+        kind: Kind::parse(kind).map_err(|e| corrupt("kind", e))?,
+        input: json_column(row, "input")?.unwrap_or_default(),
+        state: state.parse().map_err(|e| corrupt("state", e))?,
+        priority: row.try_get("priority")?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        backoff: Backoff {
+            base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
+            cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
+        },
+        timeout_ms: timeout_ms.map(|ms| ms as u64),
+        run_at: row.try_get("run_at")?,
+        labels: json_column(row, "labels")?.unwrap_or_default(),
+        cancel_requested: row.try_get("cancel_requested")?,
+        result: json_column(row, "result")?,
+        error: json_column(row, "error")?,
+        errors: json_column(row, "errors")?.unwrap_or_default(),
+        progress: json_column(row, "progress")?,
+        callback: callback_url.map(|url| Callback {
+            url,
+            secret: callback_secret,
+        }),
+        callback_status: row.try_get("callback_status")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        lease: lease_token
+            .zip(lease_expires_at)
+            .map(|(token, expires_at)| Lease { token, expires_at }),
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// Runs a statement that returns task rows and collects them.
+pub async fn fetch_tasks(
+    conn: &mut PgConnection,
+    query: Query<'_, Postgres, PgArguments>,
+) -> Result<Vec<Task>, StoreError> {
+    query.fetch_all(conn).await?.iter().map(task_from_row).collect()
+}
+
+/// Runs a statement that returns at most one task row.
+pub async fn fetch_task(
+    conn: &mut PgConnection,
+    query: Query<'_, Postgres, PgArguments>,
+) -> Result<Option<Task>, StoreError> {
+    query
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+}
+
+pub fn to_json(value: &impl serde::Serialize) -> String {
+    // Serializing our own plain data (maps of strings, JSON values) cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+pub async fn task_get(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1::uuid");
+    fetch_task(conn, sqlx::query(&sql).bind(id.to_string())).await
+}
+
+/// The text a label `key: value` is stored as inside the labels column: `"key":"value"`.
+///
+/// The filter matches that text after a `{` or a `,` instead of casting the column to jsonb,
+/// which would fail for every row whose labels hold "\u0000" (text keeps it; jsonb refuses).
+/// It is exact: labels are always written by `to_json` from a map (compact, one form per
+/// string), and a `{` or `,` followed by `"` can only stand outside a string.
+fn label_needle(key: &str, value: &str) -> String {
+    format!("{}:{}", to_json(&key), to_json(&value))
+}
+
+pub async fn task_list(
+    conn: &mut PgConnection,
+    filter: &TaskFilter,
+) -> Result<Vec<Task>, StoreError> {
+    // Only the filters given become conditions, so the planner can pick the matching index.
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    let mut bind = |value: String| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    if let Some(state) = filter.state {
+        conditions.push(format!("state = {}", bind(state.as_str().to_owned())));
+    }
+    if let Some(kind) = &filter.kind {
+        conditions.push(format!("kind = {}", bind(kind.to_string())));
+    }
+    if let Some(queue) = &filter.queue {
+        conditions.push(format!("queue = {}", bind(queue.to_string())));
+    }
+    if let Some((key, value)) = &filter.label {
+        let needle = bind(label_needle(key, value));
+        conditions.push(format!(
+            "(strpos(labels, '{{' || {needle}) > 0 OR strpos(labels, ',' || {needle}) > 0)"
+        ));
+    }
+    if let Some(before) = filter.before {
+        conditions.push(format!("id < {}::uuid", bind(before.to_string())));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+    let query = values
+        .into_iter()
+        .fold(sqlx::query(&sql), |query, value| query.bind(value));
+    fetch_tasks(conn, query).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_needles_are_the_stored_text() {
+        let labels: crate::task::Labels =
+            [("a\"b".to_owned(), "x\0y".to_owned())].into_iter().collect();
+        let stored = to_json(&labels);
+        assert!(stored.contains(&format!("{{{}", label_needle("a\"b", "x\0y"))));
+        assert!(!stored.contains(&label_needle("a\"b", "x")));
+    }
+}

@@ -1,0 +1,434 @@
+//! Remote workers: the lease protocol over HTTP, fencing, lease expiry, many concurrent
+//! workers, `taskd worker` running a command, the Python example, and the embedding API.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, expect_problem, millis, spawn_app};
+
+/// A child process, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn make_remote(app: &TestApp, queue: &str) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/queues/{queue}")))
+        .json(&json!({"remote": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["remote"], true);
+}
+
+async fn lease(app: &TestApp, queue: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v1/queues/{queue}/lease"), &body)
+        .await
+}
+
+async fn lease_one(app: &TestApp, queue: &str, worker: &str, lease_ms: u64) -> Value {
+    let response = lease(
+        app,
+        queue,
+        json!({"worker_id": worker, "max_tasks": 1, "lease_ms": lease_ms, "wait_ms": 10_000}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["tasks"][0].clone()
+}
+
+/// Lease, heartbeat and complete through HTTP; a remote queue takes any kind, which local
+/// workers never run; a non-remote queue cannot be leased from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_protocol_runs_a_task_end_to_end() {
+    let app = spawn_app().await;
+    make_remote(&app, "far").await;
+    let task = app
+        .submit(json!({"kind": "resize", "input": {"w": 2}, "queue": "far"}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let leased = lease_one(&app, "far", "w1", 30_000).await;
+    assert_eq!(leased["id"], id.as_str());
+    assert_eq!(leased["state"], "running");
+    assert_eq!(leased["attempt"], 1);
+    assert_eq!(leased["input"], json!({"w": 2}));
+    let token = leased["lease"].as_str().unwrap().to_owned();
+    assert!(leased["lease_expires_at"].is_string());
+
+    let beat = app
+        .post_json(
+            &format!("/v1/tasks/{id}/heartbeat"),
+            &json!({"lease": token, "progress": {"percent": 40, "message": "half"}}),
+        )
+        .await;
+    assert_eq!(beat.status(), StatusCode::OK);
+    let beat: Value = beat.json().await.unwrap();
+    assert_eq!(beat["cancel_requested"], false);
+    assert_eq!(app.task(&id).await["progress"]["percent"], 40.0);
+
+    let done = app
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": token, "result": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let task = app.task(&id).await;
+    assert_eq!(task["state"], "succeeded");
+    assert_eq!(task["result"], json!({"ok": true}));
+
+    // Nothing waits: a lease with no wait answers 204.
+    let empty = lease(&app, "far", json!({"worker_id": "w1", "wait_ms": 0})).await;
+    assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+    let refused = lease(&app, "default", json!({"worker_id": "w1"})).await;
+    expect_problem(refused, 409, "queue_not_remote").await;
+    let bad = lease(&app, "far", json!({"worker_id": "w1", "max_tasks": 0})).await;
+    expect_problem(bad, 422, "invalid_request").await;
+}
+
+/// A failure reported under the lease is retried like a local one; a heartbeat tells the
+/// worker about a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_failures_retry_and_cancels_reach_the_worker() {
+    let app = spawn_app().await;
+    make_remote(&app, "far").await;
+    let task = app
+        .submit(json!({"kind": "x", "queue": "far", "backoff": {"base_ms": 10, "cap_ms": 10}}))
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let first = lease_one(&app, "far", "w1", 30_000).await;
+    let failed = app
+        .post_json(
+            &format!("/v1/tasks/{id}/fail"),
+            &json!({"lease": first["lease"], "error": {"type": "boom", "message": "no"}, "retryable": true}),
+        )
+        .await;
+    assert_eq!(failed.status(), StatusCode::OK);
+    let second = lease_one(&app, "far", "w1", 30_000).await;
+    assert_eq!(second["attempt"], 2);
+    app.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    let beat: Value = app
+        .post_json(
+            &format!("/v1/tasks/{id}/heartbeat"),
+            &json!({"lease": second["lease"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(beat["cancel_requested"], true);
+    app.post_json(
+        &format!("/v1/tasks/{id}/fail"),
+        &json!({"lease": second["lease"], "error": {"type": "cancelled", "message": "stopped"}}),
+    )
+    .await;
+    let task = app.task(&id).await;
+    assert_eq!(task["state"], "cancelled");
+    assert_eq!(task["errors"][0]["type"], "boom");
+}
+
+/// A stale or wrong lease gets 409 and changes nothing; an expired lease re-delivers the
+/// task to a second worker as attempt 2, and the first worker can no longer finish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_and_lease_expiry() {
+    let app = spawn_app().await;
+    make_remote(&app, "far").await;
+    let task = app.submit(json!({"kind": "x", "queue": "far"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let first = lease_one(&app, "far", "slow", 1_000).await;
+    let wrong = app
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": "not-the-lease", "result": 1}),
+        )
+        .await;
+    expect_problem(wrong, 409, "lease_lost").await;
+    assert_eq!(app.task(&id).await["state"], "running");
+
+    // The first worker goes silent; its lease expires and the task comes back.
+    let second = lease_one(&app, "far", "fast", 30_000).await;
+    assert_eq!(second["id"], id.as_str());
+    assert_eq!(second["attempt"], 2);
+    let stale = app
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": first["lease"], "result": "stale"}),
+        )
+        .await;
+    expect_problem(stale, 409, "lease_lost").await;
+    let beat = app
+        .post_json(
+            &format!("/v1/tasks/{id}/heartbeat"),
+            &json!({"lease": first["lease"]}),
+        )
+        .await;
+    expect_problem(beat, 409, "lease_lost").await;
+    let done = app
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": second["lease"], "result": "fresh"}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let task = app.task(&id).await;
+    assert_eq!(task["result"], "fresh");
+    assert_eq!(task["errors"][0]["type"], "lease_expired");
+}
+
+/// 32 concurrent workers on 2,000 tasks: each task is leased exactly once (one attempt
+/// each, no overlap) and every one completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_workers_lease_each_task_once() {
+    let app = spawn_app().await;
+    make_remote(&app, "many").await;
+    for _ in 0..2 {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|n| json!({"kind": "job", "input": n, "queue": "many"}))
+            .collect();
+        let response = app
+            .post_json("/v1/tasks/batch", &json!({ "tasks": tasks }))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let workers: Vec<_> = (0..32)
+        .map(|n| {
+            let client = app.client.clone();
+            let base = app.base.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let response = client
+                        .post(format!("{base}/v1/queues/many/lease"))
+                        .json(&json!({"worker_id": format!("w{n}"), "max_tasks": 10, "wait_ms": 0}))
+                        .send()
+                        .await
+                        .unwrap();
+                    if response.status() == StatusCode::NO_CONTENT {
+                        return seen;
+                    }
+                    let body: Value = response.json().await.unwrap();
+                    for task in body["tasks"].as_array().unwrap() {
+                        let id = task["id"].as_str().unwrap().to_owned();
+                        let done = client
+                            .post(format!("{base}/v1/tasks/{id}/complete"))
+                            .json(&json!({"lease": task["lease"], "result": n}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(done.status(), StatusCode::OK);
+                        seen.push((id, task["attempt"].as_u64().unwrap()));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut leases: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for (id, attempt) in worker.await.unwrap() {
+            assert_eq!(attempt, 1);
+            *leases.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(leases.len(), 2000);
+    assert!(leases.values().all(|&n| n == 1), "a task was leased twice");
+    let queue: Value = app.get("/v1/queues/many").await.json().await.unwrap();
+    assert_eq!(queue["counts"]["succeeded"], 2000);
+}
+
+fn taskd_worker(app: &TestApp, queue: &str, command: &[&str]) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_taskd"))
+        .args([
+            "worker", "--url", &app.base, "--queue", queue, "--lease", "3s", "--",
+        ])
+        .args(command)
+        .env("TASKD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("taskd worker starts");
+    Process(child)
+}
+
+/// `taskd worker` runs a shell command per task: input on stdin, JSON stdout as the
+/// result, a non-zero exit as a failed attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskd_worker_runs_a_command_per_task() {
+    let app = spawn_app().await;
+    make_remote(&app, "shell").await;
+    make_remote(&app, "broken").await;
+    let _ok = taskd_worker(
+        &app,
+        "shell",
+        &[
+            "sh",
+            "-c",
+            "read input; printf '{\"got\": %s, \"attempt\": %s}' \"$input\" \"$TASKD_ATTEMPT\"",
+        ],
+    );
+    let _broken = taskd_worker(&app, "broken", &["sh", "-c", "echo oops >&2; exit 3"]);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let task = app
+            .submit(json!({"kind": "shell", "input": {"n": n}, "queue": "shell"}))
+            .await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let done = app.wait_terminal(id).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["result"], json!({"got": {"n": n}, "attempt": 1}));
+    }
+    let failing = app
+        .submit(json!({"kind": "shell", "queue": "broken", "max_attempts": 1}))
+        .await;
+    let done = app.wait_terminal(failing["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["error"]["type"], "exit_status");
+    assert!(done["error"]["message"].as_str().unwrap().contains("oops"));
+}
+
+/// Five `taskd worker` processes drain ten one-second tasks five at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_worker_processes_share_a_queue() {
+    let app = spawn_app().await;
+    make_remote(&app, "pool").await;
+    let _workers: Vec<Process> = (0..5)
+        .map(|_| taskd_worker(&app, "pool", &["sh", "-c", "sleep 1; echo '\"done\"'"]))
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let task = app.submit(json!({"kind": "nap", "queue": "pool"})).await;
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    let mut intervals = Vec::new();
+    for id in &ids {
+        let done = app.wait_terminal(id).await;
+        assert_eq!(done["result"], "done");
+        intervals.push((millis(&done, "started_at"), millis(&done, "finished_at")));
+    }
+    let most = intervals
+        .iter()
+        .map(|&(start, _)| {
+            intervals
+                .iter()
+                .filter(|&&(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 5, "five workers run at most five at once: {most}");
+    assert!(most >= 2, "the workers run side by side: {most}");
+}
+
+/// The Python example (standard library only) serves a remote queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_is_a_worker() {
+    let app = spawn_app().await;
+    make_remote(&app, "py").await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/worker.py");
+    let _python = Process(
+        Command::new("python3")
+            .arg(script)
+            .args(["--url", &app.base, "--queue", "py"])
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let sum = app
+        .submit(json!({"kind": "sum", "input": {"numbers": [1, 2, 3.5]}, "queue": "py"}))
+        .await;
+    let echo = app
+        .submit(json!({"kind": "echo", "input": "hi", "queue": "py"}))
+        .await;
+    let sum = app.wait_terminal(sum["id"].as_str().unwrap()).await;
+    assert_eq!(sum["result"], json!({"sum": 6.5, "worker": "python"}));
+    let echo = app.wait_terminal(echo["id"].as_str().unwrap()).await;
+    assert_eq!(echo["result"], json!({"echo": "hi", "worker": "python"}));
+}
+
+/// The embedding example compiles (cargo builds examples for tests) and serves its own
+/// kind, `resize`, through the same API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_example_serves_a_custom_kind() {
+    // Tests run from target/<profile>/deps; examples are built into target/<profile>/examples.
+    let deps = std::env::current_exe().unwrap();
+    let binary = deps
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|profile| profile.join("examples").join("embedded"))
+        .unwrap();
+    if !binary.exists() {
+        // `cargo test` builds examples; a filtered `cargo test --test it` does not.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "embedded"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "the embedded example builds");
+    }
+    assert!(binary.exists(), "{} is built", binary.display());
+    let mut child = Command::new(binary)
+        .env("TASKD_LISTEN", "127.0.0.1:0")
+        .env("TASKD_DATABASE", "sqlite::memory:")
+        .env("TASKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _child = Process(child);
+    let base = line
+        .trim()
+        .strip_prefix("embedded taskd listening on ")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/v1/tasks"))
+        .header("prefer", "wait=20")
+        .json(&json!({"kind": "resize", "input": {"width": 640, "height": 480}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let task: Value = response.json().await.unwrap();
+    assert_eq!(task["result"]["pixels"], 307_200);
+    let kinds: Value = client
+        .get(format!("{base}/v1/kinds"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: HashSet<&str> = kinds["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    assert!(names.contains("resize") && names.contains("echo"));
+    let bad = client
+        .post(format!("{base}/v1/tasks"))
+        .json(&json!({"kind": "resize", "input": {"width": "wide"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
