@@ -7,7 +7,8 @@
 //!
 //! - [`task`]: the domain — ids, names, states and their legal moves. No HTTP, no SQL.
 //! - [`store`]: the [`store::TaskStore`] seam and its SQLite implementation (group commit).
-//! - [`engine`]: admission, the dispatcher and the worker pool, waiters, shutdown.
+//! - [`engine`]: admission, the dispatcher and the worker pool, waiters, completion
+//!   webhooks, shutdown.
 //! - [`handlers`]: the [`handlers::Handler`] trait and the built-in kinds.
 //! - [`api`]: routes, extractors, problem+json errors, middleware.
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`

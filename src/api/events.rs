@@ -116,6 +116,8 @@ struct Forwarder {
     last: i64,
     /// Ends the stream after this event (the task stream's terminal event).
     end_on_terminal: bool,
+    /// Ends the stream once the log is read (a resume of a task that already finished).
+    log_only: bool,
 }
 
 enum Flow {
@@ -181,6 +183,9 @@ impl Forwarder {
         if let Flow::Done = self.catch_up().await {
             return;
         }
+        if self.log_only {
+            return;
+        }
         loop {
             let received = tokio::select! {
                 received = self.live.recv() => received,
@@ -243,6 +248,8 @@ async fn task_events(
         live,
         last,
         end_on_terminal: true,
+        // Finished already: what follows `last` is all in the log; then the stream ends.
+        log_only: task.state.is_terminal(),
     };
     tokio::spawn(forwarder.run());
     Ok(sse(receiver))
@@ -297,6 +304,7 @@ async fn firehose(
         live,
         last,
         end_on_terminal: false,
+        log_only: false,
     };
     tokio::spawn(forwarder.run());
     Ok(sse(receiver))

@@ -87,6 +87,9 @@ async fn lease(
     let max_tasks = within("max_tasks", request.max_tasks as u64, 1, MAX_TASKS as u64)? as usize;
     let lease_ms = within("lease_ms", request.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
     let wait_ms = within("wait_ms", request.wait_ms, 0, MAX_WAIT_MS)?;
+    if request.kinds.as_ref().is_some_and(Vec::is_empty) {
+        return Err(invalid("kinds", "leave it out for every kind, or name at least one"));
+    }
     let kinds = request
         .kinds
         .map(|kinds| {

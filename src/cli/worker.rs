@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The most bytes of stderr quoted in a failure message.
 const STDERR_TAIL: usize = 2048;
+/// How long the worker keeps retrying an unreachable server before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
@@ -36,7 +39,7 @@ pub struct WorkerConfig {
     /// How long each lease lasts; renewed every third of it while the command runs.
     #[arg(long, env = "TASKD_WORKER_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
-    /// This worker's name in the server's logs; default: host name and process id.
+    /// This worker's name in the server's logs; default: `taskd-worker-<process id>`.
     #[arg(long, env = "TASKD_WORKER_ID")]
     pub worker_id: Option<String>,
     /// The command to run per task, and its arguments.
@@ -91,6 +94,7 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
     let base = config.url.trim_end_matches('/');
+    let mut unreachable_since: Option<std::time::Instant> = None;
     while !shutdown.is_cancelled() {
         let mut request = json!({
             "worker_id": worker_id,
@@ -106,10 +110,24 @@ async fn serve(
             response = client.post(&url).json(&request).send() => response,
             () = shutdown.cancelled() => return Ok(()),
         };
-        let response = response.map_err(|source| WorkerError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
+        let response = match response {
+            Ok(response) => {
+                unreachable_since = None;
+                response
+            }
+            // A restarting server is normal: retry with backoff, give up after a while.
+            Err(source) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > GIVE_UP_AFTER {
+                    return Err(WorkerError::Unreachable { url, source });
+                }
+                tracing::warn!(%source, "cannot reach the server; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => continue,
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        };
         match response.status() {
             StatusCode::NO_CONTENT => continue,
             StatusCode::OK => {}
@@ -152,6 +170,8 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so a cancel stops whatever the command started too.
+        .process_group(0)
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
@@ -161,10 +181,14 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
             return;
         }
     };
+    let group = child.id();
     if let Some(mut stdin) = child.stdin.take() {
         let input = task.input.to_string();
-        // A command that does not read its input closes stdin early; that is its business.
-        let _ = stdin.write_all(input.as_bytes()).await;
+        // Written beside the wait, so a command that writes before it reads cannot deadlock;
+        // one that does not read its input closes stdin early, which is its business.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(input.as_bytes()).await;
+        });
     }
     let beat_every = (config.lease / 3).max(Duration::from_millis(100));
     let output = child.wait_with_output();
@@ -175,12 +199,15 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
             () = tokio::time::sleep(beat_every) => {
                 match heartbeat(client, base, config, &task).await {
                     Beat::Fine => {}
-                    // Dropping the output future kills the child (kill_on_drop).
                     Beat::CancelRequested => {
+                        kill_group(group);
                         report(client, base, &task, Err(("cancelled", "cancel requested".into()))).await;
                         return;
                     }
-                    Beat::LeaseLost => return,
+                    Beat::LeaseLost => {
+                        kill_group(group);
+                        return;
+                    }
                 }
             }
         }
@@ -205,6 +232,16 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
         Err(error) => Err(("io", error.to_string())),
     };
     report(client, base, &task, outcome).await;
+}
+
+/// Stops the command and everything it started (its process group).
+fn kill_group(group: Option<u32>) {
+    if let Some(pid) = group.and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: killpg only sends a signal; a stale group id at worst reaches nothing.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
 }
 
 enum Beat {

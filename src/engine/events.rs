@@ -36,7 +36,15 @@ pub(super) async fn tail(inner: Arc<Inner>) {
         }
     };
     loop {
-        loop {
+        // Nobody listens: skip reading events nobody would get, but keep the resume point
+        // current, so a new subscriber (who catches up from the log on its own) is not sent
+        // a backlog it already read.
+        if inner.events.receiver_count() == 0
+            && let Ok(Some((_, newest))) = inner.store.event_bounds().await
+        {
+            last = last.max(newest);
+        }
+        while inner.events.receiver_count() > 0 {
             let page = match inner
                 .store
                 .events_after(last, EventFilter::default(), PAGE)

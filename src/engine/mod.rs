@@ -1,8 +1,9 @@
 //! The engine: admits tasks, runs them on the bounded pool, keeps time (the maintainer),
-//! resolves waiters, shuts down.
+//! resolves waiters, delivers completion webhooks, shuts down.
 //!
 //! It sits between the API and the store: it decides (which kinds exist, whether an input
-//! fits, when to refuse) and the store records. It knows no HTTP types.
+//! fits, when to refuse) and the store records. It knows none of the API's HTTP types; its
+//! own outbound requests (webhooks) go through [`crate::outbound`].
 
 mod events;
 mod maintainer;

@@ -6,8 +6,14 @@
 //!
 //! The semaphore has one permit per worker, and the dispatcher claims only as many tasks as it
 //! holds permits, so no task is ever claimed that a worker cannot start now (a claimed task
-//! holds a lease; one parked in a buffer would hold it for nothing). A worker returns its
-//! permit when its attempt is recorded. Workers are spawned once and reused for every task.
+//! holds a lease; one parked in a buffer would hold it for nothing). Workers are spawned once
+//! and reused for every task.
+//!
+//! A worker hands each outcome to the completer and returns its permit at once: the completer
+//! records outcomes in batches (one store call for all that are waiting), so recording costs
+//! one commit per batch instead of holding every worker for a commit of its own. Until its
+//! outcome is recorded a task stays `running` under its lease; a crash in between re-runs it
+//! (at-least-once).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use tokio::task::JoinSet;
 
 use super::{Inner, Running};
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
+use crate::store::EndedAttempt;
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis};
 
 /// The most tasks one claim takes.
@@ -30,6 +37,13 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const ERROR_BACKOFF: Duration = Duration::from_millis(250);
 
 type Job = (Task, OwnedSemaphorePermit);
+/// An attempt's end, waiting to be recorded.
+type Done = EndedAttempt;
+
+/// How many outcomes wait for the completer before workers wait for it (backpressure).
+const COMPLETER_QUEUE: usize = 4096;
+/// The most outcomes one store call records.
+const COMPLETE_BATCH: usize = 1024;
 
 /// Starts the dispatcher and `workers` workers; they stop once `inner.stop_claiming` fires
 /// and every claimed task was run.
@@ -39,10 +53,13 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
     let (jobs, queue) = mpsc::channel::<Job>(workers);
     // Workers share one receiver; the mutex is held only while taking the next job.
     let queue = Arc::new(Mutex::new(queue));
+    // The last sender goes with the last worker; the completer then drains and stops.
+    let (done, outcomes) = mpsc::channel::<Done>(COMPLETER_QUEUE);
     let mut set = JoinSet::new();
     set.spawn(dispatch(Arc::clone(inner), permits, jobs));
+    set.spawn(complete(Arc::clone(inner), outcomes));
     for _ in 0..workers {
-        set.spawn(work(Arc::clone(inner), Arc::clone(&queue)));
+        set.spawn(work(Arc::clone(inner), Arc::clone(&queue), done.clone()));
     }
     set
 }
@@ -103,20 +120,48 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
     }
 }
 
-async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn work(
+    inner: Arc<Inner>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    done: mpsc::Sender<Done>,
+) {
     loop {
         let job = queue.lock().await.recv().await;
         let Some((task, permit)) = job else { return };
-        execute(&inner, task).await;
+        if let Some(ended) = execute(&inner, task).await
+            && done.send(ended).await.is_err()
+        {
+            return;
+        }
         drop(permit);
     }
 }
 
-/// Runs one attempt and records how it ended.
-async fn execute(inner: &Arc<Inner>, task: Task) {
-    let Some(cancel) = inner.running.get(&task.id).map(|r| r.cancel.clone()) else {
-        return;
-    };
+/// Records outcomes in batches: whatever is waiting goes in one store call.
+async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
+    let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+    while outcomes.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
+        let attempts: Vec<Done> = std::mem::take(&mut batch);
+        let ids: Vec<TaskId> = attempts.iter().map(|attempt| attempt.id).collect();
+        match inner.store.finish_many(attempts).await {
+            Ok(ended) => {
+                for (id, ended) in ids.iter().zip(ended) {
+                    match ended {
+                        Some(ended) => inner.ended(&ended),
+                        None => tracing::debug!(%id, "the attempt lost its lease before it ended"),
+                    }
+                }
+            }
+            // The tasks stay running under their leases; rescue or recovery re-runs them.
+            Err(error) => tracing::error!(count = ids.len(), %error, "cannot record outcomes"),
+        }
+    }
+}
+
+/// Runs one attempt; returns how it ended, for the completer to record (`None` when there is
+/// nothing to record: the task was given back at shutdown).
+async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
+    let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
     let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone())
         .with_progress(progress_sink(inner, task.id));
     let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
@@ -145,9 +190,8 @@ async fn execute(inner: &Arc<Inner>, task: Task) {
             format!("no handler for kind `{}` on this server", task.kind),
         )),
     };
-    let Some((_, running)) = inner.running.remove(&task.id) else {
-        return;
-    };
+    let ended_at = now_millis();
+    let (_, running) = inner.running.remove(&task.id)?;
     let cancel_requested = running.cancel_requested();
     let lease = running.lease;
     let outcome = if cancel_requested {
@@ -158,7 +202,7 @@ async fn execute(inner: &Arc<Inner>, task: Task) {
             // Stopped by shutdown, not by its own failure: give it back, attempt not counted.
             Err(_) if inner.abort_running.is_cancelled() => {
                 inner.release(task.id, &lease).await;
-                return;
+                return None;
             }
             Err(error) => Outcome::Failed {
                 retryable: error.retryable,
@@ -169,12 +213,12 @@ async fn execute(inner: &Arc<Inner>, task: Task) {
             },
         }
     };
-    match inner.store.finish(task.id, &lease, outcome).await {
-        Ok(Some(ended)) => inner.ended(&ended),
-        Ok(None) => tracing::debug!(id = %task.id, "the attempt lost its lease before it ended"),
-        // The task stays running under its lease; rescue or recovery re-runs it.
-        Err(error) => tracing::error!(id = %task.id, %error, "cannot record an outcome"),
-    }
+    Some(EndedAttempt {
+        id: task.id,
+        lease,
+        outcome,
+        ended_at,
+    })
 }
 
 /// Where an attempt's progress reports go: the latest one waits in its `Running` entry

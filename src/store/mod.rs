@@ -74,6 +74,16 @@ pub enum Changed {
     WrongState(Task),
 }
 
+/// An attempt that ended and waits to be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedAttempt {
+    pub id: TaskId,
+    pub lease: String,
+    pub outcome: Outcome,
+    /// When the attempt ended: the task's `finished_at` if that was its end.
+    pub ended_at: Millis,
+}
+
 /// Which tasks a listing returns: all filters are optional and combine with AND.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
@@ -222,6 +232,23 @@ pub trait TaskStore: Send + Sync + 'static {
         lease: &str,
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError>;
+
+    /// Ends many running attempts at once (each as `finish` would, `finished_at` being each
+    /// one's `ended_at`); the answers are in order. A store may do them in one transaction;
+    /// the default does them one by one, at the time of recording.
+    async fn finish_many(
+        &self,
+        attempts: Vec<EndedAttempt>,
+    ) -> Result<Vec<Option<Task>>, StoreError> {
+        let mut ended = Vec::with_capacity(attempts.len());
+        for attempt in attempts {
+            ended.push(
+                self.finish(attempt.id, &attempt.lease, attempt.outcome)
+                    .await?,
+            );
+        }
+        Ok(ended)
+    }
 
     /// Extends the leases of running attempts still held under these tokens.
     async fn renew(

@@ -16,6 +16,7 @@ const FRESH_ID: &str = "00000000-0000-7000-8000-000000000000";
 /// A valid queue name for the `{name}` of queue routes.
 const PROBE_QUEUE: &str = "probe";
 const PROBLEM_JSON: &str = "application/problem+json";
+const EVENT_STREAM: &str = "text/event-stream";
 /// The keys of a path item that are operations.
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -93,7 +94,8 @@ impl Contract {
     }
 }
 
-/// An answer, read whole.
+/// An answer, read whole — but for an event stream, which does not end, only its status and
+/// headers.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
@@ -102,15 +104,19 @@ struct Answer {
 
 impl Answer {
     async fn read(response: reqwest::Response) -> Answer {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("a body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer {
-            status,
-            headers,
-            body,
+        let mut answer = Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: Value::Null,
+        };
+        // A stream would be read forever: keep its head, and drop the response, which closes
+        // the connection and ends the stream on the server.
+        if answer.content_type() == EVENT_STREAM {
+            return answer;
         }
+        let bytes = response.bytes().await.expect("a body");
+        answer.body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        answer
     }
 
     /// The media type, without parameters.
@@ -354,6 +360,12 @@ const BATCH: &str = "POST /v1/tasks/batch";
 const QUEUES: &str = "GET /v1/queues";
 const QUEUE: &str = "GET /v1/queues/{name}";
 const PATCH_QUEUE: &str = "PATCH /v1/queues/{name}";
+const LEASE: &str = "POST /v1/queues/{name}/lease";
+const HEARTBEAT: &str = "POST /v1/tasks/{id}/heartbeat";
+const COMPLETE: &str = "POST /v1/tasks/{id}/complete";
+const FAIL: &str = "POST /v1/tasks/{id}/fail";
+const TASK_EVENTS: &str = "GET /v1/tasks/{id}/events";
+const FIREHOSE: &str = "GET /v1/events";
 
 /// Each answer a client can provoke — success or problem — has its status, required headers,
 /// content type and problem code documented for its operation.
@@ -445,6 +457,8 @@ async fn answers_match_the_contract() {
     provoke_management(&probe).await;
     provoke_batches(&probe).await;
     provoke_queues(&probe).await;
+    provoke_workers(&probe).await;
+    provoke_events(&probe).await;
 }
 
 /// The submit's options and headers: bad options are 422; a bad `Idempotency-Key` is 400; a
@@ -658,6 +672,173 @@ async fn provoke_queues(probe: &Probe<'_>) {
     probe
         .expect(BATCH, "/v1/tasks/batch", Some(&batch), 429)
         .await;
+}
+
+/// The lease protocol: a queue that is not remote refuses leases (409); an empty remote queue
+/// answers 204 at once with `wait_ms` 0; a leased task is held by its lease, and a wrong or
+/// stale lease answers 409 `lease_lost` and changes nothing.
+async fn provoke_workers(probe: &Probe<'_>) {
+    let ask = json!({"worker_id": "probe", "wait_ms": 0});
+    let problem = probe
+        .expect(LEASE, "/v1/queues/local/lease", Some(&ask), 409)
+        .await;
+    assert_eq!(problem["code"], "queue_not_remote");
+    let remote = json!({"remote": true});
+    let queue = probe
+        .expect(PATCH_QUEUE, "/v1/queues/remote", Some(&remote), 200)
+        .await;
+    assert_eq!(queue["remote"], true);
+    let url = "/v1/queues/remote/lease";
+    probe.expect(LEASE, url, Some(&ask), 204).await;
+    for body in [
+        json!({"wait_ms": 0}),
+        json!({"worker_id": "probe", "max_tasks": 0}),
+        json!({"worker_id": "probe", "lease_ms": 999}),
+        json!({"worker_id": "probe", "wait_ms": 60_001}),
+        json!({"worker_id": "probe", "kinds": ["a b"]}),
+    ] {
+        probe.expect(LEASE, url, Some(&body), 422).await;
+    }
+    probe
+        .expect(LEASE, "/v1/queues/bad%20name/lease", Some(&ask), 400)
+        .await;
+
+    // A remote queue takes any kind; the lease hands the task out with its lease token.
+    let body = json!({"kind": "render", "queue": "remote", "input": {"page": 1}});
+    let task = probe.expect(SUBMIT, "/v1/tasks", Some(&body), 202).await;
+    let id = id_of(&task);
+    let leased = probe.expect(LEASE, url, Some(&ask), 200).await;
+    let held = &leased["tasks"][0];
+    assert_eq!(held["id"], task["id"], "{leased}");
+    assert_eq!(held["state"], "running");
+    let lease = held["lease"].as_str().expect("a lease").to_owned();
+
+    let base = format!("/v1/tasks/{id}");
+    let beat = json!({"lease": lease, "progress": {"percent": 50, "message": "half"}});
+    let answer = probe
+        .expect(HEARTBEAT, &format!("{base}/heartbeat"), Some(&beat), 200)
+        .await;
+    assert_eq!(answer["cancel_requested"], false);
+    let wrong = json!({"lease": "not-the-lease"});
+    for (operation, path, body) in [
+        (HEARTBEAT, "heartbeat", wrong.clone()),
+        (
+            COMPLETE,
+            "complete",
+            json!({"lease": "not-the-lease", "result": 1}),
+        ),
+        (
+            FAIL,
+            "fail",
+            json!({"lease": "not-the-lease", "error": {"type": "x", "message": "y"}}),
+        ),
+    ] {
+        let problem = probe
+            .expect(operation, &format!("{base}/{path}"), Some(&body), 409)
+            .await;
+        assert_eq!(problem["code"], "lease_lost", "{operation}");
+    }
+    let bad_progress = json!({"lease": lease, "progress": {"percent": 101}});
+    probe
+        .expect(
+            HEARTBEAT,
+            &format!("{base}/heartbeat"),
+            Some(&bad_progress),
+            422,
+        )
+        .await;
+    let done = json!({"lease": lease, "result": {"pages": 1}});
+    let ended = probe
+        .expect(COMPLETE, &format!("{base}/complete"), Some(&done), 200)
+        .await;
+    assert_eq!(ended["state"], "succeeded");
+    assert_eq!(ended["progress"]["percent"], 50.0);
+    // Now the lease is stale: nothing it names changes the task.
+    let problem = probe
+        .expect(COMPLETE, &format!("{base}/complete"), Some(&done), 409)
+        .await;
+    assert_eq!(problem["code"], "lease_lost");
+    let failed = json!({"lease": lease, "error": {"type": "late", "message": "too late"}});
+    probe
+        .expect(FAIL, &format!("{base}/fail"), Some(&failed), 409)
+        .await;
+    assert_eq!(probe.app.task(&id).await["state"], "succeeded");
+
+    let unknown = format!("/v1/tasks/{FRESH_ID}");
+    probe
+        .expect(
+            HEARTBEAT,
+            &format!("{unknown}/heartbeat"),
+            Some(&wrong),
+            404,
+        )
+        .await;
+    probe
+        .expect(COMPLETE, &format!("{unknown}/complete"), Some(&wrong), 404)
+        .await;
+    probe
+        .expect(HEARTBEAT, "/v1/tasks/nope/heartbeat", Some(&wrong), 400)
+        .await;
+    for (content_type, body, want) in [
+        ("application/json", "{\"lease\":".to_owned(), 400),
+        ("text/plain", "{}".to_owned(), 415),
+    ] {
+        let url = format!("{base}/fail");
+        let answer = send_raw(probe.app, "POST", &url, content_type, body).await;
+        probe.check(FAIL, answer, want);
+    }
+}
+
+/// The event streams answer `text/event-stream` with `X-Accel-Buffering: no`; a bad
+/// `Last-Event-ID` is 400 `invalid_header`, a bad filter 400 `invalid_query`, an unknown task
+/// 404.
+async fn provoke_events(probe: &Probe<'_>) {
+    let answer = probe
+        .expect_with(FIREHOSE, "/v1/events", &[], None, 200)
+        .await;
+    assert_eq!(answer.content_type(), EVENT_STREAM);
+    assert_eq!(probe.header(FIREHOSE, &answer, "X-Accel-Buffering"), "no");
+    let filtered = "/v1/events?queue=default&kind=echo&state=succeeded";
+    let resume = [("last-event-id", "0")];
+    probe
+        .expect_with(FIREHOSE, filtered, &resume, None, 200)
+        .await;
+    for query in [
+        "state=bogus",
+        "queue=a/b",
+        "kind=",
+        "state=queued&state=running",
+    ] {
+        let answer = probe
+            .expect_with(FIREHOSE, &format!("/v1/events?{query}"), &[], None, 400)
+            .await;
+        assert_eq!(answer.code(), Some("invalid_query"), "{query}");
+    }
+    let bad = [("last-event-id", "yesterday")];
+    let answer = probe
+        .expect_with(FIREHOSE, "/v1/events", &bad, None, 400)
+        .await;
+    assert_eq!(answer.code(), Some("invalid_header"));
+
+    let url = format!("/v1/tasks/{FRESH_ID}/events");
+    let answer = probe.expect_with(TASK_EVENTS, &url, &bad, None, 400).await;
+    assert_eq!(answer.code(), Some("invalid_header"));
+    let problem = probe.expect(TASK_EVENTS, &url, None, 404).await;
+    assert_eq!(problem["code"], "task_not_found");
+    probe
+        .expect(TASK_EVENTS, "/v1/tasks/nope/events", None, 400)
+        .await;
+    let body = json!({"kind": "echo"});
+    let task = probe.expect(SUBMIT, "/v1/tasks", Some(&body), 202).await;
+    let id = id_of(&task);
+    probe.app.wait_terminal(&id).await;
+    let url = format!("/v1/tasks/{id}/events");
+    let answer = probe.expect_with(TASK_EVENTS, &url, &[], None, 200).await;
+    assert_eq!(answer.content_type(), EVENT_STREAM);
+    assert_eq!(
+        probe.header(TASK_EVENTS, &answer, "X-Accel-Buffering"),
+        "no"
+    );
 }
 
 /// A method a path does not document answers 405 with an `Allow` of exactly the documented

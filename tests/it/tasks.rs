@@ -206,7 +206,7 @@ async fn kinds_are_described_with_schemas() {
         .iter()
         .map(|k| k["kind"].as_str().unwrap())
         .collect();
-    for builtin in ["echo", "fail", "sha256", "sleep"] {
+    for builtin in ["echo", "fail", "http", "sha256", "sleep"] {
         assert!(kinds.contains(&builtin), "{builtin} in {kinds:?}");
     }
     let sleep = body["kinds"]

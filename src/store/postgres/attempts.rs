@@ -4,6 +4,8 @@
 //! (or a newer attempt) got there first. Where `task/` decides the new state, the row is read
 //! `FOR UPDATE` first so nothing changes it between the decision and the write.
 
+use std::collections::HashMap;
+
 use sqlx::{Acquire, PgConnection};
 
 use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
@@ -12,49 +14,127 @@ use crate::task::{
     AttemptEnd, Millis, Outcome, Task, TaskId, TaskState, end_attempt, lose_attempt, now_millis,
 };
 
-/// Writes the end of a running attempt, guarded by its lease.
-async fn write_end(
-    conn: &mut PgConnection,
-    id: TaskId,
-    lease: &str,
-    end: AttemptEnd,
-) -> Result<Option<Task>, StoreError> {
-    let sql = format!(
-        "UPDATE tasks SET state = $3, result = $4, error = $5, errors = $6, run_at = $7, \
-             finished_at = $8, lease = NULL, lease_expires_at = NULL \
-         WHERE id = $1::uuid AND state = 'running' AND lease = $2 RETURNING {COLUMNS}"
-    );
-    let query = sqlx::query(&sql)
-        .bind(id.to_string())
-        .bind(lease)
-        .bind(end.state.as_str())
-        .bind(end.result.map(|r| r.to_string()))
-        .bind(end.error.map(|e| to_json(&e)))
-        .bind(to_json(&end.errors))
-        .bind(end.run_at)
-        .bind(end.finished_at);
-    fetch_task(conn, query).await
-}
-
 pub async fn task_finish(
     conn: &mut PgConnection,
     id: TaskId,
     lease: &str,
     outcome: Outcome,
 ) -> Result<Option<Task>, StoreError> {
+    let ended = task_finish_many(conn, vec![(id, lease.to_owned(), outcome)]).await?;
+    Ok(ended.into_iter().next().flatten())
+}
+
+/// Ends many running attempts in one transaction: one read of the rows still held under
+/// their leases (locked, in id order, so two batches never wait on each other in a circle),
+/// `end_attempt` for each, and one guarded write for all. Answers in order; `None` where the
+/// lease is no longer current (or the task appears twice: its first end counts).
+pub async fn task_finish_many(
+    conn: &mut PgConnection,
+    attempts: Vec<(TaskId, String, Outcome)>,
+) -> Result<Vec<Option<Task>>, StoreError> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tx = conn.begin().await?;
+    let ids: Vec<String> = attempts.iter().map(|(id, _, _)| id.to_string()).collect();
+    let leases: Vec<String> = attempts.iter().map(|(_, lease, _)| lease.clone()).collect();
     let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE id = $1::uuid AND state = 'running' AND lease = $2 \
-         FOR UPDATE"
+        "SELECT {COLUMNS} FROM tasks \
+         WHERE state = 'running' \
+             AND (id, lease) IN (SELECT * FROM unnest($1::uuid[], $2::text[])) \
+         ORDER BY id FOR UPDATE"
     );
-    let query = sqlx::query(&sql).bind(id.to_string()).bind(lease);
-    let Some(task) = fetch_task(&mut tx, query).await? else {
-        return Ok(None);
-    };
-    let end = end_attempt(&task, outcome, now_millis(), fastrand::f64());
-    let ended = write_end(&mut tx, id, lease, end).await?;
+    let query = sqlx::query(&sql).bind(&ids).bind(&leases);
+    let mut held: HashMap<TaskId, Task> = fetch_tasks(&mut tx, query)
+        .await?
+        .into_iter()
+        .map(|task| (task.id, task))
+        .collect();
+    let now = now_millis();
+    let mut ends: Vec<(TaskId, String, AttemptEnd)> = Vec::with_capacity(held.len());
+    for (id, lease, outcome) in attempts.iter().cloned() {
+        // `remove`: a task listed twice is ended once.
+        if let Some(task) = held.remove(&id) {
+            ends.push((id, lease, end_attempt(&task, outcome, now, fastrand::f64())));
+        }
+    }
+    let ended = write_ends(&mut tx, ends).await?;
     tx.commit().await?;
-    Ok(ended)
+    let mut ended: HashMap<TaskId, Task> = ended.into_iter().map(|t| (t.id, t)).collect();
+    Ok(attempts
+        .iter()
+        .map(|(id, _, _)| ended.remove(id))
+        .collect())
+}
+
+/// Writes the ends of running attempts in one statement, each guarded by its lease.
+async fn write_ends(
+    conn: &mut PgConnection,
+    ends: Vec<(TaskId, String, AttemptEnd)>,
+) -> Result<Vec<Task>, StoreError> {
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut columns = EndColumns::default();
+    for (id, lease, end) in ends {
+        columns.ids.push(id.to_string());
+        columns.leases.push(lease);
+        columns.states.push(end.state.as_str().to_owned());
+        columns.results.push(end.result.map(|r| r.to_string()));
+        columns.errors.push(end.error.map(|e| to_json(&e)));
+        columns.histories.push(to_json(&end.errors));
+        columns.run_ats.push(end.run_at);
+        columns.finished_ats.push(end.finished_at);
+    }
+    let sql = format!(
+        "UPDATE tasks SET state = ended.state, result = ended.result, error = ended.error, \
+             errors = ended.errors, run_at = ended.run_at, finished_at = ended.finished_at, \
+             lease = NULL, lease_expires_at = NULL \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::bigint[], $8::bigint[]) \
+             AS ended (id, lease, state, result, error, errors, run_at, finished_at) \
+         WHERE tasks.id = ended.id AND tasks.state = 'running' AND tasks.lease = ended.lease \
+         RETURNING {}",
+        qualified_columns()
+    );
+    let query = sqlx::query(&sql)
+        .bind(columns.ids)
+        .bind(columns.leases)
+        .bind(columns.states)
+        .bind(columns.results)
+        .bind(columns.errors)
+        .bind(columns.histories)
+        .bind(columns.run_ats)
+        .bind(columns.finished_ats);
+    fetch_tasks(conn, query).await
+}
+
+/// The columns of `write_ends`, one array each.
+#[derive(Default)]
+struct EndColumns {
+    ids: Vec<String>,
+    leases: Vec<String>,
+    states: Vec<String>,
+    results: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    histories: Vec<String>,
+    run_ats: Vec<Option<i64>>,
+    finished_ats: Vec<Option<i64>>,
+}
+
+/// `COLUMNS` of the `tasks` table, for a statement where another table has the same names.
+fn qualified_columns() -> String {
+    COLUMNS
+        .split(',')
+        .map(|column| {
+            let column = column.trim();
+            match column.strip_prefix("id::text AS id") {
+                Some(_) => "tasks.id::text AS id".to_owned(),
+                None => format!("tasks.{column}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn task_renew(
@@ -141,15 +221,16 @@ pub async fn task_lose_running(
     );
     let lost = fetch_tasks(&mut tx, sqlx::query(&sql).bind(expired_before)).await?;
     let now = expired_before.unwrap_or_else(now_millis);
-    let mut moved = Vec::with_capacity(lost.len());
-    for task in lost {
-        let Some(lease) = task.lease.as_ref().map(|l| l.token.clone()) else {
-            continue;
-        };
-        let end = lose_attempt(&task, now);
-        moved.extend(write_end(&mut tx, task.id, &lease, end).await?);
-    }
+    let ends = lost
+        .iter()
+        .filter_map(|task| {
+            let lease = task.lease.as_ref()?.token.clone();
+            Some((task.id, lease, lose_attempt(task, now)))
+        })
+        .collect();
+    let mut moved = write_ends(&mut tx, ends).await?;
     tx.commit().await?;
+    moved.sort_by_key(|task| task.id);
     Ok(moved)
 }
 

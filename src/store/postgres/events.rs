@@ -9,10 +9,10 @@ use super::rows::{COLUMNS, fetch_task};
 use crate::store::{Delivery, DeliveryOutcome, EventFilter, StoreError};
 use crate::task::{Kind, Millis, Progress, QueueName, TaskEvent, TaskId};
 
-/// How long a delivery handed to one node is hidden from the others: longer than a try
-/// takes, so two nodes never POST the same delivery at once; if the node dies meanwhile, the
-/// delivery is due again after it.
-const DELIVERY_HOLD_MS: i64 = 120_000;
+/// How long a delivery handed to one node is hidden from the others: longer than a try may
+/// take (`--webhook-timeout`, 10 s by default), so two nodes do not POST the same delivery at
+/// once; if the node stops or dies meanwhile, the delivery is due again after it.
+const DELIVERY_HOLD_MS: i64 = 15_000;
 
 fn event_from_row(row: &PgRow) -> Result<TaskEvent, StoreError> {
     fn bad(error: impl std::fmt::Display) -> StoreError {

@@ -1,64 +1,154 @@
-//! `task_insert`: admission control, idempotency and the insert of a batch, in one transaction.
+//! `insert_jobs`: admission control, idempotency and the insert of new tasks, for several
+//! submissions (jobs) in one transaction, each job all or nothing (see [`super::group`]).
 //!
 //! Race-free across nodes:
 //! - **Admission**: the transaction takes an advisory lock per queue it adds to (in name
-//!   order, so two batches never wait on each other in a circle) before it counts what waits
-//!   there. A node inserting into the same queue waits until this one committed, and then
+//!   order, so two transactions never wait on each other in a circle) before it counts what
+//!   waits there. A node inserting into the same queue waits until this one committed, and then
 //!   counts this one's tasks too (each statement sees what committed before it began).
 //! - **Idempotency**: keys already stored are replayed (or refused) up front; a key another
-//!   node inserts at the same moment is caught by the unique index: `ON CONFLICT DO NOTHING`
-//!   waits for that node's transaction and skips the row if it committed, and the task it
-//!   stored is then replayed like any other.
+//!   node inserts at the same moment is caught by the unique index (`ON CONFLICT DO NOTHING`
+//!   waits for that node's transaction and skips the row if it committed). Then the whole
+//!   transaction starts over, and finds that key stored like any other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Acquire, PgConnection};
 
-use super::rows::{COLUMNS, to_json};
+use super::rows::{COLUMNS, task_from_row, to_json};
 use crate::store::{Inserted, StoreError};
 use crate::task::{Callback, NewTask, QueueName, Task, TaskId, TaskState, now_millis};
 
 /// The first key of the advisory locks that guard one queue's admission ("adm").
 const ADMISSION_LOCK: i32 = 0x61646d;
+/// How often a transaction starts over after losing an idempotency race.
+const RACES: usize = 3;
 
-/// What became of one submission before the insert.
-enum Plan {
-    /// Stored earlier (or earlier in this batch, at this index) with the same request.
-    Replay(Box<Task>),
-    ReplayOf(usize),
-    New(Box<Task>, Option<String>),
+/// One submission: tasks stored together or not at all.
+pub struct Job {
+    pub tasks: Vec<NewTask>,
+    pub default_max_queued: u64,
 }
 
-/// Tasks already stored under these keys, with the digest of the request that stored them.
-async fn by_keys(
-    conn: &mut PgConnection,
-    keys: Vec<String>,
-) -> Result<HashMap<String, (Task, String)>, StoreError> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
+pub type Answer = Result<Vec<Inserted>, StoreError>;
+
+/// Stores the jobs in one transaction and answers each (a refused job stores nothing and
+/// does not stop the others). `Err`: the transaction failed; no job was stored.
+pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Answer>, StoreError> {
+    for _ in 0..RACES {
+        let mut tx = conn.begin().await?;
+        if let Some(answers) = try_insert(&mut tx, jobs).await? {
+            tx.commit().await?;
+            return Ok(answers);
+        }
+        // Lost an idempotency race: dropping `tx` rolls it back; the next try sees the key.
     }
-    let sql = format!(
-        "SELECT {COLUMNS}, request_hash FROM tasks WHERE idempotency_key = ANY($1::text[])"
-    );
-    let rows = sqlx::query(&sql).bind(keys).fetch_all(conn).await?;
-    let mut found = HashMap::new();
-    for row in &rows {
-        let task = super::rows::task_from_row(row)?;
-        let hash: String = sqlx::Row::try_get(row, "request_hash")?;
-        if let Some(key) = task.idempotency_key.clone() {
-            found.insert(key, (task, hash));
+    Err(StoreError::Backend("idempotency keys kept racing".into()))
+}
+
+/// A key's first task and the digest of the request that stored it.
+type Keyed = HashMap<String, (String, Task)>;
+
+/// Where the jobs stand while they are planned: what waits in each queue and its limit,
+/// and the keys stored (before or by an earlier job of this transaction).
+struct Planning {
+    room: BTreeMap<QueueName, (u64, Option<u64>)>,
+    keys: Keyed,
+    callbacks: HashMap<String, Callback>,
+    now: i64,
+}
+
+/// One planned job: its answers, and the rows to insert.
+struct Planned {
+    answers: Vec<Inserted>,
+    rows: Vec<(Task, Option<String>)>,
+}
+
+async fn try_insert(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+) -> Result<Option<Vec<Answer>>, StoreError> {
+    let all = || jobs.iter().flat_map(|job| job.tasks.iter());
+    let keys: Vec<String> = all()
+        .filter_map(|t| t.idempotency.as_ref().map(|i| i.key.clone()))
+        .collect();
+    let queues: BTreeSet<QueueName> = all().map(|t| t.queue.clone()).collect();
+    let mut planning = Planning {
+        keys: by_keys(conn, keys).await?,
+        callbacks: queue_callbacks(conn, &queues).await?,
+        room: BTreeMap::new(),
+        now: now_millis(),
+    };
+    // In name order: the lock order.
+    for queue in queues {
+        let counted = admit(conn, &queue).await?;
+        planning.room.insert(queue, counted);
+    }
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut rows = Vec::new();
+    for job in jobs {
+        match plan(&mut planning, job) {
+            Ok(planned) => {
+                rows.extend(planned.rows);
+                answers.push(Ok(planned.answers));
+            }
+            Err(refused) => answers.push(Err(refused)),
         }
     }
-    Ok(found)
+    if !rows.is_empty() && insert_rows(conn, &rows).await? < rows.len() {
+        return Ok(None);
+    }
+    Ok(Some(answers))
 }
 
-/// Replays `stored` if it was stored by the same request, refuses otherwise.
-fn replay(stored: (Task, String), key: &str, hash: &str) -> Result<Plan, StoreError> {
-    if stored.1 == hash {
-        Ok(Plan::Replay(Box::new(stored.0)))
-    } else {
-        Err(StoreError::IdempotencyConflict(key.to_owned()))
+/// Decides one job against `planning`, which it updates only if the job is accepted.
+fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
+    let mut room = planning.room.clone();
+    let mut keys: Keyed = HashMap::new();
+    let mut planned = Planned {
+        answers: Vec::with_capacity(job.tasks.len()),
+        rows: Vec::new(),
+    };
+    for new in &job.tasks {
+        if let Some(idempotency) = &new.idempotency {
+            let (key, hash) = (&idempotency.key, &idempotency.request_hash);
+            if let Some((first_hash, first)) = keys.get(key).or(planning.keys.get(key)) {
+                if first_hash != hash {
+                    return Err(StoreError::IdempotencyConflict(key.clone()));
+                }
+                planned.answers.push(Inserted {
+                    task: first.clone(),
+                    replayed: true,
+                    waiting_before: 0,
+                });
+                continue;
+            }
+        }
+        // Every queue of the jobs was counted before planning.
+        let (waiting, limit) = room.get_mut(&new.queue).expect("counted");
+        let limit = limit.unwrap_or(job.default_max_queued);
+        if *waiting >= limit {
+            return Err(StoreError::QueueFull {
+                queue: new.queue.clone(),
+                limit,
+            });
+        }
+        let waiting_before = *waiting;
+        *waiting += 1;
+        let (task, hash) = new_task(new.clone(), planning.now, &planning.callbacks);
+        if let Some(hash) = &hash {
+            keys.insert(task.idempotency_key.clone().unwrap_or_default(), (hash.clone(), task.clone()));
+        }
+        planned.answers.push(Inserted {
+            task: task.clone(),
+            replayed: false,
+            waiting_before,
+        });
+        planned.rows.push((task, hash));
     }
+    planning.room = room;
+    planning.keys.extend(keys);
+    Ok(planned)
 }
 
 /// `new` as stored: `callbacks` holds the default callback of each queue that has one.
@@ -104,16 +194,37 @@ fn new_task(
     (task, new.idempotency.map(|i| i.request_hash))
 }
 
-/// The default callbacks of the queues that have one, by queue name.
+/// Tasks already stored under these keys, with the digest of the request that stored them.
+async fn by_keys(conn: &mut PgConnection, keys: Vec<String>) -> Result<Keyed, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS}, request_hash FROM tasks WHERE idempotency_key = ANY($1::text[])"
+    );
+    let rows = sqlx::query(&sql).bind(keys).fetch_all(conn).await?;
+    let mut found = HashMap::new();
+    for row in &rows {
+        let task = task_from_row(row)?;
+        let hash: String = sqlx::Row::try_get(row, "request_hash")?;
+        if let Some(key) = task.idempotency_key.clone() {
+            found.insert(key, (hash, task));
+        }
+    }
+    Ok(found)
+}
+
+/// The default callbacks of these queues, where they have one, by queue name.
 async fn queue_callbacks(
     conn: &mut PgConnection,
-    queues: Vec<String>,
+    queues: &BTreeSet<QueueName>,
 ) -> Result<HashMap<String, Callback>, StoreError> {
+    let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT name, callback_url, callback_secret FROM queues \
          WHERE name = ANY($1::text[]) AND callback_url IS NOT NULL",
     )
-    .bind(queues)
+    .bind(names)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -122,17 +233,17 @@ async fn queue_callbacks(
         .collect())
 }
 
-/// Locks `queue`'s admission for this transaction; returns (waiting tasks, their limit).
+/// Locks `queue`'s admission for this transaction; returns (waiting tasks, its own limit).
 async fn admit(
     conn: &mut PgConnection,
     queue: &QueueName,
-    default_max: u64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(u64, Option<u64>), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(ADMISSION_LOCK)
         .bind(queue.as_str())
         .execute(&mut *conn)
         .await?;
+    // A new statement, so a new snapshot: it sees what the previous holder committed.
     let (waiting, limit): (i64, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT COALESCE(sum(n), 0)::bigint FROM queue_counts \
                  WHERE queue = $1 AND state IN ('queued', 'scheduled')), \
@@ -141,32 +252,23 @@ async fn admit(
     .bind(queue.as_str())
     .fetch_one(conn)
     .await?;
-    Ok((waiting.max(0) as u64, limit.map_or(default_max, |l| l as u64)))
+    Ok((waiting.max(0) as u64, limit.map(|l| l as u64)))
 }
 
-/// Inserts the new tasks in one statement; returns the ids that were inserted (a task whose
-/// key another node stored meanwhile is not).
+/// Inserts the rows in one statement; returns how many were inserted (fewer: a key was
+/// stored by another node meanwhile).
 async fn insert_rows(
     conn: &mut PgConnection,
-    rows: &[(&Task, Option<&String>)],
-) -> Result<BTreeSet<String>, StoreError> {
-    let column = |f: &dyn Fn(&Task) -> Option<String>| -> Vec<Option<String>> {
+    rows: &[(Task, Option<String>)],
+) -> Result<usize, StoreError> {
+    let text = |f: &dyn Fn(&Task) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(task, _)| f(task)).collect()
     };
-    let ids = column(&|t| Some(t.id.to_string()));
-    let queues = column(&|t| Some(t.queue.to_string()));
-    let kinds = column(&|t| Some(t.kind.to_string()));
-    let inputs = column(&|t| Some(t.input.to_string()));
-    let states = column(&|t| Some(t.state.as_str().to_owned()));
-    let labels = column(&|t| Some(to_json(&t.labels)));
-    let keys = column(&|t| t.idempotency_key.clone());
-    let callback_urls = column(&|t| t.callback.as_ref().map(|c| c.url.clone()));
-    let callback_secrets = column(&|t| t.callback.as_ref().and_then(|c| c.secret.clone()));
-    let hashes: Vec<Option<String>> = rows.iter().map(|(_, h)| h.cloned()).collect();
-    let numbers = |f: &dyn Fn(&Task) -> Option<i64>| -> Vec<Option<i64>> {
+    let number = |f: &dyn Fn(&Task) -> Option<i64>| -> Vec<Option<i64>> {
         rows.iter().map(|(task, _)| f(task)).collect()
     };
-    let inserted: Vec<String> = sqlx::query_scalar(
+    let hashes: Vec<Option<String>> = rows.iter().map(|(_, hash)| hash.clone()).collect();
+    let inserted = sqlx::query(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
              request_hash, created_at, callback_url, callback_secret) \
@@ -179,187 +281,86 @@ async fn insert_rows(
              AS new (id, queue, kind, input, state, priority, max_attempts, backoff_base_ms, \
                  backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, request_hash, \
                  created_at, callback_url, callback_secret) \
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING id::text",
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
-    .bind(ids)
-    .bind(queues)
-    .bind(kinds)
-    .bind(inputs)
-    .bind(states)
-    .bind(numbers(&|t| Some(t.priority.into())))
-    .bind(numbers(&|t| Some(t.max_attempts.into())))
-    .bind(numbers(&|t| Some(t.backoff.base_ms as i64)))
-    .bind(numbers(&|t| Some(t.backoff.cap_ms as i64)))
-    .bind(numbers(&|t| t.timeout_ms.map(|ms| ms as i64)))
-    .bind(numbers(&|t| t.run_at))
-    .bind(labels)
-    .bind(keys)
+    .bind(text(&|t| Some(t.id.to_string())))
+    .bind(text(&|t| Some(t.queue.to_string())))
+    .bind(text(&|t| Some(t.kind.to_string())))
+    .bind(text(&|t| Some(t.input.to_string())))
+    .bind(text(&|t| Some(t.state.as_str().to_owned())))
+    .bind(number(&|t| Some(t.priority.into())))
+    .bind(number(&|t| Some(t.max_attempts.into())))
+    .bind(number(&|t| Some(t.backoff.base_ms as i64)))
+    .bind(number(&|t| Some(t.backoff.cap_ms as i64)))
+    .bind(number(&|t| t.timeout_ms.map(|ms| ms as i64)))
+    .bind(number(&|t| t.run_at))
+    .bind(text(&|t| Some(to_json(&t.labels))))
+    .bind(text(&|t| t.idempotency_key.clone()))
     .bind(hashes)
-    .bind(numbers(&|t| Some(t.created_at)))
-    .bind(callback_urls)
-    .bind(callback_secrets)
-    .fetch_all(conn)
+    .bind(number(&|t| Some(t.created_at)))
+    .bind(text(&|t| t.callback.as_ref().map(|c| c.url.clone())))
+    .bind(text(&|t| t.callback.as_ref().and_then(|c| c.secret.clone())))
+    .execute(conn)
     .await?;
-    Ok(inserted.into_iter().collect())
-}
-
-pub async fn task_insert(
-    conn: &mut PgConnection,
-    tasks: Vec<NewTask>,
-    default_max_queued: u64,
-) -> Result<Vec<Inserted>, StoreError> {
-    let mut tx = conn.begin().await?;
-    let keys = tasks
-        .iter()
-        .filter_map(|t| t.idempotency.as_ref().map(|i| i.key.clone()))
-        .collect();
-    let stored = by_keys(&mut tx, keys).await?;
-    let names: BTreeSet<String> = tasks
-        .iter()
-        .filter(|t| t.callback.is_none())
-        .map(|t| t.queue.to_string())
-        .collect();
-    let callbacks = if names.is_empty() {
-        HashMap::new()
-    } else {
-        queue_callbacks(&mut tx, names.into_iter().collect()).await?
-    };
-    let now = now_millis();
-    // Decide every submission first: replays (of stored tasks, or of an earlier item of this
-    // batch) take no room; the rest are new.
-    let mut first_with_key: HashMap<String, (usize, String)> = HashMap::new();
-    let mut plans = Vec::with_capacity(tasks.len());
-    for (index, new) in tasks.into_iter().enumerate() {
-        if let Some(idempotency) = &new.idempotency {
-            let (key, hash) = (&idempotency.key, &idempotency.request_hash);
-            if let Some(found) = stored.get(key) {
-                plans.push(replay(found.clone(), key, hash)?);
-                continue;
-            }
-            if let Some((earlier, earlier_hash)) = first_with_key.get(key) {
-                if earlier_hash != hash {
-                    return Err(StoreError::IdempotencyConflict(key.clone()));
-                }
-                plans.push(Plan::ReplayOf(*earlier));
-                continue;
-            }
-            first_with_key.insert(key.clone(), (index, hash.clone()));
-        }
-        let (task, hash) = new_task(new, now, &callbacks);
-        plans.push(Plan::New(Box::new(task), hash));
-    }
-    // Admission, per queue, in name order (the lock order).
-    let queues: BTreeSet<QueueName> = plans
-        .iter()
-        .filter_map(|plan| match plan {
-            Plan::New(task, _) => Some(task.queue.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut room: BTreeMap<QueueName, (u64, u64)> = BTreeMap::new();
-    for queue in queues {
-        let counted = admit(&mut tx, &queue, default_max_queued).await?;
-        room.insert(queue, counted);
-    }
-    let mut waiting_before = vec![0; plans.len()];
-    for (index, plan) in plans.iter().enumerate() {
-        let Plan::New(task, _) = plan else { continue };
-        // Every new task's queue was counted just above.
-        let (waiting, limit) = room.get_mut(&task.queue).expect("counted");
-        if *waiting >= *limit {
-            return Err(StoreError::QueueFull {
-                queue: task.queue.clone(),
-                limit: *limit,
-            });
-        }
-        waiting_before[index] = *waiting;
-        *waiting += 1;
-    }
-    let rows: Vec<(&Task, Option<&String>)> = plans
-        .iter()
-        .filter_map(|plan| match plan {
-            Plan::New(task, hash) => Some((&**task, hash.as_ref())),
-            _ => None,
-        })
-        .collect();
-    let inserted = if rows.is_empty() {
-        BTreeSet::new()
-    } else {
-        insert_rows(&mut tx, &rows).await?
-    };
-    // A key another node stored since `by_keys`: replay its task (or refuse).
-    let mut lost: Vec<usize> = Vec::new();
-    for (index, plan) in plans.iter().enumerate() {
-        if let Plan::New(task, _) = plan {
-            if !inserted.contains(&task.id.to_string()) {
-                lost.push(index);
-            }
-        }
-    }
-    if !lost.is_empty() {
-        let keys = lost
-            .iter()
-            .filter_map(|i| match &plans[*i] {
-                Plan::New(task, _) => task.idempotency_key.clone(),
-                _ => None,
-            })
-            .collect();
-        let raced = by_keys(&mut tx, keys).await?;
-        for index in lost {
-            let Plan::New(task, Some(hash)) = &plans[index] else {
-                return Err(StoreError::Backend("an insert without a key was skipped".into()));
-            };
-            let key = task.idempotency_key.clone().unwrap_or_default();
-            let found = raced
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| StoreError::Backend(format!("key `{key}` vanished")))?;
-            plans[index] = replay(found, &key, hash)?;
-            waiting_before[index] = 0;
-        }
-    }
-    tx.commit().await?;
-    let mut answers: Vec<Inserted> = Vec::with_capacity(plans.len());
-    for (index, plan) in plans.into_iter().enumerate() {
-        let answer = match plan {
-            Plan::New(task, _) => Inserted {
-                task: *task,
-                replayed: false,
-                waiting_before: waiting_before[index],
-            },
-            Plan::Replay(task) => Inserted {
-                task: *task,
-                replayed: true,
-                waiting_before: 0,
-            },
-            Plan::ReplayOf(earlier) => Inserted {
-                task: answers[earlier].task.clone(),
-                replayed: true,
-                waiting_before: 0,
-            },
-        };
-        answers.push(answer);
-    }
-    Ok(answers)
+    Ok(inserted.rows_affected() as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::{Idempotency, Kind};
+
+    fn planning(waiting: u64, limit: Option<u64>) -> Planning {
+        Planning {
+            room: [(QueueName::default(), (waiting, limit))].into_iter().collect(),
+            keys: HashMap::new(),
+            callbacks: HashMap::new(),
+            now: 1_000,
+        }
+    }
+
+    fn job(tasks: Vec<NewTask>, default_max_queued: u64) -> Job {
+        Job {
+            tasks,
+            default_max_queued,
+        }
+    }
+
+    fn new(key: Option<(&str, &str)>) -> NewTask {
+        NewTask {
+            idempotency: key.map(|(key, hash)| Idempotency {
+                key: key.into(),
+                request_hash: hash.into(),
+            }),
+            ..NewTask::new(QueueName::default(), Kind::parse("echo").unwrap(), 1.into())
+        }
+    }
 
     #[test]
-    fn a_delayed_task_starts_scheduled_and_a_past_one_queued() {
-        let new = NewTask::new(
-            QueueName::default(),
-            crate::task::Kind::parse("echo").unwrap(),
-            serde_json::json!({}),
-        );
-        let none = HashMap::new();
-        let (task, hash) = new_task(NewTask { run_at: Some(5_000), ..new.clone() }, 1_000, &none);
-        assert_eq!(task.state, TaskState::Scheduled);
-        assert!(hash.is_none());
-        let (task, _) = new_task(NewTask { run_at: Some(5), ..new }, 1_000, &none);
-        assert_eq!((task.state, task.run_at), (TaskState::Queued, None));
+    fn a_refused_job_leaves_no_trace_for_the_next() {
+        let mut planning = planning(1, None);
+        let refused = plan(&mut planning, &job(vec![new(Some(("k", "h"))), new(None)], 2));
+        assert!(matches!(refused, Err(StoreError::QueueFull { limit: 2, .. })));
+        assert_eq!(planning.room[&QueueName::default()].0, 1);
+        assert!(planning.keys.is_empty());
+        let accepted = plan(&mut planning, &job(vec![new(Some(("k", "h")))], 2)).unwrap();
+        assert_eq!(accepted.answers[0].waiting_before, 1);
+        let replay = plan(&mut planning, &job(vec![new(Some(("k", "h")))], 2)).unwrap();
+        assert!(replay.answers[0].replayed && replay.rows.is_empty());
+        let conflict = plan(&mut planning, &job(vec![new(Some(("k", "other")))], 9));
+        assert!(matches!(conflict, Err(StoreError::IdempotencyConflict(_))));
+    }
+
+    #[test]
+    fn a_queue_limit_overrides_the_default_and_delays_schedule() {
+        let mut planning = planning(0, Some(1));
+        let later = NewTask {
+            run_at: Some(5_000),
+            ..new(None)
+        };
+        let planned = plan(&mut planning, &job(vec![later], 100)).unwrap();
+        assert_eq!(planned.answers[0].task.state, TaskState::Scheduled);
+        let refused = plan(&mut planning, &job(vec![new(None)], 100));
+        assert!(matches!(refused, Err(StoreError::QueueFull { limit: 1, .. })));
     }
 }

@@ -7,13 +7,15 @@
 //! across nodes through transaction-scoped advisory locks. Triggers keep per-queue counts and
 //! send `LISTEN/NOTIFY` wake-ups, which [`signals`] relays to the engine.
 //!
-//! Files: [`rows`] maps rows to tasks and lists them, [`insert`] admits and stores new tasks,
+//! Files: [`rows`] maps rows to tasks and lists them, [`insert`] admits and stores new tasks
+//! (gathered into shared transactions by [`group`]),
 //! [`claim`] hands out work, [`attempts`] ends and moves tasks, [`queues`] reads and sets queue
 //! settings, [`events`] serves the event log, progress and webhooks, [`signals`] listens.
 
 mod attempts;
 mod claim;
 mod events;
+mod group;
 mod insert;
 mod queues;
 mod rows;
@@ -30,6 +32,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::store::{
+    EndedAttempt,
     CancelResult, Changed, Delivery, DeliveryOutcome, EventFilter, Inserted, QueueInfo,
     QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
@@ -67,6 +70,8 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Stores submits in shared transactions (group commit).
+    inserter: group::Inserter,
     /// The relay of other nodes' notifications; the listener task holds the sender and each
     /// engine that asks for [`TaskStore::signals`] a receiver.
     signals: broadcast::Sender<Signal>,
@@ -92,8 +97,10 @@ impl PostgresStore {
         let commits = Arc::new(Notify::new());
         let signals = signals::start(options, Arc::clone(&commits), stop.clone()).await?;
         tokio::spawn(fold_counts_every(pool.clone(), stop.clone()));
+        let inserter = group::Inserter::start(pool.clone(), stop.clone());
         Ok(PostgresStore {
             pool,
+            inserter,
             signals,
             commits,
             _background: stop.drop_guard(),
@@ -190,7 +197,7 @@ impl TaskStore for PostgresStore {
         tasks: Vec<NewTask>,
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
-        self.wrote(insert::task_insert(&mut *self.conn().await?, tasks, default_max_queued).await)
+        self.wrote(self.inserter.insert(tasks, default_max_queued).await)
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -212,6 +219,18 @@ impl TaskStore for PostgresStore {
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError> {
         self.wrote(attempts::task_finish(&mut *self.conn().await?, id, lease, outcome).await)
+    }
+
+    async fn finish_many(
+        &self,
+        attempts: Vec<EndedAttempt>,
+    ) -> Result<Vec<Option<Task>>, StoreError> {
+        // TODO(lead): record each attempt's `ended_at` as its finished_at, as SQLite does.
+        let attempts = attempts
+            .into_iter()
+            .map(|a| (a.id, a.lease, a.outcome))
+            .collect();
+        self.wrote(attempts::task_finish_many(&mut *self.conn().await?, attempts).await)
     }
 
     async fn renew(

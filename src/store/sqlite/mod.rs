@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::store::{
-    CancelResult, Changed, Delivery, DeliveryOutcome, EventFilter, Inserted, QueueInfo, QueuePatch,
+    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted, QueueInfo, QueuePatch,
     StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
@@ -84,6 +84,14 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    tune(conn)
+}
+
+/// Settings for speed that do not touch durability: statement journals (one per SAVEPOINT)
+/// and temporary tables in memory instead of temporary files, and a larger page cache.
+fn tune(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65_536)?; // KiB: 64 MiB
     Ok(())
 }
 
@@ -104,7 +112,11 @@ impl SqliteStore {
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
         let (conn, readers) = match location {
-            Location::Memory => (Connection::open_in_memory()?, None),
+            Location::Memory => {
+                let conn = Connection::open_in_memory()?;
+                tune(&conn)?;
+                (conn, None)
+            }
             Location::File(path) => {
                 let conn = Connection::open(&path)?;
                 configure(&conn)?;
@@ -226,7 +238,22 @@ impl TaskStore for SqliteStore {
     ) -> Result<Option<Task>, StoreError> {
         let lease = lease.to_owned();
         self.writer
-            .run(move |conn| rows::task_finish(conn, id, &lease, outcome))
+            .run(move |conn| rows::task_finish(conn, id, &lease, outcome, now_millis()))
+            .await
+    }
+
+    async fn finish_many(
+        &self,
+        attempts: Vec<EndedAttempt>,
+    ) -> Result<Vec<Option<Task>>, StoreError> {
+        // One job: one savepoint and one trip to the writer for the whole batch.
+        self.writer
+            .run(move |conn| {
+                attempts
+                    .into_iter()
+                    .map(|a| rows::task_finish(conn, a.id, &a.lease, a.outcome, a.ended_at))
+                    .collect()
+            })
             .await
     }
 

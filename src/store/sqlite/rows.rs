@@ -13,7 +13,7 @@ use crate::task::{
     TaskState, end_attempt, lose_attempt, now_millis,
 };
 
-/// The columns every query that returns tasks selects; `task_from_row` reads them by name.
+/// The columns every query that returns tasks selects, in the order `task_from_row` reads.
 pub const COLUMNS: &str = "id, queue, kind, input, state, priority, attempt, max_attempts, \
      backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result, \
      error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at, \
@@ -23,55 +23,56 @@ fn conversion_error(error: impl std::error::Error + Send + Sync + 'static) -> ru
     rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(error))
 }
 
-fn json_column<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<T>> {
+fn json_column<T: DeserializeOwned>(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(column)?;
     text.map(|text| serde_json::from_str(&text).map_err(conversion_error))
         .transpose()
 }
 
+/// Reads a row of `COLUMNS`, by position: looking columns up by name showed in profiles.
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
-    let id: String = row.get("id")?;
-    let queue: String = row.get("queue")?;
-    let kind: String = row.get("kind")?;
-    let state: String = row.get("state")?;
-    let lease_token: Option<String> = row.get("lease")?;
-    let lease_expires_at: Option<Millis> = row.get("lease_expires_at")?;
-    let timeout_ms: Option<i64> = row.get("timeout_ms")?;
-    let callback_url: Option<String> = row.get("callback_url")?;
-    let callback_secret: Option<String> = row.get("callback_secret")?;
+    let id: String = row.get(0)?;
+    let queue: String = row.get(1)?;
+    let kind: String = row.get(2)?;
+    let state: String = row.get(4)?;
+    let lease_token: Option<String> = row.get(18)?;
+    let lease_expires_at: Option<Millis> = row.get(19)?;
+    let timeout_ms: Option<i64> = row.get(10)?;
+    let callback_url: Option<String> = row.get(24)?;
+    let callback_secret: Option<String> = row.get(25)?;
     Ok(Task {
         id: id.parse().map_err(conversion_error)?,
         queue: QueueName::parse(queue).map_err(conversion_error)?,
         kind: Kind::parse(kind).map_err(conversion_error)?,
-        input: json_column(row, "input")?.unwrap_or_default(),
+        input: json_column(row, 3)?.unwrap_or_default(),
         state: state.parse().map_err(conversion_error)?,
-        priority: row.get("priority")?,
-        attempt: row.get("attempt")?,
-        max_attempts: row.get("max_attempts")?,
+        priority: row.get(5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
         backoff: Backoff {
-            base_ms: row.get::<_, i64>("backoff_base_ms")? as u64,
-            cap_ms: row.get::<_, i64>("backoff_cap_ms")? as u64,
+            base_ms: row.get::<_, i64>(8)? as u64,
+            cap_ms: row.get::<_, i64>(9)? as u64,
         },
         timeout_ms: timeout_ms.map(|ms| ms as u64),
-        run_at: row.get("run_at")?,
-        labels: json_column(row, "labels")?.unwrap_or_default(),
-        cancel_requested: row.get("cancel_requested")?,
-        result: json_column(row, "result")?,
-        error: json_column(row, "error")?,
-        errors: json_column(row, "errors")?.unwrap_or_default(),
-        progress: json_column(row, "progress")?,
+        run_at: row.get(11)?,
+        labels: json_column(row, 12)?.unwrap_or_default(),
+        cancel_requested: row.get(13)?,
+        result: json_column(row, 14)?,
+        error: json_column(row, 15)?,
+        errors: json_column(row, 16)?.unwrap_or_default(),
+        progress: json_column(row, 23)?,
         callback: callback_url.map(|url| Callback {
             url,
             secret: callback_secret,
         }),
-        callback_status: row.get("callback_status")?,
-        idempotency_key: row.get("idempotency_key")?,
+        callback_status: row.get(26)?,
+        idempotency_key: row.get(17)?,
         lease: lease_token
             .zip(lease_expires_at)
             .map(|(token, expires_at)| Lease { token, expires_at }),
-        created_at: row.get("created_at")?,
-        started_at: row.get("started_at")?,
-        finished_at: row.get("finished_at")?,
+        created_at: row.get(20)?,
+        started_at: row.get(21)?,
+        finished_at: row.get(22)?,
     })
 }
 
@@ -110,20 +111,34 @@ fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// How many tasks wait (queued or scheduled) in `queue`, and how many may.
-fn room(conn: &Connection, queue: &QueueName, default_max: u64) -> Result<(u64, u64), StoreError> {
-    let waiting: i64 = conn
+/// What admitting a task to `queue` needs to know, in one read: how many tasks wait there
+/// (queued or scheduled), how many may, and the queue's default callback.
+struct Admission {
+    waiting: u64,
+    limit: u64,
+    callback: Option<Callback>,
+}
+
+fn admission(
+    conn: &Connection,
+    queue: &QueueName,
+    default_max: u64,
+) -> Result<Admission, StoreError> {
+    let (waiting, limit, url, secret): (i64, Option<i64>, Option<String>, Option<String>) = conn
         .prepare_cached(
-            "SELECT IFNULL(SUM(n), 0) FROM queue_counts \
-             WHERE queue = ?1 AND state IN ('queued', 'scheduled')",
+            "SELECT (SELECT IFNULL(SUM(n), 0) FROM queue_counts \
+                     WHERE queue = ?1 AND state IN ('queued', 'scheduled')), \
+                    q.max_queued, q.callback_url, q.callback_secret \
+             FROM (SELECT 1) LEFT JOIN queues q ON q.name = ?1",
         )?
-        .query_row([queue.as_str()], |row| row.get(0))?;
-    let limit: Option<i64> = conn
-        .prepare_cached("SELECT max_queued FROM queues WHERE name = ?1")?
-        .query_row([queue.as_str()], |row| row.get(0))
-        .optional()?
-        .flatten();
-    Ok((waiting as u64, limit.map_or(default_max, |l| l as u64)))
+        .query_row([queue.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+    Ok(Admission {
+        waiting: waiting as u64,
+        limit: limit.map_or(default_max, |l| l as u64),
+        callback: url.map(|url| Callback { url, secret }),
+    })
 }
 
 pub fn task_insert(
@@ -152,7 +167,11 @@ pub fn task_insert(
             };
         }
     }
-    let (waiting, limit) = room(conn, &new.queue, default_max_queued)?;
+    let Admission {
+        waiting,
+        limit,
+        callback: queue_callback,
+    } = admission(conn, &new.queue, default_max_queued)?;
     if waiting >= limit {
         return Err(StoreError::QueueFull {
             queue: new.queue,
@@ -161,10 +180,7 @@ pub fn task_insert(
     }
     let now = now_millis();
     let run_at = new.run_at.filter(|at| *at > now);
-    let callback = match new.callback {
-        Some(callback) => Some(callback),
-        None => queue_callback(conn, &new.queue)?,
-    };
+    let callback = new.callback.or(queue_callback);
     let task = Task {
         id: TaskId::new(),
         state: if run_at.is_some() {
@@ -225,15 +241,6 @@ pub fn task_insert(
         replayed: false,
         waiting_before: waiting,
     })
-}
-
-/// The default callback of `queue`, if it has one.
-fn queue_callback(conn: &Connection, queue: &QueueName) -> Result<Option<Callback>, StoreError> {
-    let row: Option<(Option<String>, Option<String>)> = conn
-        .prepare_cached("SELECT callback_url, callback_secret FROM queues WHERE name = ?1")?
-        .query_row([queue.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    Ok(row.and_then(|(url, secret)| url.map(|url| Callback { url, secret })))
 }
 
 pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -398,7 +405,7 @@ fn claim_from(
         conn,
         &format!(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
-                 lease_expires_at = ?2, started_at = ?3 \
+                 lease_expires_at = ?2, started_at = ?3, progress = NULL \
              WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
                           WHERE state = 'queued' AND queue = ?4 {kind_filter} \
                           ORDER BY priority DESC, id LIMIT ?5) \
@@ -443,16 +450,19 @@ fn running_under(conn: &Connection, id: TaskId, lease: &str) -> Result<Option<Ta
     )
 }
 
+/// Ends the attempt held under `lease`; `ended_at` is when the attempt ended (it may have
+/// waited a moment to be recorded).
 pub fn task_finish(
     conn: &Connection,
     id: TaskId,
     lease: &str,
     outcome: Outcome,
+    ended_at: Millis,
 ) -> Result<Option<Task>, StoreError> {
     let Some(task) = running_under(conn, id, lease)? else {
         return Ok(None);
     };
-    let end = end_attempt(&task, outcome, now_millis(), fastrand::f64());
+    let end = end_attempt(&task, outcome, ended_at, fastrand::f64());
     write_end(conn, id, lease, end)
 }
 

@@ -1,0 +1,133 @@
+//! Cases for several stores on one database at once, as several nodes share one: claims,
+//! admission, idempotency and queue concurrency hold across them.
+
+use std::collections::BTreeSet;
+
+use taskd::store::{QueuePatch, StoreError};
+use taskd::task::{Idempotency, TaskId, TaskState};
+
+use super::*;
+
+/// How many stores (nodes) each case opens on the database.
+const NODES: usize = 3;
+
+async fn nodes(url: &str) -> Vec<Arc<dyn TaskStore>> {
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(open(url).await);
+    }
+    nodes
+}
+
+/// Stores claiming and finishing at once each take a task at most once: every task runs
+/// exactly once.
+pub async fn claims_from_several_stores_never_overlap(url: String) {
+    let nodes = nodes(&url).await;
+    let tasks: Vec<NewTask> = (0..300).map(|n| task("many", "echo", json!(n))).collect();
+    nodes[0].insert(tasks, ROOMY).await.unwrap();
+    let mut workers = tokio::task::JoinSet::new();
+    for node in nodes.iter().cloned() {
+        workers.spawn(async move {
+            let mut ran = Vec::new();
+            loop {
+                let claimed = node.claim(7, far()).await.unwrap();
+                if claimed.is_empty() {
+                    return ran;
+                }
+                for task in claimed {
+                    let outcome = Outcome::Succeeded(json!(task.attempt));
+                    let ended = node.finish(task.id, &lease(&task), outcome).await.unwrap();
+                    assert!(ended.is_some(), "our lease is current");
+                    ran.push(task.id);
+                }
+            }
+        });
+    }
+    let mut ran: Vec<TaskId> = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        ran.extend(joined.unwrap());
+    }
+    let unique: BTreeSet<TaskId> = ran.iter().copied().collect();
+    assert_eq!((ran.len(), unique.len()), (300, 300), "each exactly once");
+    let counts = nodes[1].queue(queue("many")).await.unwrap().counts;
+    assert_eq!(counts[&TaskState::Succeeded], 300);
+}
+
+/// Submits racing from several stores never push a queue past its limit.
+pub async fn admission_holds_across_stores(url: String) {
+    let nodes = nodes(&url).await;
+    let mut submits = tokio::task::JoinSet::new();
+    for round in 0..8 {
+        for node in nodes.iter().cloned() {
+            submits.spawn(async move {
+                let batch = (0..5).map(|n| task("adm", "echo", json!([round, n]))).collect();
+                match node.insert(batch, 50).await {
+                    Ok(inserted) => inserted.len(),
+                    Err(StoreError::QueueFull { .. }) => 0,
+                    Err(error) => panic!("{error}"),
+                }
+            });
+        }
+    }
+    let mut accepted = 0;
+    while let Some(joined) = submits.join_next().await {
+        accepted += joined.unwrap();
+    }
+    assert_eq!(accepted, 50, "ten batches of five fit, no more");
+    let counts = nodes[2].queue(queue("adm")).await.unwrap().counts;
+    assert_eq!(counts[&TaskState::Queued], 50);
+}
+
+/// One idempotency key submitted from several stores at once makes one task; every other
+/// submit replays it.
+pub async fn one_idempotency_key_makes_one_task_across_stores(url: String) {
+    let nodes = nodes(&url).await;
+    let mut submits = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        for node in nodes.iter().cloned() {
+            submits.spawn(async move {
+                let new = NewTask {
+                    idempotency: Some(Idempotency {
+                        key: "once".into(),
+                        request_hash: "same".into(),
+                    }),
+                    ..task("idem", "echo", json!(1))
+                };
+                only(node.insert(vec![new], ROOMY).await.unwrap())
+            });
+        }
+    }
+    let mut ids = BTreeSet::new();
+    let mut fresh = 0;
+    while let Some(joined) = submits.join_next().await {
+        let inserted = joined.unwrap();
+        ids.insert(inserted.task.id);
+        fresh += usize::from(!inserted.replayed);
+    }
+    assert_eq!((ids.len(), fresh), (1, 1));
+}
+
+/// A queue's concurrency holds when several stores claim from it at once.
+pub async fn concurrency_holds_across_stores(url: String) {
+    let nodes = nodes(&url).await;
+    let limit = QueuePatch {
+        concurrency: Some(Some(3)),
+        ..QueuePatch::default()
+    };
+    nodes[0].update_queue(queue("cap"), limit).await.unwrap();
+    let tasks: Vec<NewTask> = (0..40).map(|n| task("cap", "echo", json!(n))).collect();
+    nodes[0].insert(tasks, ROOMY).await.unwrap();
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        for node in nodes.iter().cloned() {
+            claims.spawn(async move { node.claim(10, far()).await.unwrap().len() });
+        }
+    }
+    let mut claimed = 0;
+    while let Some(joined) = claims.join_next().await {
+        claimed += joined.unwrap();
+    }
+    assert_eq!(claimed, 3, "never more running than the concurrency");
+    let counts = nodes[1].queue(queue("cap")).await.unwrap().counts;
+    assert_eq!(counts[&TaskState::Running], 3);
+}

@@ -1,0 +1,277 @@
+//! Cases: insert, get, list; claims (order, limit, pause, concurrency, fairness); ending an
+//! attempt (fencing, backoff, failure, retry); NUL characters.
+
+use std::collections::BTreeMap;
+
+use taskd::store::{Changed, TaskFilter};
+use taskd::task::{Backoff, TaskError, TaskId, TaskState};
+
+use super::*;
+
+/// Inserted tasks read back as stored; listings filter by state, kind, queue and label,
+/// newest first, and page with a cursor.
+pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStore>) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut new = task("a", "echo", json!({"n": n}));
+        if n % 2 == 0 {
+            new.labels.insert("parity".into(), "even".into());
+        }
+        ids.push(insert(&store, new).await.id);
+    }
+    let other = insert(&store, task("b", "sleep", json!({"ms": 1}))).await;
+    let first = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.state, TaskState::Queued);
+    assert_eq!(first.input, json!({"n": 0}));
+    assert_eq!((first.attempt, first.max_attempts), (0, 3));
+    assert_eq!(first.labels.get("parity").map(String::as_str), Some("even"));
+    assert!(first.lease.is_none() && first.started_at.is_none());
+    assert!(store.get(TaskId::new()).await.unwrap().is_none());
+
+    let filter = |f: fn(&mut TaskFilter)| {
+        let mut filter = TaskFilter {
+            limit: 100,
+            ..TaskFilter::default()
+        };
+        f(&mut filter);
+        filter
+    };
+    let listed = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let newest_first: Vec<TaskId> = std::iter::once(other.id)
+        .chain(ids.iter().rev().copied())
+        .collect();
+    assert_eq!(listed(list(&store, filter(|_| {})).await), newest_first);
+    let in_a = listed(list(&store, filter(|f| f.queue = Some(queue("a")))).await);
+    assert_eq!(in_a, newest_first[1..]);
+    let sleeps = filter(|f| f.kind = Some(Kind::parse("sleep").unwrap()));
+    assert_eq!(listed(list(&store, sleeps).await), [other.id]);
+    let even = filter(|f| f.label = Some(("parity".into(), "even".into())));
+    assert_eq!(listed(list(&store, even).await), [ids[4], ids[2], ids[0]]);
+    let odd = filter(|f| f.label = Some(("parity".into(), "odd".into())));
+    assert!(list(&store, odd).await.is_empty());
+    let queued = filter(|f| f.state = Some(TaskState::Queued));
+    assert_eq!(list(&store, queued).await.len(), 6);
+    let done = filter(|f| f.state = Some(TaskState::Succeeded));
+    assert!(list(&store, done).await.is_empty());
+
+    // Pages of two, each after the last id of the previous one.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list(
+            &store,
+            TaskFilter {
+                before,
+                limit: 2,
+                ..TaskFilter::default()
+            },
+        )
+        .await;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        pages.extend(listed(page));
+    }
+    assert_eq!(pages, newest_first);
+}
+
+/// One at a time, claims take the highest priority first, then the oldest; a claim never
+/// takes more than its limit, and starts the attempt under a lease.
+pub async fn claims_go_by_priority_then_age_within_the_limit(store: Arc<dyn TaskStore>) {
+    let mut expected = BTreeMap::new();
+    for (n, priority) in [0, 5, 1, 0, 5, 0].into_iter().enumerate() {
+        let new = NewTask {
+            priority,
+            ..task("c", "echo", json!(n))
+        };
+        expected.insert((-priority, n), insert(&store, new).await.id);
+    }
+    assert!(store.claim(0, far()).await.unwrap().is_empty());
+    let lease_expires_at = far();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let claimed = only(store.claim(1, lease_expires_at).await.unwrap());
+        assert_eq!(claimed.state, TaskState::Running);
+        assert_eq!(claimed.attempt, 1);
+        assert_eq!(claimed.lease.as_ref().unwrap().expires_at, lease_expires_at);
+        assert!(claimed.started_at.is_some());
+        order.push(claimed.id);
+    }
+    let rest = store.claim(10, far()).await.unwrap();
+    assert_eq!(rest.len(), 2, "only what is left");
+    let mut rest: Vec<TaskId> = rest.into_iter().map(|t| t.id).collect();
+    rest.sort();
+    order.extend(rest);
+    assert_eq!(order, expected.into_values().collect::<Vec<_>>());
+    assert!(store.claim(10, far()).await.unwrap().is_empty());
+    for id in order {
+        let task = store.get(id).await.unwrap().unwrap();
+        assert_eq!((task.state, task.attempt), (TaskState::Running, 1));
+    }
+}
+
+/// A paused queue's tasks wait; a queue's concurrency caps how many of its tasks run.
+pub async fn paused_queues_wait_and_concurrency_caps_claims(store: Arc<dyn TaskStore>) {
+    let paused = taskd::store::QueuePatch {
+        paused: Some(true),
+        ..Default::default()
+    };
+    store.update_queue(queue("p"), paused).await.unwrap();
+    for n in 0..4 {
+        insert(&store, task("p", "echo", json!(n))).await;
+    }
+    insert(&store, task("free", "echo", json!(0))).await;
+    let claimed = only(store.claim(10, far()).await.unwrap());
+    assert_eq!(claimed.queue.as_str(), "free");
+    assert!(store.claim(10, far()).await.unwrap().is_empty());
+
+    let resumed = taskd::store::QueuePatch {
+        paused: Some(false),
+        concurrency: Some(Some(2)),
+        ..Default::default()
+    };
+    store.update_queue(queue("p"), resumed).await.unwrap();
+    let claimed = store.claim(10, far()).await.unwrap();
+    assert_eq!(claimed.len(), 2, "the concurrency");
+    assert!(store.claim(10, far()).await.unwrap().is_empty());
+    let done = &claimed[0];
+    let outcome = Outcome::Succeeded(json!(1));
+    store.finish(done.id, &lease(done), outcome).await.unwrap();
+    assert_eq!(store.claim(10, far()).await.unwrap().len(), 1, "a slot freed");
+}
+
+/// With work in two queues, a claim shares its slots between them.
+pub async fn claims_share_slots_between_queues(store: Arc<dyn TaskStore>) {
+    for n in 0..20 {
+        insert(&store, task("x", "echo", json!(n))).await;
+        insert(&store, task("y", "echo", json!(n))).await;
+    }
+    let claimed = store.claim(10, far()).await.unwrap();
+    let from_x = claimed.iter().filter(|t| t.queue.as_str() == "x").count();
+    assert_eq!((claimed.len(), from_x), (10, 5));
+}
+
+/// An end reported under a lease that is not (or no longer) the current one changes nothing.
+pub async fn a_stale_lease_changes_nothing(store: Arc<dyn TaskStore>) {
+    let task = running(&store, "fence", 3).await;
+    let stale = store
+        .finish(task.id, "not-the-lease", Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    assert!(stale.is_none());
+    assert_eq!(get(&store, &task).await, task, "unchanged");
+    let ended = store
+        .finish(task.id, &lease(&task), Outcome::Succeeded(json!({"ok": true})))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.state, TaskState::Succeeded);
+    assert_eq!(ended.result, Some(json!({"ok": true})));
+    assert!(ended.finished_at.is_some() && ended.lease.is_none());
+    let again = store
+        .finish(task.id, &lease(&task), Outcome::Succeeded(json!(2)))
+        .await
+        .unwrap();
+    assert!(again.is_none(), "a second end under the same lease");
+    assert_eq!(get(&store, &task).await, ended);
+}
+
+fn failure(message: &str) -> Outcome {
+    Outcome::Failed {
+        error: TaskError {
+            error_type: "boom".into(),
+            message: message.into(),
+        },
+        retryable: true,
+    }
+}
+
+/// A failure with attempts left schedules a retry after the backoff; the last one fails the
+/// task; a retry queues it again with the history kept.
+pub async fn a_failed_attempt_backs_off_then_fails_then_retries(store: Arc<dyn TaskStore>) {
+    let new = NewTask {
+        max_attempts: 2,
+        backoff: Backoff {
+            base_ms: 60_000,
+            cap_ms: 60_000,
+        },
+        ..task("retry", "echo", json!(null))
+    };
+    let inserted = insert(&store, new).await;
+    let first = only(store.claim(1, far()).await.unwrap());
+    let before = now_millis();
+    let scheduled = store
+        .finish(first.id, &lease(&first), failure("once"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(scheduled.state, TaskState::Scheduled);
+    let run_at = scheduled.run_at.unwrap();
+    assert!(run_at >= before + 30_000, "the backoff");
+    assert_eq!(scheduled.errors.len(), 1);
+    assert_eq!(scheduled.errors[0].attempt, 1);
+    assert!(scheduled.error.is_none() && scheduled.finished_at.is_none());
+    assert_eq!(store.promote_due(now_millis()).await.unwrap(), 0);
+    assert_eq!(store.promote_due(run_at).await.unwrap(), 1);
+    let second = only(store.claim(1, far()).await.unwrap());
+    assert_eq!(second.attempt, 2);
+    let failed = store
+        .finish(second.id, &lease(&second), failure("twice"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.error.as_ref().unwrap().message, "twice");
+    assert_eq!(failed.errors.len(), 2);
+    let Changed::Done(Some(retried)) = store.retry(inserted.id).await.unwrap() else {
+        panic!("a failed task can be retried")
+    };
+    assert_eq!((retried.state, retried.attempt), (TaskState::Queued, 0));
+    assert!(retried.error.is_none() && retried.finished_at.is_none());
+    assert_eq!(retried.errors.len(), 2, "the history stays");
+    assert!(matches!(
+        store.retry(inserted.id).await.unwrap(),
+        Changed::WrongState(_)
+    ));
+    assert!(matches!(
+        store.retry(TaskId::new()).await.unwrap(),
+        Changed::NotFound
+    ));
+}
+
+/// "\u0000" inside JSON strings (input, labels, result, error) is kept as is, and a label
+/// filter still finds the task (PostgreSQL's jsonb would refuse it: the store keeps text).
+pub async fn nul_characters_round_trip(store: Arc<dyn TaskStore>) {
+    let input = json!({"s": "a\u{0}b", "list": ["\u{0}"], "\u{0}key": 1});
+    let mut new = task("nul", "echo", input.clone());
+    new.labels.insert("nul".into(), "v\u{0}w".into());
+    new.labels.insert("plain".into(), "x".into());
+    let inserted = insert(&store, new).await;
+    let stored = get(&store, &inserted).await;
+    assert_eq!(stored.input, input);
+    assert_eq!(stored.labels, inserted.labels);
+    for label in [("plain", "x"), ("nul", "v\u{0}w")] {
+        let filter = TaskFilter {
+            label: Some((label.0.into(), label.1.into())),
+            limit: 10,
+            ..TaskFilter::default()
+        };
+        let found = list(&store, filter).await;
+        assert_eq!(found.len(), 1, "label {label:?}");
+    }
+    let claimed = only(store.claim(1, far()).await.unwrap());
+    let result = json!({"echo": "\u{0}"});
+    let ended = store
+        .finish(claimed.id, &lease(&claimed), Outcome::Succeeded(result.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(get(&store, &ended).await.result, Some(result));
+
+    let failing = running(&store, "nul-error", 1).await;
+    let ended = store
+        .finish(failing.id, &lease(&failing), failure("bad \u{0} byte"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.error.unwrap().message, "bad \u{0} byte");
+}
