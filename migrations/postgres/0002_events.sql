@@ -74,6 +74,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_task ON webhook_deliveries (task_id);
+-- Queue stats count callback statuses without reading every task of the queue.
+CREATE INDEX tasks_callback ON tasks (queue, callback_status) WHERE callback_status IS NOT NULL;
 
 -- A task that ends with a callback gets exactly one delivery, in the same transaction.
 CREATE FUNCTION taskd_task_callback() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -64,6 +64,10 @@ CREATE TABLE webhook_deliveries (
     created_at  INTEGER NOT NULL
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
+-- Deleting a task deletes its deliveries: by task, not by scanning.
+CREATE INDEX webhook_deliveries_task ON webhook_deliveries (task_id);
+-- Queue stats count callback statuses without reading every task of the queue.
+CREATE INDEX tasks_callback ON tasks (queue, callback_status) WHERE callback_status IS NOT NULL;
 
 -- A task that ends with a callback gets exactly one delivery, in the same transaction.
 CREATE TRIGGER tasks_callback AFTER UPDATE OF state ON tasks
