@@ -3,9 +3,10 @@
 //!
 //! Each stream is a producer task writing into a small bounded channel that the response
 //! body drains. A client that reads slowly fills the channel; its producer then falls behind
-//! the hub, gets `Lagged`, and catches up from the event log — memory stays bounded and no
-//! event is skipped silently. Both resume after `Last-Event-ID`; a firehose resume from
-//! before the oldest retained event first gets an explicit `reset` event.
+//! the hub, gets `Lagged`, tells the client with a `reset` event (reason `lagged`) and resumes
+//! from the event log — memory stays bounded and no event is skipped. Both streams resume
+//! after `Last-Event-ID`; a firehose resume from before the oldest retained event first gets
+//! a `reset` (reason `expired`): the events in between are gone with their tasks.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,11 +80,26 @@ fn task_event(event: &TaskEvent) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unserializable event"))
 }
 
-fn reset_event(oldest: i64) -> Event {
+/// `reset`, reason `expired`: events between the client's last and `oldest` are gone.
+fn expired_event(oldest: i64) -> Event {
     Event::default().event("reset").data(
         json!({
-            "reason": "events before this point are no longer retained",
+            "reason": "expired",
+            "detail": "events before this point are no longer retained",
             "oldest_seq": oldest,
+        })
+        .to_string(),
+    )
+}
+
+/// `reset`, reason `lagged`: the live stream outran this client; what follows comes from the
+/// log, starting right after `last`, so nothing is missed.
+fn lagged_event(last: i64) -> Event {
+    Event::default().event("reset").data(
+        json!({
+            "reason": "lagged",
+            "detail": "the client fell behind the live stream; resuming from the event log",
+            "resume_after": last,
         })
         .to_string(),
     )
@@ -150,7 +166,7 @@ impl Forwarder {
             && let Ok(Some((oldest, _))) = self.engine.event_bounds().await
             && oldest > self.last + 1
         {
-            if self.out.send(reset_event(oldest)).await.is_err() {
+            if self.out.send(expired_event(oldest)).await.is_err() {
                 return Flow::Done;
             }
             self.last = oldest - 1;
@@ -194,7 +210,12 @@ impl Forwarder {
             };
             let flow = match received {
                 Ok(event) => self.send(&event).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if self.out.send(lagged_event(self.last)).await.is_err() {
+                        return;
+                    }
+                    self.catch_up().await
+                }
                 Err(broadcast::error::RecvError::Closed) => Flow::Done,
             };
             if let Flow::Done = flow {

@@ -221,19 +221,23 @@ async fn a_resume_past_retention_gets_a_reset() {
     let mut stream = SseStream::open(&app, "/v1/events", Some("0")).await;
     let reset = stream.next().await.unwrap();
     assert_eq!(reset.event, "reset");
+    assert_eq!(reset.data["reason"], "expired");
     assert!(reset.data["oldest_seq"].as_i64().unwrap() > 1);
     let next = stream.next().await.unwrap();
     assert_eq!(next.data["task_id"], kept["id"]);
 }
 
-/// A reader that stalls while thousands of events pass falls behind the hub's buffer and
-/// is caught up from the log: when it reads again it gets every event, in order.
+/// A reader that stalls while tens of thousands of events pass falls behind the hub's
+/// buffer: it is told so with `reset` (reason `lagged`) and resumed from the log, so when it
+/// reads again it gets every event, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_reader_catches_up_from_the_log() {
+async fn a_stalled_reader_gets_reset_and_resumes_from_the_log() {
     let app = spawn_app_with(|config| config.workers = 8).await;
     let mut stream = SseStream::open(&app, "/v1/events", None).await;
     let mut last_id = String::new();
-    for round in 0..6 {
+    // 20,000 tasks make 60,000 events (about 17 MB of stream): more than the hub's buffer
+    // and the sockets' buffers together can hold for a reader that does not read.
+    for round in 0..20 {
         let tasks: Vec<Value> = (0..1000)
             .map(|n| json!({"kind": "echo", "input": round * 1000 + n}))
             .collect();
@@ -245,23 +249,27 @@ async fn a_stalled_reader_catches_up_from_the_log() {
         last_id = body["tasks"][999]["id"].as_str().unwrap().to_owned();
     }
     app.wait_terminal(&last_id).await;
-    // 6,000 tasks make 18,000 events, far beyond the hub's 4,096: the reader lagged.
     let mut previous = 0;
     let mut count = 0;
+    let mut resets = 0;
     loop {
         let event = stream.next().await.unwrap();
+        if event.event == "reset" {
+            assert_eq!(event.data["reason"], "lagged");
+            assert_eq!(event.data["resume_after"], previous);
+            resets += 1;
+            continue;
+        }
         let seq = seq(&event);
-        assert!(
-            previous == 0 || seq == previous + 1,
-            "gap after {previous}: {seq}"
-        );
+        assert!(previous == 0 || seq == previous + 1, "gap after {previous}: {seq}");
         previous = seq;
         count += 1;
         if event.data["task_id"] == last_id.as_str() && event.data["state"] == "succeeded" {
             break;
         }
     }
-    assert_eq!(count, 18_000);
+    assert_eq!(count, 60_000);
+    assert!(resets >= 1, "the reader lagged and was told so");
 }
 
 /// Shutdown with 100 open streams completes: the streams end, the server stops.
