@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, spawn_app_with};
 
 /// One received SSE event.
 #[derive(Debug, Clone)]
@@ -92,23 +92,12 @@ fn seq(event: &SseEvent) -> i64 {
     event.data["seq"].as_i64().unwrap()
 }
 
-async fn pause(app: &TestApp, queue: &str, paused: bool) {
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/queues/{queue}")))
-        .json(&json!({"paused": paused}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 /// A task's stream starts with its current state, then every change in order (progress
 /// included), and ends after the terminal event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_stream_shows_every_change_then_ends() {
     let app = spawn_app().await;
-    pause(&app, "watched", true).await;
+    patch_queue(&app, "watched", json!({"paused": true})).await;
     let task = app
         .submit(json!({"kind": "sleep", "input": {"ms": 600}, "queue": "watched"}))
         .await;
@@ -118,7 +107,7 @@ async fn a_task_stream_shows_every_change_then_ends() {
     assert_eq!(first.event, "task");
     assert_eq!(first.data["state"], "queued");
     assert_eq!(first.data["task_id"], id.as_str());
-    pause(&app, "watched", false).await;
+    patch_queue(&app, "watched", json!({"paused": false})).await;
     let rest = stream.collect().await;
     let states: Vec<&str> = rest
         .iter()
@@ -261,7 +250,10 @@ async fn a_stalled_reader_gets_reset_and_resumes_from_the_log() {
             continue;
         }
         let seq = seq(&event);
-        assert!(previous == 0 || seq == previous + 1, "gap after {previous}: {seq}");
+        assert!(
+            previous == 0 || seq == previous + 1,
+            "gap after {previous}: {seq}"
+        );
         previous = seq;
         count += 1;
         if event.data["task_id"] == last_id.as_str() && event.data["state"] == "succeeded" {

@@ -214,6 +214,38 @@ pub async fn expect_problem(response: Response, status: u16, code: &str) -> Valu
     body
 }
 
+/// Changes a queue's settings; asserts 200 and returns the queue.
+pub async fn patch_queue(app: &TestApp, name: &str, body: Value) -> Value {
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/queues/{name}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(response.status(), StatusCode::OK, "PATCH /v1/queues/{name}");
+    response.json().await.expect("a queue")
+}
+
+/// The most `[started_at, finished_at)` intervals of these tasks that overlap at one instant:
+/// how many ran at once, at most.
+pub fn max_overlap(tasks: &[Value]) -> usize {
+    let intervals: Vec<(i64, i64)> = tasks
+        .iter()
+        .map(|task| (millis(task, "started_at"), millis(task, "finished_at")))
+        .collect();
+    intervals
+        .iter()
+        .map(|&(start, _)| {
+            intervals
+                .iter()
+                .filter(|&&(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Parses an RFC 3339 timestamp field into milliseconds since the epoch.
 pub fn millis(task: &Value, field: &str) -> i64 {
     let text = task[field]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{millis, spawn_app_with};
+use crate::helpers::{max_overlap, spawn_app_with};
 
 /// With --workers 5, ten one-second sleeps run five at a time: the largest number of
 /// overlapping [started_at, finished_at) intervals is exactly five.
@@ -20,24 +20,15 @@ async fn five_workers_run_ten_sleeps_five_at_a_time() {
             .await;
         ids.push(task["id"].as_str().unwrap().to_owned());
     }
-    let mut intervals = Vec::new();
+    let mut done = Vec::new();
     for id in &ids {
-        let done = app.wait_terminal(id).await;
-        assert_eq!(done["state"], "succeeded");
-        intervals.push((millis(&done, "started_at"), millis(&done, "finished_at")));
+        let task = app.wait_terminal(id).await;
+        assert_eq!(task["state"], "succeeded");
+        done.push(task);
     }
-    let most = intervals
-        .iter()
-        .map(|&(start, _)| {
-            intervals
-                .iter()
-                .filter(|&&(s, f)| s <= start && start < f)
-                .count()
-        })
-        .max()
-        .unwrap();
     assert_eq!(
-        most, 5,
+        max_overlap(&done),
+        5,
         "at most five at once, and the pool was used in full"
     );
 }

@@ -1,21 +1,8 @@
 //! Queues: pause and resume, per-queue concurrency, fairness between queues, stats.
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_problem, millis, spawn_app_with};
-
-async fn patch_queue(app: &TestApp, name: &str, body: Value) -> Value {
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/queues/{name}")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
+use crate::helpers::{expect_problem, max_overlap, millis, patch_queue, spawn_app_with};
 
 /// A paused queue accepts tasks but starts none until resumed; other queues go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,22 +39,11 @@ async fn per_queue_concurrency_holds() {
             .await;
         ids.push(task["id"].as_str().unwrap().to_owned());
     }
-    let mut intervals = Vec::new();
+    let mut done = Vec::new();
     for id in &ids {
-        let done = app.wait_terminal(id).await;
-        intervals.push((millis(&done, "started_at"), millis(&done, "finished_at")));
+        done.push(app.wait_terminal(id).await);
     }
-    let most = intervals
-        .iter()
-        .map(|&(start, _)| {
-            intervals
-                .iter()
-                .filter(|&&(s, f)| s <= start && start < f)
-                .count()
-        })
-        .max()
-        .unwrap();
-    assert_eq!(most, 2);
+    assert_eq!(max_overlap(&done), 2);
     let stats: Value = app.get("/v1/queues/narrow").await.json().await.unwrap();
     assert_eq!(stats["counts"]["succeeded"], 6);
     assert_eq!(stats["finished_last_minute"], 6);

@@ -7,11 +7,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, expect_problem, spawn_app_with, wait_for};
+use crate::helpers::{TestApp, expect_problem, patch_queue, spawn_app_with, wait_for};
 use crate::receiver::{Receiver, Reply};
 
 /// Fast retries, so a test sees several tries within its deadline.
@@ -26,18 +25,6 @@ async fn wait_callback(app: &TestApp, id: &str, status: &str) -> Value {
         (task["callback_status"] == status).then_some(task)
     })
     .await
-}
-
-async fn patch_queue(app: &TestApp, name: &str, body: Value) -> Value {
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/queues/{name}")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 /// The receiver gets the finished task with a signature it can verify with the shared

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_problem, millis, spawn_app};
+use crate::helpers::{TestApp, expect_problem, max_overlap, patch_queue, spawn_app};
 
 /// A child process, killed when dropped.
 struct Process(Child);
@@ -22,15 +22,7 @@ impl Drop for Process {
 }
 
 async fn make_remote(app: &TestApp, queue: &str) {
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/queues/{queue}")))
-        .json(&json!({"remote": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let body = patch_queue(app, queue, json!({"remote": true})).await;
     assert_eq!(body["remote"], true);
 }
 
@@ -314,22 +306,13 @@ async fn five_worker_processes_share_a_queue() {
         let task = app.submit(json!({"kind": "nap", "queue": "pool"})).await;
         ids.push(task["id"].as_str().unwrap().to_owned());
     }
-    let mut intervals = Vec::new();
+    let mut done = Vec::new();
     for id in &ids {
-        let done = app.wait_terminal(id).await;
-        assert_eq!(done["result"], "done");
-        intervals.push((millis(&done, "started_at"), millis(&done, "finished_at")));
+        let task = app.wait_terminal(id).await;
+        assert_eq!(task["result"], "done");
+        done.push(task);
     }
-    let most = intervals
-        .iter()
-        .map(|&(start, _)| {
-            intervals
-                .iter()
-                .filter(|&&(s, f)| s <= start && start < f)
-                .count()
-        })
-        .max()
-        .unwrap();
+    let most = max_overlap(&done);
     assert!(most <= 5, "five workers run at most five at once: {most}");
     assert!(most >= 2, "the workers run side by side: {most}");
 }
