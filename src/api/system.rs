@@ -1,4 +1,4 @@
-//! Health, readiness, the registered kinds and the OpenAPI contract.
+//! Health, readiness, the registered kinds, the OpenAPI contract and the dashboard.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -10,9 +10,12 @@ use super::{AppState, Route};
 
 /// The contract, served as written.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
+/// A one-page dashboard: queues, recent tasks and live events, from the public API only.
+const DASHBOARD: &str = include_str!("static/dashboard.html");
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
+        Route::get("/", axum::routing::get(dashboard)),
         Route::get("/healthz", axum::routing::get(healthz)),
         Route::get("/readyz", axum::routing::get(readyz)),
         Route::get("/openapi.yaml", axum::routing::get(openapi)),
@@ -44,6 +47,10 @@ async fn openapi() -> impl IntoResponse {
         )],
         OPENAPI,
     )
+}
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD)
 }
 
 async fn kinds(State(state): State<AppState>) -> axum::Json<Value> {
