@@ -29,10 +29,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("TASKD_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let database = std::env::var("TASKD_DATABASE").unwrap_or_else(|_| "sqlite::memory:".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("embedded taskd listening on http://{}", listener.local_addr()?);
+    println!(
+        "embedded taskd listening on http://{}",
+        listener.local_addr()?
+    );
     taskd::Taskd::builder()
         .database(database)
-        .handler_fn("resize", "Counts the pixels of a width × height image.", resize)
+        .handler_fn(
+            "resize",
+            "Counts the pixels of a width × height image.",
+            resize,
+        )
         .serve(listener)
         .await?;
     Ok(())

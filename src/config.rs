@@ -32,8 +32,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Where tasks are stored: `sqlite://PATH` (a file, created if missing) or `sqlite::memory:`
-    /// (gone when the process ends).
+    /// Where tasks are stored: `sqlite://PATH` (a file, created if missing), `sqlite::memory:`
+    /// (gone when the process ends), or `postgres://USER@HOST/DB` (several nodes may share it;
+    /// see docs/scaling.md).
     #[arg(
         long = "database",
         env = "TASKD_DATABASE",

@@ -39,7 +39,13 @@ async fn main() -> std::process::ExitCode {
                     Ok(addr) => println!("taskd listening on http://{addr}"),
                     Err(error) => tracing::warn!(%error, "cannot read the bound address"),
                 }
-                taskd::app::run(listener, config, Registry::builtin(), taskd::app::shutdown_signal()).await
+                taskd::app::run(
+                    listener,
+                    config,
+                    Registry::builtin(),
+                    taskd::app::shutdown_signal(),
+                )
+                .await
             }
             Err(error) => Err(error.into()),
         },

@@ -80,7 +80,8 @@ async fn lease(
     Path(name): Path<String>,
     Json(request): Json<LeaseRequest>,
 ) -> Result<Response, ApiError> {
-    let queue = QueueName::parse(name).map_err(|e| ApiError::InvalidPath(format!("queue name: {e}")))?;
+    let queue =
+        QueueName::parse(name).map_err(|e| ApiError::InvalidPath(format!("queue name: {e}")))?;
     if request.worker_id.is_empty() || request.worker_id.len() > 128 {
         return Err(invalid("worker_id", "1 to 128 characters"));
     }
@@ -88,7 +89,10 @@ async fn lease(
     let lease_ms = within("lease_ms", request.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
     let wait_ms = within("wait_ms", request.wait_ms, 0, MAX_WAIT_MS)?;
     if request.kinds.as_ref().is_some_and(Vec::is_empty) {
-        return Err(invalid("kinds", "leave it out for every kind, or name at least one"));
+        return Err(invalid(
+            "kinds",
+            "leave it out for every kind, or name at least one",
+        ));
     }
     let kinds = request
         .kinds
@@ -96,7 +100,9 @@ async fn lease(
             kinds
                 .into_iter()
                 .enumerate()
-                .map(|(i, kind)| Kind::parse(kind).map_err(|e| invalid(&format!("kinds[{i}]"), e.to_string())))
+                .map(|(i, kind)| {
+                    Kind::parse(kind).map_err(|e| invalid(&format!("kinds[{i}]"), e.to_string()))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -156,7 +162,12 @@ async fn heartbeat(
         .transpose()?;
     let beat = state
         .engine
-        .heartbeat(id, &request.lease, Duration::from_millis(lease_ms), progress)
+        .heartbeat(
+            id,
+            &request.lease,
+            Duration::from_millis(lease_ms),
+            progress,
+        )
         .await?;
     Ok(axum::Json(json!({
         "cancel_requested": beat.cancel_requested,
@@ -178,7 +189,10 @@ async fn complete(
     Json(request): Json<CompleteRequest>,
 ) -> Result<axum::Json<Task>, ApiError> {
     Ok(axum::Json(
-        state.engine.complete(id, &request.lease, request.result).await?,
+        state
+            .engine
+            .complete(id, &request.lease, request.result)
+            .await?,
     ))
 }
 

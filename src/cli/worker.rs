@@ -288,7 +288,9 @@ async fn report(
     let url = format!("{base}/v1/tasks/{}/{path}", task.id);
     match client.post(&url).json(&body).send().await {
         Ok(response) if response.status().is_success() => {}
-        Ok(response) => tracing::warn!(id = %task.id, status = %response.status(), "report refused"),
+        Ok(response) => {
+            tracing::warn!(id = %task.id, status = %response.status(), "report refused")
+        }
         Err(error) => tracing::warn!(id = %task.id, %error, "cannot report; the lease will expire"),
     }
 }

@@ -6,6 +6,7 @@
 //! or retrying task starts within milliseconds of its time rather than a polling period.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -99,7 +100,8 @@ async fn renew(inner: &Inner) {
 }
 
 /// Relays what other nodes did: new work wakes the dispatcher (and the maintainer, since a
-/// scheduled task may be due sooner), a finish elsewhere resolves the waiters here.
+/// scheduled task may be due sooner), a finish elsewhere resolves the waiters here, a cancel
+/// asked elsewhere stops the attempt if it runs here.
 pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<Signal>) {
     loop {
         let signal = tokio::select! {
@@ -111,6 +113,15 @@ pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<S
                 inner.work_available();
                 inner.reschedule.notify_one();
             }
+            // A cancel asked on another node, of an attempt that may run here: stop it.
+            Ok(Signal::Cancel(id)) => {
+                if let Some(running) = inner.running.get(&id) {
+                    running.cancel_requested.store(true, Ordering::Release);
+                    running.cancel.cancel();
+                }
+            }
+            // Read the task only for a waiter here: most finishes elsewhere have none.
+            Ok(Signal::Finished(id)) if !inner.waiters.is_awaited(&id) => {}
             Ok(Signal::Finished(id)) => match inner.store.get(id).await {
                 Ok(Some(task)) if task.state.is_terminal() => inner.waiters.notify(&task),
                 Ok(_) => {}

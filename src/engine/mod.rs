@@ -520,7 +520,8 @@ impl Inner {
     /// Wakes whoever may claim: the local dispatcher and remote lease long-polls.
     fn work_available(&self) {
         self.wake.notify_one();
-        self.work.send_modify(|generation| *generation = generation.wrapping_add(1));
+        self.work
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// What follows an attempt's end, wherever it ran: waiters, meters, timers, claims.
@@ -541,9 +542,8 @@ impl Inner {
     async fn refresh_remote_queues(&self) {
         match self.store.queues().await {
             Ok(queues) => {
-                self.remote_queues.retain(|name, ()| {
-                    queues.iter().any(|q| &q.name == name && q.remote)
-                });
+                self.remote_queues
+                    .retain(|name, ()| queues.iter().any(|q| &q.name == name && q.remote));
                 for queue in queues.into_iter().filter(|q| q.remote) {
                     self.remote_queues.insert(queue.name, ());
                 }

@@ -120,11 +120,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
     }
 }
 
-async fn work(
-    inner: Arc<Inner>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
-    done: mpsc::Sender<Done>,
-) {
+async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: mpsc::Sender<Done>) {
     loop {
         let job = queue.lock().await.recv().await;
         let Some((task, permit)) = job else { return };

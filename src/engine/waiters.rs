@@ -56,6 +56,12 @@ impl Waiters {
         })
     }
 
+    /// Whether anyone waits for `id` now. A waiter that subscribes later reads the task
+    /// after subscribing, so it cannot miss a finish that happened before.
+    pub fn is_awaited(&self, id: &TaskId) -> bool {
+        self.slots.contains_key(id)
+    }
+
     /// Wakes every waiter of a task that reached a terminal state.
     pub fn notify(&self, task: &Task) {
         if let Some((_, slot)) = self.slots.remove(&task.id) {

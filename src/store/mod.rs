@@ -183,6 +183,8 @@ pub enum Signal {
     Work,
     /// A task reached a terminal state somewhere.
     Finished(TaskId),
+    /// A cancel was asked for a running task somewhere: the node running it stops it.
+    Cancel(TaskId),
 }
 
 /// One task store. Implementations: [`sqlite::SqliteStore`] (one node) and

@@ -101,12 +101,14 @@ impl PostgresDatabase {
     async fn create() -> PostgresDatabase {
         let server = server_url();
         let name = format!("taskd_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&server).await.unwrap_or_else(|error| {
-            panic!(
-                "PostgreSQL at {server} is needed for this test and cannot be reached: {error} \
+        let mut conn = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "PostgreSQL at {server} is needed for this test and cannot be reached: {error} \
                  (start it, or point TASKD_TEST_POSTGRES at one)"
-            )
-        });
+                )
+            });
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");

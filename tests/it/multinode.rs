@@ -55,8 +55,38 @@ async fn drained(client: &Client, base: &str, queue: &str, total: u64) -> Value 
     .await
 }
 
-/// Three nodes: 3,000 tasks submitted round-robin (in batches) run exactly once each; a waiter on one node
-/// sees a completion made on another; a node killed with tasks running loses them only until
+/// Submits `3 × WORKERS` sleeps of `ms` to `queue` and waits until all run: with as many
+/// tasks as the three nodes have workers, each node runs `WORKERS` of them.
+async fn running_everywhere(
+    client: &Client,
+    bases: &[String],
+    queue: &str,
+    ms: u64,
+) -> Vec<String> {
+    set_paused(client, &bases[0], queue, true).await;
+    let tasks: Vec<Value> = (0..3 * WORKERS)
+        .map(|_| json!({"queue": queue, "kind": "sleep", "input": {"ms": ms}}))
+        .collect();
+    let url = format!("{}/v1/tasks/batch", bases[0]);
+    let batch = post(client, url, json!({ "tasks": tasks })).await;
+    let ids = batch["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    set_paused(client, &bases[0], queue, false).await;
+    wait_for("every task running", || async {
+        let info = get(client, format!("{}/v1/queues/{queue}", bases[0])).await;
+        (info["counts"]["running"] == 3 * WORKERS).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// Three nodes: 3,000 tasks submitted round-robin (in batches) run exactly once each; a
+/// waiter on one node sees a completion made on another; a cancel asked on one node stops
+/// attempts running on the others; a node killed with tasks running loses them only until
 /// their lease expires, then the others run them again (attempt 2), and all finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_database() {
@@ -110,12 +140,20 @@ async fn three_nodes_share_one_database() {
     let held = post(&client, format!("{}/v1/tasks", bases[2]), body).await;
     let id = held["id"].as_str().unwrap().to_owned();
     let waiter = {
-        let (client, url) = (client.clone(), format!("{}/v1/tasks/{id}?wait=20", bases[0]));
+        let (client, url) = (
+            client.clone(),
+            format!("{}/v1/tasks/{id}?wait=20", bases[0]),
+        );
         tokio::spawn(async move { (get(&client, url).await, Instant::now()) })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancelled_at = Instant::now();
-    post(&client, format!("{}/v1/tasks/{id}/cancel", bases[1]), json!({})).await;
+    post(
+        &client,
+        format!("{}/v1/tasks/{id}/cancel", bases[1]),
+        json!({}),
+    )
+    .await;
     let (seen, woken_at) = waiter.await.unwrap();
     assert_eq!(seen["state"], "cancelled");
     assert!(
@@ -135,26 +173,34 @@ async fn three_nodes_share_one_database() {
     for seen in futures::future::join_all(waits).await {
         assert_eq!(seen["state"], "succeeded", "{seen}");
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
-    // 3. SIGKILL a node while every node runs WORKERS sleeps (12 tasks, 12 slots: each runs 4).
-    set_paused(&client, &bases[0], "slow", true).await;
-    let tasks: Vec<Value> = (0..3 * WORKERS)
-        .map(|_| json!({"queue": "slow", "kind": "sleep", "input": {"ms": 3000}}))
-        .collect();
-    let batch = post(&client, format!("{}/v1/tasks/batch", bases[0]), json!({ "tasks": tasks })).await;
-    let slow: Vec<String> = batch["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect();
-    set_paused(&client, &bases[0], "slow", false).await;
-    wait_for("every slow task running", || async {
-        let info = get(&client, format!("{}/v1/queues/slow", bases[0])).await;
-        (info["counts"]["running"] == 3 * WORKERS).then_some(())
-    })
-    .await;
+    // 3. A cancel asked on one node stops attempts running on the others: 12 long sleeps on
+    // 12 slots (each node runs 4), all cancelled through node 1.
+    let long = running_everywhere(&client, &bases, "long", 60_000).await;
+    let asked = Instant::now();
+    for id in &long {
+        post(
+            &client,
+            format!("{}/v1/tasks/{id}/cancel", bases[1]),
+            json!({}),
+        )
+        .await;
+    }
+    let counts = drained(&client, &bases[2], "long", long.len() as u64).await;
+    assert_eq!(counts["cancelled"], long.len() as u64, "{counts}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopped at once, not after the sleep: {:?}",
+        asked.elapsed()
+    );
+
+    // 4. SIGKILL a node while every node runs WORKERS sleeps (12 tasks, 12 slots: each runs 4).
+    let slow = running_everywhere(&client, &bases, "slow", 3000).await;
     let mut nodes = nodes;
     nodes.pop().unwrap().kill_9();
     let killed_at = chrono::Utc::now().timestamp_millis();

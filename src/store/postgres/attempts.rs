@@ -9,35 +9,26 @@ use std::collections::HashMap;
 use sqlx::{Acquire, PgConnection};
 
 use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
-use crate::store::{CancelResult, Changed, StoreError};
+use crate::store::{CancelResult, Changed, EndedAttempt, StoreError};
 use crate::task::{
-    AttemptEnd, Millis, Outcome, Task, TaskId, TaskState, end_attempt, lose_attempt, now_millis,
+    AttemptEnd, Millis, Task, TaskId, TaskState, end_attempt, lose_attempt, now_millis,
 };
-
-pub async fn task_finish(
-    conn: &mut PgConnection,
-    id: TaskId,
-    lease: &str,
-    outcome: Outcome,
-) -> Result<Option<Task>, StoreError> {
-    let ended = task_finish_many(conn, vec![(id, lease.to_owned(), outcome)]).await?;
-    Ok(ended.into_iter().next().flatten())
-}
 
 /// Ends many running attempts in one transaction: one read of the rows still held under
 /// their leases (locked, in id order, so two batches never wait on each other in a circle),
-/// `end_attempt` for each, and one guarded write for all. Answers in order; `None` where the
-/// lease is no longer current (or the task appears twice: its first end counts).
+/// `end_attempt` for each at its `ended_at`, and one guarded write for all. Answers in order;
+/// `None` where the lease is no longer current (or the task appears twice: its first end
+/// counts).
 pub async fn task_finish_many(
     conn: &mut PgConnection,
-    attempts: Vec<(TaskId, String, Outcome)>,
+    attempts: Vec<EndedAttempt>,
 ) -> Result<Vec<Option<Task>>, StoreError> {
     if attempts.is_empty() {
         return Ok(Vec::new());
     }
     let mut tx = conn.begin().await?;
-    let ids: Vec<String> = attempts.iter().map(|(id, _, _)| id.to_string()).collect();
-    let leases: Vec<String> = attempts.iter().map(|(_, lease, _)| lease.clone()).collect();
+    let ids: Vec<String> = attempts.iter().map(|a| a.id.to_string()).collect();
+    let leases: Vec<String> = attempts.iter().map(|a| a.lease.clone()).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks \
          WHERE state = 'running' \
@@ -50,43 +41,46 @@ pub async fn task_finish_many(
         .into_iter()
         .map(|task| (task.id, task))
         .collect();
-    let now = now_millis();
-    let mut ends: Vec<(TaskId, String, AttemptEnd)> = Vec::with_capacity(held.len());
-    for (id, lease, outcome) in attempts.iter().cloned() {
+    let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
+    let mut ends: Vec<(Task, String, AttemptEnd)> = Vec::with_capacity(held.len());
+    for attempt in attempts {
         // `remove`: a task listed twice is ended once.
-        if let Some(task) = held.remove(&id) {
-            ends.push((id, lease, end_attempt(&task, outcome, now, fastrand::f64())));
+        if let Some(task) = held.remove(&attempt.id) {
+            let end = end_attempt(&task, attempt.outcome, attempt.ended_at, fastrand::f64());
+            ends.push((task, attempt.lease, end));
         }
     }
     let ended = write_ends(&mut tx, ends).await?;
     tx.commit().await?;
     let mut ended: HashMap<TaskId, Task> = ended.into_iter().map(|t| (t.id, t)).collect();
-    Ok(attempts
-        .iter()
-        .map(|(id, _, _)| ended.remove(id))
-        .collect())
+    Ok(order.iter().map(|id| ended.remove(id)).collect())
 }
 
-/// Writes the ends of running attempts in one statement, each guarded by its lease.
+/// Writes the ends of running attempts in one statement, each guarded by its lease, and
+/// returns the tasks as they are now: `task` (as read under the row lock) with the end
+/// applied, and the `callback_status` the trigger may have set (the one column not written
+/// here), so that no row is read back whole.
 async fn write_ends(
     conn: &mut PgConnection,
-    ends: Vec<(TaskId, String, AttemptEnd)>,
+    ends: Vec<(Task, String, AttemptEnd)>,
 ) -> Result<Vec<Task>, StoreError> {
     if ends.is_empty() {
         return Ok(Vec::new());
     }
     let mut columns = EndColumns::default();
-    for (id, lease, end) in ends {
-        columns.ids.push(id.to_string());
-        columns.leases.push(lease);
+    for (task, lease, end) in &ends {
+        columns.ids.push(task.id.to_string());
+        columns.leases.push(lease.clone());
         columns.states.push(end.state.as_str().to_owned());
-        columns.results.push(end.result.map(|r| r.to_string()));
-        columns.errors.push(end.error.map(|e| to_json(&e)));
+        columns
+            .results
+            .push(end.result.as_ref().map(|r| r.to_string()));
+        columns.errors.push(end.error.as_ref().map(to_json));
         columns.histories.push(to_json(&end.errors));
         columns.run_ats.push(end.run_at);
         columns.finished_ats.push(end.finished_at);
     }
-    let sql = format!(
+    let written: Vec<(String, Option<String>)> = sqlx::query_as(
         "UPDATE tasks SET state = ended.state, result = ended.result, error = ended.error, \
              errors = ended.errors, run_at = ended.run_at, finished_at = ended.finished_at, \
              lease = NULL, lease_expires_at = NULL \
@@ -94,19 +88,36 @@ async fn write_ends(
                      $7::bigint[], $8::bigint[]) \
              AS ended (id, lease, state, result, error, errors, run_at, finished_at) \
          WHERE tasks.id = ended.id AND tasks.state = 'running' AND tasks.lease = ended.lease \
-         RETURNING {}",
-        qualified_columns()
-    );
-    let query = sqlx::query(&sql)
-        .bind(columns.ids)
-        .bind(columns.leases)
-        .bind(columns.states)
-        .bind(columns.results)
-        .bind(columns.errors)
-        .bind(columns.histories)
-        .bind(columns.run_ats)
-        .bind(columns.finished_ats);
-    fetch_tasks(conn, query).await
+         RETURNING tasks.id::text, tasks.callback_status",
+    )
+    .bind(columns.ids)
+    .bind(columns.leases)
+    .bind(columns.states)
+    .bind(columns.results)
+    .bind(columns.errors)
+    .bind(columns.histories)
+    .bind(columns.run_ats)
+    .bind(columns.finished_ats)
+    .fetch_all(conn)
+    .await?;
+    let mut written: HashMap<String, Option<String>> = written.into_iter().collect();
+    Ok(ends
+        .into_iter()
+        .filter_map(|(task, _, end)| {
+            let callback_status = written.remove(&task.id.to_string())?;
+            Some(Task {
+                state: end.state,
+                result: end.result,
+                error: end.error,
+                errors: end.errors,
+                run_at: end.run_at,
+                finished_at: end.finished_at,
+                lease: None,
+                callback_status,
+                ..task
+            })
+        })
+        .collect())
 }
 
 /// The columns of `write_ends`, one array each.
@@ -120,21 +131,6 @@ struct EndColumns {
     histories: Vec<String>,
     run_ats: Vec<Option<i64>>,
     finished_ats: Vec<Option<i64>>,
-}
-
-/// `COLUMNS` of the `tasks` table, for a statement where another table has the same names.
-fn qualified_columns() -> String {
-    COLUMNS
-        .split(',')
-        .map(|column| {
-            let column = column.trim();
-            match column.strip_prefix("id::text AS id") {
-                Some(_) => "tasks.id::text AS id".to_owned(),
-                None => format!("tasks.{column}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub async fn task_renew(
@@ -184,7 +180,9 @@ pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelRe
             None => return Ok(CancelResult::NotFound),
         }
     }
-    Err(StoreError::Backend(format!("task {id} kept moving during a cancel")))
+    Err(StoreError::Backend(format!(
+        "task {id} kept moving during a cancel"
+    )))
 }
 
 pub async fn task_release(
@@ -222,10 +220,11 @@ pub async fn task_lose_running(
     let lost = fetch_tasks(&mut tx, sqlx::query(&sql).bind(expired_before)).await?;
     let now = expired_before.unwrap_or_else(now_millis);
     let ends = lost
-        .iter()
+        .into_iter()
         .filter_map(|task| {
             let lease = task.lease.as_ref()?.token.clone();
-            Some((task.id, lease, lose_attempt(task, now)))
+            let end = lose_attempt(&task, now);
+            Some((task, lease, end))
         })
         .collect();
     let mut moved = write_ends(&mut tx, ends).await?;

@@ -5,7 +5,8 @@
 //! for the next claim. A queue's `concurrency` holds exactly across nodes: before it counts
 //! what runs there, the claim takes that queue's advisory lock (in name order, so claims never
 //! wait in a circle) and keeps it until commit, so the next claimer counts this one's tasks.
-//! Queues without a limit take no lock.
+//! Queues without a limit take no lock, and when no candidate queue has one, the claim runs
+//! without a transaction: each queue's share is one `UPDATE`, atomic by itself.
 
 use sqlx::{Acquire, PgConnection, Row};
 use uuid::Uuid;
@@ -128,7 +129,8 @@ async fn claim_from(
              AND state = 'queued' \
          RETURNING {COLUMNS}"
     );
-    let kinds: Option<Vec<String>> = kinds.map(|kinds| kinds.iter().map(|k| k.to_string()).collect());
+    let kinds: Option<Vec<String>> =
+        kinds.map(|kinds| kinds.iter().map(|k| k.to_string()).collect());
     let query = sqlx::query(&sql)
         .bind(lease)
         .bind(lease_expires_at)
@@ -168,8 +170,15 @@ pub async fn task_claim_queue(
         return Ok(Vec::new());
     }
     let lease = Uuid::new_v4().to_string();
-    let mut claimed =
-        claim_from(conn, queue.as_str(), kinds, limit as u64, &lease, lease_expires_at).await?;
+    let mut claimed = claim_from(
+        conn,
+        queue.as_str(),
+        kinds,
+        limit as u64,
+        &lease,
+        lease_expires_at,
+    )
+    .await?;
     in_claim_order(&mut claimed);
     Ok(claimed)
 }
@@ -182,12 +191,32 @@ pub async fn task_claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut tx = conn.begin().await?;
-    let mut candidates = claim_candidates(&mut tx).await?;
+    let candidates = claim_candidates(conn).await?;
+    if candidates.iter().any(|c| c.concurrency.is_some()) {
+        // The concurrency locks hold until commit: count and claim in one transaction.
+        let mut tx = conn.begin().await?;
+        let claimed = claim_shares(&mut tx, candidates, limit, lease_expires_at).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    } else {
+        // Each queue's claim is one statement, atomic by itself: no transaction (and its two
+        // round trips) needed.
+        claim_shares(conn, candidates, limit, lease_expires_at).await
+    }
+}
+
+/// Shares `limit` between the candidates (recounting what runs in limited queues, under
+/// their locks) and claims each queue's share.
+async fn claim_shares(
+    conn: &mut PgConnection,
+    mut candidates: Vec<Candidate>,
+    limit: usize,
+    lease_expires_at: Millis,
+) -> Result<Vec<Task>, StoreError> {
     // Candidates come in name order: the lock order.
     for candidate in candidates.iter_mut() {
         if candidate.concurrency.is_some() {
-            candidate.running = running_now(&mut tx, &candidate.queue).await?;
+            candidate.running = running_now(conn, &candidate.queue).await?;
         }
     }
     let rooms: Vec<u64> = candidates.iter().map(Candidate::room).collect();
@@ -197,10 +226,9 @@ pub async fn task_claim(
     for (candidate, take) in candidates.iter().zip(shares) {
         if take > 0 {
             let queue = &candidate.queue;
-            claimed.extend(claim_from(&mut tx, queue, None, take, &lease, lease_expires_at).await?);
+            claimed.extend(claim_from(conn, queue, None, take, &lease, lease_expires_at).await?);
         }
     }
-    tx.commit().await?;
     in_claim_order(&mut claimed);
     Ok(claimed)
 }

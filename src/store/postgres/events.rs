@@ -1,5 +1,5 @@
-//! The PostgreSQL observer queries: the event log (written at commit by a deferred trigger, so
-//! `seq` order is commit order; see migration 0002), progress reports, and completion webhook
+//! The PostgreSQL observer queries: the event log (written by triggers, numbered in commit
+//! order by the readers; see migration 0002), progress reports, and completion webhook
 //! deliveries (created by a trigger when a task with a callback ends).
 
 use sqlx::postgres::PgRow;
@@ -37,12 +37,30 @@ fn event_from_row(row: &PgRow) -> Result<TaskEvent, StoreError> {
     })
 }
 
+/// How many events one numbering takes at most (a longer backlog takes several).
+const NUMBER_BATCH: i32 = 10_000;
+
+/// Numbers every event committed so far (see `taskd_sequence_events`), so that what a read
+/// then returns includes every change committed before it began.
+async fn number_events(conn: &mut PgConnection) -> Result<(), StoreError> {
+    loop {
+        let numbered: i64 = sqlx::query_scalar("SELECT taskd_sequence_events($1)")
+            .bind(NUMBER_BATCH)
+            .fetch_one(&mut *conn)
+            .await?;
+        if numbered < i64::from(NUMBER_BATCH) {
+            return Ok(());
+        }
+    }
+}
+
 pub async fn events_after(
     conn: &mut PgConnection,
     after: i64,
     filter: &EventFilter,
     limit: usize,
 ) -> Result<Vec<TaskEvent>, StoreError> {
+    number_events(conn).await?;
     let rows = sqlx::query(
         "SELECT seq, task_id::text AS task_id, queue, kind, state, attempt, progress, at \
          FROM task_events \
@@ -58,6 +76,7 @@ pub async fn events_after(
 }
 
 pub async fn event_bounds(conn: &mut PgConnection) -> Result<Option<(i64, i64)>, StoreError> {
+    number_events(conn).await?;
     let (oldest, newest): (Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT min(seq), max(seq) FROM task_events")
             .fetch_one(conn)

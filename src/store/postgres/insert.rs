@@ -15,12 +15,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Acquire, PgConnection};
 
-use super::rows::{COLUMNS, task_from_row, to_json};
+use super::admission::{Keyed, admit, by_keys, queue_callbacks};
+use super::rows::to_json;
 use crate::store::{Inserted, StoreError};
 use crate::task::{Callback, NewTask, QueueName, Task, TaskId, TaskState, now_millis};
 
-/// The first key of the advisory locks that guard one queue's admission ("adm").
-const ADMISSION_LOCK: i32 = 0x61646d;
 /// How often a transaction starts over after losing an idempotency race.
 const RACES: usize = 3;
 
@@ -45,9 +44,6 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<An
     }
     Err(StoreError::Backend("idempotency keys kept racing".into()))
 }
-
-/// A key's first task and the digest of the request that stored it.
-type Keyed = HashMap<String, (String, Task)>;
 
 /// Where the jobs stand while they are planned: what waits in each queue and its limit,
 /// and the keys stored (before or by an earlier job of this transaction).
@@ -137,7 +133,10 @@ fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
         *waiting += 1;
         let (task, hash) = new_task(new.clone(), planning.now, &planning.callbacks);
         if let Some(hash) = &hash {
-            keys.insert(task.idempotency_key.clone().unwrap_or_default(), (hash.clone(), task.clone()));
+            keys.insert(
+                task.idempotency_key.clone().unwrap_or_default(),
+                (hash.clone(), task.clone()),
+            );
         }
         planned.answers.push(Inserted {
             task: task.clone(),
@@ -194,67 +193,6 @@ fn new_task(
     (task, new.idempotency.map(|i| i.request_hash))
 }
 
-/// Tasks already stored under these keys, with the digest of the request that stored them.
-async fn by_keys(conn: &mut PgConnection, keys: Vec<String>) -> Result<Keyed, StoreError> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = format!(
-        "SELECT {COLUMNS}, request_hash FROM tasks WHERE idempotency_key = ANY($1::text[])"
-    );
-    let rows = sqlx::query(&sql).bind(keys).fetch_all(conn).await?;
-    let mut found = HashMap::new();
-    for row in &rows {
-        let task = task_from_row(row)?;
-        let hash: String = sqlx::Row::try_get(row, "request_hash")?;
-        if let Some(key) = task.idempotency_key.clone() {
-            found.insert(key, (hash, task));
-        }
-    }
-    Ok(found)
-}
-
-/// The default callbacks of these queues, where they have one, by queue name.
-async fn queue_callbacks(
-    conn: &mut PgConnection,
-    queues: &BTreeSet<QueueName>,
-) -> Result<HashMap<String, Callback>, StoreError> {
-    let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT name, callback_url, callback_secret FROM queues \
-         WHERE name = ANY($1::text[]) AND callback_url IS NOT NULL",
-    )
-    .bind(names)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, url, secret)| (name, Callback { url, secret }))
-        .collect())
-}
-
-/// Locks `queue`'s admission for this transaction; returns (waiting tasks, its own limit).
-async fn admit(
-    conn: &mut PgConnection,
-    queue: &QueueName,
-) -> Result<(u64, Option<u64>), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(ADMISSION_LOCK)
-        .bind(queue.as_str())
-        .execute(&mut *conn)
-        .await?;
-    // A new statement, so a new snapshot: it sees what the previous holder committed.
-    let (waiting, limit): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(sum(n), 0)::bigint FROM queue_counts \
-                 WHERE queue = $1 AND state IN ('queued', 'scheduled')), \
-                (SELECT max_queued FROM queues WHERE name = $1)",
-    )
-    .bind(queue.as_str())
-    .fetch_one(conn)
-    .await?;
-    Ok((waiting.max(0) as u64, limit.map(|l| l as u64)))
-}
-
 /// Inserts the rows in one statement; returns how many were inserted (fewer: a key was
 /// stored by another node meanwhile).
 async fn insert_rows(
@@ -299,7 +237,9 @@ async fn insert_rows(
     .bind(hashes)
     .bind(number(&|t| Some(t.created_at)))
     .bind(text(&|t| t.callback.as_ref().map(|c| c.url.clone())))
-    .bind(text(&|t| t.callback.as_ref().and_then(|c| c.secret.clone())))
+    .bind(text(&|t| {
+        t.callback.as_ref().and_then(|c| c.secret.clone())
+    }))
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() as usize)
@@ -312,7 +252,9 @@ mod tests {
 
     fn planning(waiting: u64, limit: Option<u64>) -> Planning {
         Planning {
-            room: [(QueueName::default(), (waiting, limit))].into_iter().collect(),
+            room: [(QueueName::default(), (waiting, limit))]
+                .into_iter()
+                .collect(),
             keys: HashMap::new(),
             callbacks: HashMap::new(),
             now: 1_000,
@@ -339,8 +281,14 @@ mod tests {
     #[test]
     fn a_refused_job_leaves_no_trace_for_the_next() {
         let mut planning = planning(1, None);
-        let refused = plan(&mut planning, &job(vec![new(Some(("k", "h"))), new(None)], 2));
-        assert!(matches!(refused, Err(StoreError::QueueFull { limit: 2, .. })));
+        let refused = plan(
+            &mut planning,
+            &job(vec![new(Some(("k", "h"))), new(None)], 2),
+        );
+        assert!(matches!(
+            refused,
+            Err(StoreError::QueueFull { limit: 2, .. })
+        ));
         assert_eq!(planning.room[&QueueName::default()].0, 1);
         assert!(planning.keys.is_empty());
         let accepted = plan(&mut planning, &job(vec![new(Some(("k", "h")))], 2)).unwrap();
@@ -361,6 +309,9 @@ mod tests {
         let planned = plan(&mut planning, &job(vec![later], 100)).unwrap();
         assert_eq!(planned.answers[0].task.state, TaskState::Scheduled);
         let refused = plan(&mut planning, &job(vec![new(None)], 100));
-        assert!(matches!(refused, Err(StoreError::QueueFull { limit: 1, .. })));
+        assert!(matches!(
+            refused,
+            Err(StoreError::QueueFull { limit: 1, .. })
+        ));
     }
 }

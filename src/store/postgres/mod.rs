@@ -7,16 +7,19 @@
 //! across nodes through transaction-scoped advisory locks. Triggers keep per-queue counts and
 //! send `LISTEN/NOTIFY` wake-ups, which [`signals`] relays to the engine.
 //!
-//! Files: [`rows`] maps rows to tasks and lists them, [`insert`] admits and stores new tasks
-//! (gathered into shared transactions by [`group`]),
-//! [`claim`] hands out work, [`attempts`] ends and moves tasks, [`queues`] reads and sets queue
-//! settings, [`events`] serves the event log, progress and webhooks, [`signals`] listens.
+//! Files: [`migrate`] applies the schema; [`rows`] maps rows to tasks and lists them;
+//! [`insert`] admits and stores new tasks (reading first what [`admission`] reads, gathered
+//! into shared transactions by [`group`]); [`claim`] hands out work; [`attempts`] ends and
+//! moves tasks; [`queues`] reads and sets queue settings; [`events`] serves the event log,
+//! progress and webhooks; [`signals`] listens.
 
+mod admission;
 mod attempts;
 mod claim;
 mod events;
 mod group;
 mod insert;
+mod migrate;
 mod queues;
 mod rows;
 mod signals;
@@ -25,38 +28,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, Postgres};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::store::{
-    EndedAttempt,
-    CancelResult, Changed, Delivery, DeliveryOutcome, EventFilter, Inserted, QueueInfo,
-    QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
+    QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
 };
-
-/// The migrations, in order, numbered as SQLite's. Append-only: a change is a new file.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "tasks",
-        include_str!("../../../migrations/postgres/0001_tasks.sql"),
-    ),
-    (
-        2,
-        "events",
-        include_str!("../../../migrations/postgres/0002_events.sql"),
-    ),
-];
-
-/// The advisory lock key that serializes migrations across nodes starting at once
-/// ("taskd" + 1 in ASCII, a constant no other lock of ours uses).
-const MIGRATION_LOCK: i64 = 0x7461_736b_6401;
 
 /// How many connections one node opens at most. The workers finish attempts concurrently
 /// (one connection each while they write), the dispatcher claims and the API reads; a
@@ -78,25 +62,44 @@ pub struct PostgresStore {
     /// Fired after every write this node commits and every notification from another node,
     /// so the event tailer reads the log soon after anything changed.
     commits: Arc<Notify>,
-    /// Stops the listener and the count folder when the store is dropped.
+    /// Stops the listener, the inserter and the housekeeping when the store is dropped.
     _background: DropGuard,
 }
 
 impl PostgresStore {
     /// Connects (failing now if the server cannot be reached) and starts the listener.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let own = Arc::new(signals::Own::new());
         let options: PgConnectOptions = url
-            .parse()
-            .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?;
+            .parse::<PgConnectOptions>()
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?
+            .application_name(&own.application_name);
+        let known = Arc::clone(&own);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _| {
+                let known = Arc::clone(&known);
+                Box::pin(async move {
+                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(conn)
+                        .await?;
+                    known.add(pid as u32);
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let stop = CancellationToken::new();
         let commits = Arc::new(Notify::new());
-        let signals = signals::start(options, Arc::clone(&commits), stop.clone()).await?;
-        tokio::spawn(fold_counts_every(pool.clone(), stop.clone()));
+        let signals = signals::start(
+            options,
+            Arc::clone(&own),
+            Arc::clone(&commits),
+            stop.clone(),
+        )
+        .await?;
+        tokio::spawn(housekeep_every(pool.clone(), own, stop.clone()));
         let inserter = group::Inserter::start(pool.clone(), stop.clone());
         Ok(PostgresStore {
             pool,
@@ -120,13 +123,16 @@ impl PostgresStore {
     }
 }
 
-/// Folds the count changes now and then, until the store goes. The folding transaction may
-/// run on several nodes at once: each deletes only what its snapshot saw (see the migration).
-async fn fold_counts_every(pool: PgPool, stop: CancellationToken) {
+/// Now and then, until the store goes: folds the count changes (one node at a time, see
+/// `queues::fold_counts`) and refreshes which connections are this node's own.
+async fn housekeep_every(pool: PgPool, own: Arc<signals::Own>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(FOLD_EVERY) => {}
             () = stop.cancelled() => return,
+        }
+        if let Err(error) = own.refresh(&pool).await {
+            tracing::warn!(%error, "cannot list this node's connections");
         }
         let folded = async {
             let mut conn = pool.acquire().await?;
@@ -136,45 +142,6 @@ async fn fold_counts_every(pool: PgPool, stop: CancellationToken) {
             tracing::warn!(%error, "cannot fold the queue counts");
         }
     }
-}
-
-async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let mut tx = conn.begin().await?;
-    // Nodes starting together wait here in turn; the first applies, the others find it done.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    tx.execute(
-        "CREATE TABLE IF NOT EXISTS taskd_migrations (
-             version    bigint PRIMARY KEY,
-             name       text   NOT NULL,
-             applied_at bigint NOT NULL
-         )",
-    )
-    .await?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM taskd_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if applied.is_none() {
-            tracing::info!(version, name, "applying migration");
-            // A plain string runs as a simple query: several statements in one go.
-            tx.execute(*sql).await?;
-            sqlx::query(
-                "INSERT INTO taskd_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -189,7 +156,7 @@ impl TaskStore for PostgresStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        migrate(&mut *self.conn().await?).await
+        migrate::migrate(&mut *self.conn().await?).await
     }
 
     async fn insert(
@@ -218,18 +185,20 @@ impl TaskStore for PostgresStore {
         lease: &str,
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError> {
-        self.wrote(attempts::task_finish(&mut *self.conn().await?, id, lease, outcome).await)
+        let ended = EndedAttempt {
+            id,
+            lease: lease.to_owned(),
+            outcome,
+            ended_at: now_millis(),
+        };
+        let ended = attempts::task_finish_many(&mut *self.conn().await?, vec![ended]).await;
+        self.wrote(ended.map(|ended| ended.into_iter().next().flatten()))
     }
 
     async fn finish_many(
         &self,
         attempts: Vec<EndedAttempt>,
     ) -> Result<Vec<Option<Task>>, StoreError> {
-        // TODO(lead): record each attempt's `ended_at` as its finished_at, as SQLite does.
-        let attempts = attempts
-            .into_iter()
-            .map(|a| (a.id, a.lease, a.outcome))
-            .collect();
         self.wrote(attempts::task_finish_many(&mut *self.conn().await?, attempts).await)
     }
 

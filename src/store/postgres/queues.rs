@@ -10,7 +10,14 @@ use crate::store::{CallbackCounts, QueueInfo, QueuePatch, StoreError};
 use crate::task::{Callback, QueueName, TaskState, now_millis};
 
 pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<QueueInfo, StoreError> {
-    type Settings = (bool, Option<i32>, Option<i64>, Option<String>, Option<String>, bool);
+    type Settings = (
+        bool,
+        Option<i32>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
     let settings: Option<Settings> = sqlx::query_as(
         "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote \
          FROM queues WHERE name = $1",

@@ -79,7 +79,12 @@ pub async fn fetch_tasks(
     conn: &mut PgConnection,
     query: Query<'_, Postgres, PgArguments>,
 ) -> Result<Vec<Task>, StoreError> {
-    query.fetch_all(conn).await?.iter().map(task_from_row).collect()
+    query
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
 }
 
 /// Runs a statement that returns at most one task row.
@@ -162,8 +167,9 @@ mod tests {
 
     #[test]
     fn label_needles_are_the_stored_text() {
-        let labels: crate::task::Labels =
-            [("a\"b".to_owned(), "x\0y".to_owned())].into_iter().collect();
+        let labels: crate::task::Labels = [("a\"b".to_owned(), "x\0y".to_owned())]
+            .into_iter()
+            .collect();
         let stored = to_json(&labels);
         assert!(stored.contains(&format!("{{{}", label_needle("a\"b", "x\0y"))));
         assert!(!stored.contains(&label_needle("a\"b", "x")));

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::store::{
-    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted, QueueInfo, QueuePatch,
-    StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
+    QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,

@@ -359,7 +359,14 @@ pub fn task_claim(
     let mut claimed = Vec::new();
     for (candidate, take) in candidates.iter().zip(shares) {
         if take > 0 {
-            claimed.extend(claim_from(conn, &candidate.queue, None, take, &lease, lease_expires_at)?);
+            claimed.extend(claim_from(
+                conn,
+                &candidate.queue,
+                None,
+                take,
+                &lease,
+                lease_expires_at,
+            )?);
         }
     }
     Ok(claimed)
@@ -383,7 +390,14 @@ pub fn task_claim_queue(
         return Ok(Vec::new());
     }
     let lease = Uuid::new_v4().to_string();
-    claim_from(conn, queue.as_str(), kinds, limit as u64, &lease, lease_expires_at)
+    claim_from(
+        conn,
+        queue.as_str(),
+        kinds,
+        limit as u64,
+        &lease,
+        lease_expires_at,
+    )
 }
 
 /// Moves the first `take` queued tasks of `queue` (priority, then FIFO) to running under

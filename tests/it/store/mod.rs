@@ -53,6 +53,16 @@ where
     case(database.url.clone()).await;
 }
 
+/// Runs `case` with the URL of a fresh database of `backend` that nothing migrated yet.
+pub async fn run_fresh<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let database = TestDatabase::fresh(backend).await;
+    case(database.url.clone()).await;
+}
+
 pub fn task(queue: &str, kind: &str, input: Value) -> NewTask {
     NewTask::new(
         QueueName::parse(queue).unwrap(),
@@ -85,7 +95,11 @@ pub async fn list(store: &Arc<dyn TaskStore>, filter: TaskFilter) -> Vec<Task> {
 }
 
 pub fn lease(task: &Task) -> String {
-    task.lease.as_ref().expect("a running task has a lease").token.clone()
+    task.lease
+        .as_ref()
+        .expect("a running task has a lease")
+        .token
+        .clone()
 }
 
 /// A task of its own queue, claimed.
@@ -158,6 +172,12 @@ mod cases {
         observer::the_event_log_follows_every_change,
         observer::a_finished_callback_gets_one_delivery,
     );
+}
+
+mod starting_together {
+    use super::*;
+
+    conformance!(run_fresh: shared::migrations_run_once_when_nodes_start_together);
 }
 
 mod several_nodes {

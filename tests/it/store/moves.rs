@@ -25,7 +25,10 @@ pub async fn cancel_in_every_state(store: Arc<dyn TaskStore>) {
     let CancelResult::Cancelled(cancelled) = store.cancel(scheduled.id).await.unwrap() else {
         panic!("a scheduled task is cancelled at once")
     };
-    assert_eq!((cancelled.state, cancelled.run_at), (TaskState::Cancelled, None));
+    assert_eq!(
+        (cancelled.state, cancelled.run_at),
+        (TaskState::Cancelled, None)
+    );
 
     let running = running(&store, "cr", 3).await;
     let CancelResult::Requested(requested) = store.cancel(running.id).await.unwrap() else {
@@ -56,15 +59,29 @@ pub async fn cancel_in_every_state(store: Arc<dyn TaskStore>) {
 pub async fn release_gives_the_attempt_back(store: Arc<dyn TaskStore>) {
     let task = running(&store, "rel", 3).await;
     assert!(store.release(task.id, "stale").await.unwrap().is_none());
-    let released = store.release(task.id, &lease(&task)).await.unwrap().unwrap();
+    let released = store
+        .release(task.id, &lease(&task))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((released.state, released.attempt), (TaskState::Queued, 0));
     assert!(released.lease.is_none());
     let again = only(store.claim(1, far()).await.unwrap());
     assert_eq!((again.id, again.attempt), (task.id, 1));
-    assert!(store.release(task.id, &lease(&task)).await.unwrap().is_none());
+    assert!(
+        store
+            .release(task.id, &lease(&task))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     store.cancel(again.id).await.unwrap();
-    let cancelled = store.release(again.id, &lease(&again)).await.unwrap().unwrap();
+    let cancelled = store
+        .release(again.id, &lease(&again))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cancelled.state, TaskState::Cancelled);
     assert!(cancelled.finished_at.is_some());
 }
@@ -85,11 +102,22 @@ pub async fn expired_leases_are_rescued_and_renewed_ones_are_not(store: Arc<dyn 
     let last = insert(&store, last).await;
     assert_eq!(store.claim(2, now - 1).await.unwrap().len(), 2);
     let alive = running(&store, "exp-c", 3).await;
-    assert_eq!(store.renew(vec![(alive.id, "stale".into())], far()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .renew(vec![(alive.id, "stale".into())], far())
+            .await
+            .unwrap(),
+        0
+    );
     let renewed_to = far() + 1_000;
-    let renewed = store.renew(vec![(alive.id, lease(&alive))], renewed_to).await;
+    let renewed = store
+        .renew(vec![(alive.id, lease(&alive))], renewed_to)
+        .await;
     assert_eq!(renewed.unwrap(), 1);
-    assert_eq!(get(&store, &alive).await.lease.unwrap().expires_at, renewed_to);
+    assert_eq!(
+        get(&store, &alive).await.lease.unwrap().expires_at,
+        renewed_to
+    );
 
     let mut rescued = store.rescue_expired(now).await.unwrap();
     rescued.sort_by_key(|t| t.id);
@@ -115,7 +143,10 @@ pub async fn due_tasks_are_promoted(store: Arc<dyn TaskStore>) {
         ..task("due", "echo", json!(1))
     };
     let scheduled = insert(&store, later).await;
-    assert_eq!((scheduled.state, scheduled.run_at), (TaskState::Scheduled, Some(at)));
+    assert_eq!(
+        (scheduled.state, scheduled.run_at),
+        (TaskState::Scheduled, Some(at))
+    );
     assert_eq!(store.next_due().await.unwrap(), Some(at));
     assert!(store.claim(10, far()).await.unwrap().is_empty());
     assert_eq!(store.promote_due(at - 1).await.unwrap(), 0);
@@ -152,5 +183,8 @@ pub async fn delete_and_purge_take_only_finished_tasks(store: Arc<dyn TaskStore>
     assert_eq!(store.purge_finished(cutoff, 2).await.unwrap(), 2);
     assert_eq!(store.purge_finished(cutoff, 10).await.unwrap(), 1);
     assert_eq!(store.purge_finished(cutoff, 10).await.unwrap(), 0);
-    assert!(store.get(waiting.id).await.unwrap().is_some(), "waiting stays");
+    assert!(
+        store.get(waiting.id).await.unwrap().is_some(),
+        "waiting stays"
+    );
 }

@@ -26,7 +26,9 @@ pub async fn the_event_log_follows_every_change(store: Arc<dyn TaskStore>) {
         .unwrap();
     let other = insert(&store, super::task("ev", "echo", json!(2))).await;
 
-    let only_task = EventFilter { task: Some(task.id) };
+    let only_task = EventFilter {
+        task: Some(task.id),
+    };
     let events = store.events_after(0, only_task.clone(), 100).await.unwrap();
     let seen: Vec<(TaskState, u32, bool)> = events
         .iter()
@@ -43,19 +45,41 @@ pub async fn the_event_log_follows_every_change(store: Arc<dyn TaskStore>) {
     );
     assert_eq!(events[2].progress, Some(report));
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(events.iter().all(|e| e.task_id == task.id && e.queue.as_str() == "ev"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.task_id == task.id && e.queue.as_str() == "ev")
+    );
 
-    let all = store.events_after(0, EventFilter::default(), 100).await.unwrap();
+    let all = store
+        .events_after(0, EventFilter::default(), 100)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 5);
     assert_eq!(all.last().unwrap().task_id, other.id);
     let (oldest, newest) = store.event_bounds().await.unwrap().unwrap();
     assert_eq!((oldest, newest), (all[0].seq, all[4].seq));
-    let after = store.events_after(all[1].seq, EventFilter::default(), 2).await.unwrap();
+    let after = store
+        .events_after(all[1].seq, EventFilter::default(), 2)
+        .await
+        .unwrap();
     assert_eq!(after, all[2..4]);
-    assert!(store.events_after(newest, EventFilter::default(), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .events_after(newest, EventFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     store.delete(task.id).await.unwrap();
-    assert!(store.events_after(0, only_task, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .events_after(0, only_task, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A task with a callback that ends gets exactly one delivery, pending until a try succeeds;
@@ -71,7 +95,10 @@ pub async fn a_finished_callback_gets_one_delivery(store: Arc<dyn TaskStore>) {
     };
     insert(&store, new).await;
     let claimed = only(store.claim(1, far()).await.unwrap());
-    assert!(store.deliveries_due(far(), 10).await.unwrap().is_empty(), "not yet");
+    assert!(
+        store.deliveries_due(far(), 10).await.unwrap().is_empty(),
+        "not yet"
+    );
     store
         .finish(claimed.id, &lease(&claimed), Outcome::Succeeded(json!(1)))
         .await
@@ -81,7 +108,10 @@ pub async fn a_finished_callback_gets_one_delivery(store: Arc<dyn TaskStore>) {
     assert_eq!(ended.callback, Some(callback.clone()));
 
     let delivery = only(store.deliveries_due(now_millis() + 1, 10).await.unwrap());
-    assert_eq!((delivery.url.as_str(), delivery.secret.as_deref()), (callback.url.as_str(), Some("s3cret")));
+    assert_eq!(
+        (delivery.url.as_str(), delivery.secret.as_deref()),
+        (callback.url.as_str(), Some("s3cret"))
+    );
     assert_eq!((delivery.task.id, delivery.attempts), (claimed.id, 0));
     assert_eq!(delivery.task.state, TaskState::Succeeded);
     let next_at = now_millis() + 60_000;
@@ -90,14 +120,32 @@ pub async fn a_finished_callback_gets_one_delivery(store: Arc<dyn TaskStore>) {
         error: "server error".into(),
         next_at,
     };
-    store.delivery_tried(delivery.id.clone(), retry).await.unwrap();
-    assert!(store.deliveries_due(next_at - 1, 10).await.unwrap().is_empty());
-    assert_eq!(get(&store, &claimed).await.callback_status.as_deref(), Some("pending"));
+    store
+        .delivery_tried(delivery.id.clone(), retry)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .deliveries_due(next_at - 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        get(&store, &claimed).await.callback_status.as_deref(),
+        Some("pending")
+    );
     let again = only(store.deliveries_due(next_at, 10).await.unwrap());
-    assert_eq!((again.id.as_str(), again.attempts), (delivery.id.as_str(), 1));
+    assert_eq!(
+        (again.id.as_str(), again.attempts),
+        (delivery.id.as_str(), 1)
+    );
     let delivered = DeliveryOutcome::Delivered { status: 204 };
     store.delivery_tried(again.id, delivered).await.unwrap();
-    assert_eq!(get(&store, &claimed).await.callback_status.as_deref(), Some("delivered"));
+    assert_eq!(
+        get(&store, &claimed).await.callback_status.as_deref(),
+        Some("delivered")
+    );
     assert!(store.deliveries_due(far(), 10).await.unwrap().is_empty());
     let counts = store.queue(queue("hooks")).await.unwrap().callbacks;
     assert_eq!((counts.pending, counts.delivered, counts.failed), (0, 1, 0));

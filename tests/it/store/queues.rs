@@ -40,7 +40,11 @@ pub async fn idempotency_replays_and_refuses(store: Arc<dyn TaskStore>) {
         limit: 100,
         ..TaskFilter::default()
     };
-    assert_eq!(list(&store, all).await.len(), 2, "nothing of the refused batch");
+    assert_eq!(
+        list(&store, all).await.len(),
+        2,
+        "nothing of the refused batch"
+    );
 
     let CancelResult::Cancelled(_) = store.cancel(first.task.id).await.unwrap() else {
         panic!("cancelled")
@@ -59,10 +63,19 @@ pub async fn admission_refuses_beyond_the_limit_all_or_nothing(store: Arc<dyn Ta
     let before: Vec<u64> = inserted.iter().map(|i| i.waiting_before).collect();
     assert_eq!(before, [0, 1, 2]);
     let full = store.insert(vec![task("adm", "echo", json!(3))], 3).await;
-    assert!(matches!(full, Err(StoreError::QueueFull { limit: 3, .. })), "{full:?}");
-    let mixed = vec![task("adm-other", "echo", json!(0)), task("adm", "echo", json!(4))];
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { limit: 3, .. })),
+        "{full:?}"
+    );
+    let mixed = vec![
+        task("adm-other", "echo", json!(0)),
+        task("adm", "echo", json!(4)),
+    ];
     assert!(store.insert(mixed, 3).await.is_err());
-    assert_eq!(store.queue(queue("adm-other")).await.unwrap().counts[&TaskState::Queued], 0);
+    assert_eq!(
+        store.queue(queue("adm-other")).await.unwrap().counts[&TaskState::Queued],
+        0
+    );
 
     let limit = QueuePatch {
         max_queued: Some(Some(5)),
@@ -73,11 +86,20 @@ pub async fn admission_refuses_beyond_the_limit_all_or_nothing(store: Arc<dyn Ta
         run_at: Some(far()),
         ..task("adm", "echo", json!(5))
     };
-    store.insert(vec![task("adm", "echo", json!(4)), delayed], 3).await.unwrap();
+    store
+        .insert(vec![task("adm", "echo", json!(4)), delayed], 3)
+        .await
+        .unwrap();
     let full = store.insert(vec![task("adm", "echo", json!(6))], 3).await;
-    assert!(matches!(full, Err(StoreError::QueueFull { limit: 5, .. })), "{full:?}");
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { limit: 5, .. })),
+        "{full:?}"
+    );
     assert_eq!(store.claim(1, far()).await.unwrap().len(), 1);
-    store.insert(vec![task("adm", "echo", json!(7))], 3).await.unwrap();
+    store
+        .insert(vec![task("adm", "echo", json!(7))], 3)
+        .await
+        .unwrap();
 }
 
 /// Settings change one at a time (`Some(None)` clears); a queue's counts cover every state;
@@ -95,7 +117,10 @@ pub async fn queue_settings_and_counts(store: Arc<dyn TaskStore>) {
         f(&mut patch);
         patch
     };
-    store.update_queue(queue("set"), patch(|p| p.paused = Some(true))).await.unwrap();
+    store
+        .update_queue(queue("set"), patch(|p| p.paused = Some(true)))
+        .await
+        .unwrap();
     let set = store
         .update_queue(queue("set"), patch(|p| p.concurrency = Some(Some(3))))
         .await
@@ -111,7 +136,10 @@ pub async fn queue_settings_and_counts(store: Arc<dyn TaskStore>) {
         .update_queue(queue("set"), patch(|p| p.concurrency = Some(None)))
         .await
         .unwrap();
-    assert_eq!((set.paused, set.concurrency, set.max_queued), (true, None, Some(9)));
+    assert_eq!(
+        (set.paused, set.concurrency, set.max_queued),
+        (true, None, Some(9))
+    );
 
     let callback = Callback {
         url: "http://127.0.0.1:9/hook".into(),
@@ -121,7 +149,10 @@ pub async fn queue_settings_and_counts(store: Arc<dyn TaskStore>) {
         callback: Some(Some(callback.clone())),
         ..QueuePatch::default()
     };
-    let set = store.update_queue(queue("set"), with_callback).await.unwrap();
+    let set = store
+        .update_queue(queue("set"), with_callback)
+        .await
+        .unwrap();
     assert_eq!(set.callback.as_ref(), Some(&callback));
     let inherits = insert(&store, task("set", "echo", json!(0))).await;
     assert_eq!(get(&store, &inherits).await.callback, Some(callback));
@@ -159,7 +190,13 @@ pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskSto
         remote: Some(true),
         ..QueuePatch::default()
     };
-    assert!(store.update_queue(queue("far"), remote).await.unwrap().remote);
+    assert!(
+        store
+            .update_queue(queue("far"), remote)
+            .await
+            .unwrap()
+            .remote
+    );
     insert(&store, task("far", "resize", json!(1))).await;
     insert(&store, task("far", "encode", json!(2))).await;
     assert!(store.claim(10, far()).await.unwrap().is_empty());
@@ -170,15 +207,28 @@ pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskSto
         ..QueuePatch::default()
     };
     store.update_queue(queue("far"), pause).await.unwrap();
-    let none = store.claim_queue(queue("far"), resize.clone(), 10, far()).await;
+    let none = store
+        .claim_queue(queue("far"), resize.clone(), 10, far())
+        .await;
     assert!(none.unwrap().is_empty(), "paused");
     let resume = QueuePatch {
         paused: Some(false),
         ..QueuePatch::default()
     };
     store.update_queue(queue("far"), resume).await.unwrap();
-    let leased = only(store.claim_queue(queue("far"), resize, 10, far()).await.unwrap());
-    assert_eq!((leased.kind.as_str(), leased.state), ("resize", TaskState::Running));
-    let rest = store.claim_queue(queue("far"), None, 10, far()).await.unwrap();
+    let leased = only(
+        store
+            .claim_queue(queue("far"), resize, 10, far())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (leased.kind.as_str(), leased.state),
+        ("resize", TaskState::Running)
+    );
+    let rest = store
+        .claim_queue(queue("far"), None, 10, far())
+        .await
+        .unwrap();
     assert_eq!(only(rest).kind.as_str(), "encode");
 }

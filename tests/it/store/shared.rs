@@ -19,6 +19,44 @@ async fn nodes(url: &str) -> Vec<Arc<dyn TaskStore>> {
     nodes
 }
 
+/// Several stores migrating one fresh database at once apply each migration exactly once.
+pub async fn migrations_run_once_when_nodes_start_together(url: String) {
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..NODES {
+        let url = url.clone();
+        starts.spawn(async move {
+            let store = taskd::store::open(&url).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        });
+    }
+    let mut nodes = Vec::new();
+    while let Some(joined) = starts.join_next().await {
+        nodes.push(joined.unwrap());
+    }
+    let versions: Vec<i64> = if url.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT version FROM taskd_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        let path = url.trim_start_matches("sqlite://");
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn
+            .prepare("SELECT version FROM taskd_migrations ORDER BY version")
+            .unwrap();
+        let rows = statement.query_map([], |row| row.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert!(versions.len() >= 2, "{versions:?}");
+    assert_eq!(versions, expected, "each once, in order");
+    let task = insert(&nodes[0], task("fresh", "echo", json!(1))).await;
+    assert!(nodes[2].get(task.id).await.unwrap().is_some());
+}
+
 /// Stores claiming and finishing at once each take a task at most once: every task runs
 /// exactly once.
 pub async fn claims_from_several_stores_never_overlap(url: String) {
@@ -26,7 +64,8 @@ pub async fn claims_from_several_stores_never_overlap(url: String) {
     let tasks: Vec<NewTask> = (0..300).map(|n| task("many", "echo", json!(n))).collect();
     nodes[0].insert(tasks, ROOMY).await.unwrap();
     let mut workers = tokio::task::JoinSet::new();
-    for node in nodes.iter().cloned() {
+    for node in &nodes {
+        let node = Arc::clone(node);
         workers.spawn(async move {
             let mut ran = Vec::new();
             loop {
@@ -58,9 +97,12 @@ pub async fn admission_holds_across_stores(url: String) {
     let nodes = nodes(&url).await;
     let mut submits = tokio::task::JoinSet::new();
     for round in 0..8 {
-        for node in nodes.iter().cloned() {
+        for node in &nodes {
+            let node = Arc::clone(node);
             submits.spawn(async move {
-                let batch = (0..5).map(|n| task("adm", "echo", json!([round, n]))).collect();
+                let batch = (0..5)
+                    .map(|n| task("adm", "echo", json!([round, n])))
+                    .collect();
                 match node.insert(batch, 50).await {
                     Ok(inserted) => inserted.len(),
                     Err(StoreError::QueueFull { .. }) => 0,
@@ -84,7 +126,8 @@ pub async fn one_idempotency_key_makes_one_task_across_stores(url: String) {
     let nodes = nodes(&url).await;
     let mut submits = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        for node in nodes.iter().cloned() {
+        for node in &nodes {
+            let node = Arc::clone(node);
             submits.spawn(async move {
                 let new = NewTask {
                     idempotency: Some(Idempotency {
@@ -119,7 +162,8 @@ pub async fn concurrency_holds_across_stores(url: String) {
     nodes[0].insert(tasks, ROOMY).await.unwrap();
     let mut claims = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        for node in nodes.iter().cloned() {
+        for node in &nodes {
+            let node = Arc::clone(node);
             claims.spawn(async move { node.claim(10, far()).await.unwrap().len() });
         }
     }

@@ -136,7 +136,11 @@ pub async fn paused_queues_wait_and_concurrency_caps_claims(store: Arc<dyn TaskS
     let done = &claimed[0];
     let outcome = Outcome::Succeeded(json!(1));
     store.finish(done.id, &lease(done), outcome).await.unwrap();
-    assert_eq!(store.claim(10, far()).await.unwrap().len(), 1, "a slot freed");
+    assert_eq!(
+        store.claim(10, far()).await.unwrap().len(),
+        1,
+        "a slot freed"
+    );
 }
 
 /// With work in two queues, a claim shares its slots between them.
@@ -160,7 +164,11 @@ pub async fn a_stale_lease_changes_nothing(store: Arc<dyn TaskStore>) {
     assert!(stale.is_none());
     assert_eq!(get(&store, &task).await, task, "unchanged");
     let ended = store
-        .finish(task.id, &lease(&task), Outcome::Succeeded(json!({"ok": true})))
+        .finish(
+            task.id,
+            &lease(&task),
+            Outcome::Succeeded(json!({"ok": true})),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -261,7 +269,11 @@ pub async fn nul_characters_round_trip(store: Arc<dyn TaskStore>) {
     let claimed = only(store.claim(1, far()).await.unwrap());
     let result = json!({"echo": "\u{0}"});
     let ended = store
-        .finish(claimed.id, &lease(&claimed), Outcome::Succeeded(result.clone()))
+        .finish(
+            claimed.id,
+            &lease(&claimed),
+            Outcome::Succeeded(result.clone()),
+        )
         .await
         .unwrap()
         .unwrap();
