@@ -357,6 +357,31 @@ pub trait TaskStore: Send + Sync + 'static {
     }
 }
 
+/// The fairness rule of every claim: shares `slots` between queues one at a time,
+/// round-robin from a random queue, each up to its `rooms` entry (waiting tasks, capped by
+/// its concurrency), so with work in several queues none gets more than its fair share.
+pub(crate) fn fair_shares(rooms: &[u64], slots: usize) -> Vec<u64> {
+    let mut shares = vec![0u64; rooms.len()];
+    if rooms.is_empty() {
+        return shares;
+    }
+    let start = fastrand::usize(..rooms.len());
+    let mut left = slots;
+    let mut progressed = true;
+    while left > 0 && progressed {
+        progressed = false;
+        for offset in 0..rooms.len() {
+            let i = (start + offset) % rooms.len();
+            if left > 0 && shares[i] < rooms[i] {
+                shares[i] += 1;
+                left -= 1;
+                progressed = true;
+            }
+        }
+    }
+    shares
+}
+
 /// Opens the store a database URL names (without migrating it).
 pub async fn open(url: &str) -> Result<Arc<dyn TaskStore>, StoreError> {
     if url.starts_with("sqlite:") {
@@ -368,4 +393,20 @@ pub async fn open(url: &str) -> Result<Arc<dyn TaskStore>, StoreError> {
         return Ok(Arc::new(store));
     }
     Err(StoreError::UnsupportedUrl(url.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_shares;
+
+    #[test]
+    fn slots_are_shared_fairly_and_within_room() {
+        let rooms = [100, 1, 100];
+        let shares = fair_shares(&rooms, 7);
+        assert_eq!(shares.iter().sum::<u64>(), 7);
+        assert_eq!(shares[1], 1);
+        assert!(shares[0].abs_diff(shares[2]) <= 1, "{shares:?}");
+        assert_eq!(fair_shares(&rooms, 1000), vec![100, 1, 100]);
+        assert!(fair_shares(&[], 5).is_empty());
+    }
 }

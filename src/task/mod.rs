@@ -65,6 +65,50 @@ impl NewTask {
     }
 }
 
+impl NewTask {
+    /// The task this submission becomes when stored at `now`: `scheduled` if its time is
+    /// still to come, else `queued`; `default_callback` (its queue's) if it brings none.
+    /// Also returns the digest of its idempotent request, which is stored but never served.
+    pub fn into_task(
+        self,
+        now: Millis,
+        default_callback: Option<Callback>,
+    ) -> (Task, Option<String>) {
+        let run_at = self.run_at.filter(|at| *at > now);
+        let task = Task {
+            id: TaskId::new(),
+            state: if run_at.is_some() {
+                TaskState::Scheduled
+            } else {
+                TaskState::Queued
+            },
+            queue: self.queue,
+            kind: self.kind,
+            input: self.input,
+            priority: self.priority,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            timeout_ms: self.timeout_ms,
+            run_at,
+            labels: self.labels,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            errors: Vec::new(),
+            progress: None,
+            callback: self.callback.or(default_callback),
+            callback_status: None,
+            idempotency_key: self.idempotency.as_ref().map(|i| i.key.clone()),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            lease: None,
+        };
+        (task, self.idempotency.map(|i| i.request_hash))
+    }
+}
+
 /// How many attempts a task gets when the submit does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 

@@ -12,7 +12,7 @@ use sqlx::{Acquire, PgConnection, Row};
 use uuid::Uuid;
 
 use super::rows::{COLUMNS, fetch_tasks};
-use crate::store::StoreError;
+use crate::store::{StoreError, fair_shares};
 use crate::task::{Kind, Millis, QueueName, Task, now_millis};
 
 /// The first key of the advisory locks that guard one queue's concurrency ("cnc").
@@ -80,31 +80,6 @@ async fn running_now(conn: &mut PgConnection, queue: &str) -> Result<i64, StoreE
     .bind(queue)
     .fetch_one(conn)
     .await?)
-}
-
-/// Shares `slots` between queues one at a time, round-robin from a random queue, each up to
-/// its room: with work in several queues, none gets more than its fair share of a claim.
-/// (The same rule as the SQLite store's.)
-fn share(rooms: &[u64], slots: usize) -> Vec<u64> {
-    let mut shares = vec![0u64; rooms.len()];
-    if rooms.is_empty() {
-        return shares;
-    }
-    let start = fastrand::usize(..rooms.len());
-    let mut left = slots;
-    let mut progressed = true;
-    while left > 0 && progressed {
-        progressed = false;
-        for offset in 0..rooms.len() {
-            let i = (start + offset) % rooms.len();
-            if left > 0 && shares[i] < rooms[i] {
-                shares[i] += 1;
-                left -= 1;
-                progressed = true;
-            }
-        }
-    }
-    shares
 }
 
 /// Moves the first `take` queued tasks of `queue` (of these kinds, if given; priority, then
@@ -220,7 +195,7 @@ async fn claim_shares(
         }
     }
     let rooms: Vec<u64> = candidates.iter().map(Candidate::room).collect();
-    let shares = share(&rooms, limit);
+    let shares = fair_shares(&rooms, limit);
     let lease = Uuid::new_v4().to_string();
     let mut claimed = Vec::new();
     for (candidate, take) in candidates.iter().zip(shares) {
@@ -231,33 +206,4 @@ async fn claim_shares(
     }
     in_claim_order(&mut claimed);
     Ok(claimed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_shared_fairly_and_within_room() {
-        let rooms = [100, 1, 100];
-        let shares = share(&rooms, 7);
-        assert_eq!(shares.iter().sum::<u64>(), 7);
-        assert_eq!(shares[1], 1);
-        assert!(shares[0].abs_diff(shares[2]) <= 1, "{shares:?}");
-        assert_eq!(share(&rooms, 1000), vec![100, 1, 100]);
-        assert!(share(&[], 5).is_empty());
-    }
-
-    #[test]
-    fn room_is_capped_by_concurrency() {
-        let candidate = |running, concurrency| Candidate {
-            queue: "q".into(),
-            waiting: 10,
-            running,
-            concurrency,
-        };
-        assert_eq!(candidate(0, None).room(), 10);
-        assert_eq!(candidate(2, Some(3)).room(), 1);
-        assert_eq!(candidate(5, Some(3)).room(), 0);
-    }
 }

@@ -18,7 +18,7 @@ use sqlx::{Acquire, PgConnection};
 use super::admission::{Keyed, admit, by_keys, queue_callbacks};
 use super::rows::to_json;
 use crate::store::{Inserted, StoreError};
-use crate::task::{Callback, NewTask, QueueName, Task, TaskId, TaskState, now_millis};
+use crate::task::{Callback, NewTask, QueueName, Task, now_millis};
 
 /// How often a transaction starts over after losing an idempotency race.
 const RACES: usize = 3;
@@ -131,7 +131,8 @@ fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
         }
         let waiting_before = *waiting;
         *waiting += 1;
-        let (task, hash) = new_task(new.clone(), planning.now, &planning.callbacks);
+        let default_callback = planning.callbacks.get(new.queue.as_str()).cloned();
+        let (task, hash) = new.clone().into_task(planning.now, default_callback);
         if let Some(hash) = &hash {
             keys.insert(
                 task.idempotency_key.clone().unwrap_or_default(),
@@ -148,49 +149,6 @@ fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
     planning.room = room;
     planning.keys.extend(keys);
     Ok(planned)
-}
-
-/// `new` as stored: `callbacks` holds the default callback of each queue that has one.
-fn new_task(
-    new: NewTask,
-    now: i64,
-    callbacks: &HashMap<String, Callback>,
-) -> (Task, Option<String>) {
-    let callback = new
-        .callback
-        .or_else(|| callbacks.get(new.queue.as_str()).cloned());
-    let run_at = new.run_at.filter(|at| *at > now);
-    let task = Task {
-        id: TaskId::new(),
-        state: if run_at.is_some() {
-            TaskState::Scheduled
-        } else {
-            TaskState::Queued
-        },
-        queue: new.queue,
-        kind: new.kind,
-        input: new.input,
-        priority: new.priority,
-        attempt: 0,
-        max_attempts: new.max_attempts,
-        backoff: new.backoff,
-        timeout_ms: new.timeout_ms,
-        run_at,
-        labels: new.labels,
-        cancel_requested: false,
-        result: None,
-        error: None,
-        errors: Vec::new(),
-        progress: None,
-        callback,
-        callback_status: None,
-        idempotency_key: new.idempotency.as_ref().map(|i| i.key.clone()),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        lease: None,
-    };
-    (task, new.idempotency.map(|i| i.request_hash))
 }
 
 /// Inserts the rows in one statement; returns how many were inserted (fewer: a key was
@@ -248,6 +206,7 @@ async fn insert_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::TaskState;
     use crate::task::{Idempotency, Kind};
 
     fn planning(waiting: u64, limit: Option<u64>) -> Planning {

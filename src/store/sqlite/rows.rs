@@ -7,10 +7,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::store::{CancelResult, Changed, Inserted, StoreError, TaskFilter};
+use crate::store::{CancelResult, Changed, Inserted, StoreError, TaskFilter, fair_shares};
 use crate::task::{
     AttemptEnd, Backoff, Callback, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId,
-    TaskState, end_attempt, lose_attempt, now_millis,
+    end_attempt, lose_attempt, now_millis,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -178,39 +178,7 @@ pub fn task_insert(
             limit,
         });
     }
-    let now = now_millis();
-    let run_at = new.run_at.filter(|at| *at > now);
-    let callback = new.callback.or(queue_callback);
-    let task = Task {
-        id: TaskId::new(),
-        state: if run_at.is_some() {
-            TaskState::Scheduled
-        } else {
-            TaskState::Queued
-        },
-        queue: new.queue,
-        kind: new.kind,
-        input: new.input,
-        priority: new.priority,
-        attempt: 0,
-        max_attempts: new.max_attempts,
-        backoff: new.backoff,
-        timeout_ms: new.timeout_ms,
-        run_at,
-        labels: new.labels,
-        cancel_requested: false,
-        result: None,
-        error: None,
-        errors: Vec::new(),
-        progress: None,
-        callback,
-        callback_status: None,
-        idempotency_key: new.idempotency.as_ref().map(|i| i.key.clone()),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        lease: None,
-    };
+    let (task, request_hash) = new.into_task(now_millis(), queue_callback);
     conn.prepare_cached(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
@@ -231,7 +199,7 @@ pub fn task_insert(
         task.run_at,
         to_json(&task.labels),
         task.idempotency_key,
-        new.idempotency.map(|i| i.request_hash),
+        request_hash,
         task.created_at,
         task.callback.as_ref().map(|c| c.url.as_str()),
         task.callback.as_ref().and_then(|c| c.secret.as_deref()),
@@ -324,37 +292,14 @@ fn claim_candidates(conn: &Connection) -> Result<Vec<Candidate>, StoreError> {
         .collect())
 }
 
-/// Shares `slots` between queues one at a time, round-robin from a random queue, each up to
-/// its room: with work in several queues, none gets more than its fair share of a claim.
-fn share(candidates: &[Candidate], slots: usize) -> Vec<u64> {
-    let mut shares = vec![0u64; candidates.len()];
-    if candidates.is_empty() {
-        return shares;
-    }
-    let start = fastrand::usize(..candidates.len());
-    let mut left = slots;
-    let mut progressed = true;
-    while left > 0 && progressed {
-        progressed = false;
-        for offset in 0..candidates.len() {
-            let i = (start + offset) % candidates.len();
-            if left > 0 && shares[i] < candidates[i].room {
-                shares[i] += 1;
-                left -= 1;
-                progressed = true;
-            }
-        }
-    }
-    shares
-}
-
 pub fn task_claim(
     conn: &Connection,
     limit: usize,
     lease_expires_at: Millis,
 ) -> Result<Vec<Task>, StoreError> {
     let candidates = claim_candidates(conn)?;
-    let shares = share(&candidates, limit);
+    let rooms: Vec<u64> = candidates.iter().map(|c| c.room).collect();
+    let shares = fair_shares(&rooms, limit);
     let lease = Uuid::new_v4().to_string();
     let mut claimed = Vec::new();
     for (candidate, take) in candidates.iter().zip(shares) {
@@ -631,27 +576,4 @@ pub fn task_purge_finished(
         )?
         .execute(params![before, limit as i64])?;
     Ok(deleted as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn candidate(queue: &str, room: u64) -> Candidate {
-        Candidate {
-            queue: queue.to_owned(),
-            room,
-        }
-    }
-
-    #[test]
-    fn slots_are_shared_fairly_and_within_room() {
-        let candidates = [candidate("a", 100), candidate("b", 1), candidate("c", 100)];
-        let shares = share(&candidates, 7);
-        assert_eq!(shares.iter().sum::<u64>(), 7);
-        assert_eq!(shares[1], 1);
-        assert!(shares[0].abs_diff(shares[2]) <= 1, "{shares:?}");
-        assert_eq!(share(&candidates, 1000), vec![100, 1, 100]);
-        assert!(share(&[], 5).is_empty());
-    }
 }
