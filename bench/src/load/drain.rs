@@ -18,6 +18,7 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::client::{Conn, Error};
+use crate::proc::ThreadTimes;
 use crate::queue;
 
 const FINE_POLL: Duration = Duration::from_millis(5);
@@ -28,9 +29,12 @@ pub struct Args {
     pub tasks: usize,
     /// Batches in flight while filling.
     pub concurrency: usize,
+    /// The server's process id, to report how busy its threads were.
+    pub pid: Option<u32>,
 }
 
-/// Prints `RESULT tasks=… fill_s=… fill_per_s=… drain_s=… drain_per_s=…`.
+/// Prints `RESULT tasks=… fill_s=… fill_per_s=… drain_s=… drain_per_s=…` (and the threads'
+/// CPU use, given the server's pid).
 pub async fn run(args: Args) -> Result<(), Error> {
     let mut conn = Conn::open(args.addr).await?;
     queue::set_paused(&mut conn, &args.queue, true).await?;
@@ -47,6 +51,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         args.tasks, filled.seconds
     );
 
+    let threads = args.pid.map(ThreadTimes::read);
     let started = Instant::now();
     queue::set_paused(&mut conn, &args.queue, false).await?;
     let path = format!("/v1/tasks/{last}?wait=60");
@@ -65,6 +70,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         tokio::time::sleep(FINE_POLL).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let threads = match (args.pid, threads) {
+        (Some(pid), Some(before)) => {
+            format!(" {}", ThreadTimes::read(pid).fields_since(&before, seconds))
+        }
+        _ => String::new(),
+    };
 
     let after = queue::counts(&mut conn, &args.queue).await?;
     let done = after.succeeded - before.succeeded;
@@ -76,7 +87,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         .into());
     }
     println!(
-        "RESULT tasks={} fill_s={:.3} fill_per_s={:.0} drain_s={:.3} drain_per_s={:.0}",
+        "RESULT tasks={} fill_s={:.3} fill_per_s={:.0} drain_s={:.3} drain_per_s={:.0}{threads}",
         args.tasks,
         filled.seconds,
         args.tasks as f64 / filled.seconds,

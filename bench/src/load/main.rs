@@ -6,7 +6,8 @@
 //! - `client`: one HTTP/1.1 connection (hyper, no pool) and the wall clock.
 //! - `queue`: pause/resume a queue, read its counts, fill it with batches.
 //! - `drain`, `e2e`, `wakeup`: the scenarios.
-//! - `proc`: the server's RSS and CPU time from `/proc`; the `rss` sampler.
+//! - `proc`: the server's RSS and its threads' CPU time from `/proc`; the `rss` and
+//!   `threads` samplers.
 //! - `stats`: exact percentiles of the latencies.
 
 mod client;
@@ -43,6 +44,9 @@ enum Scenario {
         /// Batch requests in flight while filling.
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// The server's process id: report how busy its threads were during the drain.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Fill a paused queue with echo tasks and leave them there.
     Fill {
@@ -92,6 +96,14 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000)]
         streams: usize,
     },
+    /// How busy a process's threads are over a while: on a CPU, waiting for one.
+    Threads {
+        #[arg(long)]
+        pid: u32,
+        /// Seconds to watch.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
     /// Sample a process's RSS every second.
     Rss {
         #[arg(long)]
@@ -113,12 +125,14 @@ async fn main() -> ExitCode {
             queue,
             tasks,
             concurrency,
+            pid,
         } => {
             let args = drain::Args {
                 addr,
                 queue,
                 tasks,
                 concurrency,
+                pid,
             };
             drain::run(args).await
         }
@@ -163,6 +177,9 @@ async fn main() -> ExitCode {
                 streams,
             };
             wakeup::run(args).await
+        }
+        Scenario::Threads { pid, duration } => {
+            proc::threads(pid, Duration::from_secs_f64(duration)).await
         }
         Scenario::Rss {
             pid,

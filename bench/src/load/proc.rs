@@ -75,3 +75,68 @@ pub async fn sample(
     );
     Ok(())
 }
+
+/// CPU time of a process's threads, grouped: the SQLite writer thread, the tokio threads
+/// (async workers and blocking-pool readers share the name), and the rest.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadTimes {
+    /// Nanoseconds on a CPU and waiting in a runqueue for one, per group.
+    writer: (u64, u64),
+    tokio: (u64, u64),
+    other: (u64, u64),
+}
+
+impl ThreadTimes {
+    /// Reads `/proc/PID/task/*/schedstat` (on-CPU ns, runqueue ns, timeslices).
+    pub fn read(pid: u32) -> ThreadTimes {
+        let mut times = ThreadTimes::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return times;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            let mut fields = stat
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().unwrap_or(0));
+            let (on_cpu, waiting) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+            let group = match comm.trim() {
+                "taskd-sqlite-wr" => &mut times.writer,
+                "tokio-rt-worker" => &mut times.tokio,
+                _ => &mut times.other,
+            };
+            group.0 += on_cpu;
+            group.1 += waiting;
+        }
+        times
+    }
+
+    /// `writer_cpu=… writer_wait=… tokio_cpu=… tokio_wait=… other_cpu=…`: percent of one core
+    /// spent since `earlier`, over `seconds`, on a CPU and waiting for one (a thread that
+    /// waits for a CPU a lot shares the machine with something else: the load generator, or
+    /// other work on it).
+    pub fn fields_since(&self, earlier: &ThreadTimes, seconds: f64) -> String {
+        let pct = |now: u64, then: u64| now.saturating_sub(then) as f64 / 1e7 / seconds;
+        format!(
+            "writer_cpu={:.0} writer_wait={:.0} tokio_cpu={:.0} tokio_wait={:.0} other_cpu={:.0}",
+            pct(self.writer.0, earlier.writer.0),
+            pct(self.writer.1, earlier.writer.1),
+            pct(self.tokio.0, earlier.tokio.0),
+            pct(self.tokio.1, earlier.tokio.1),
+            pct(self.other.0, earlier.other.0),
+        )
+    }
+}
+
+/// Prints `RESULT writer_cpu=… …` for `pid`'s threads over the next `duration`.
+pub async fn threads(pid: u32, duration: Duration) -> Result<(), Error> {
+    let before = ThreadTimes::read(pid);
+    tokio::time::sleep(duration).await;
+    let after = ThreadTimes::read(pid);
+    println!(
+        "RESULT {}",
+        after.fields_since(&before, duration.as_secs_f64())
+    );
+    Ok(())
+}

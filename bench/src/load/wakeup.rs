@@ -63,11 +63,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
             // Connected: the request goes out next, without waiting for anything.
             let _ = live.send(());
             let path = format!("/v1/tasks/{id}?wait=60");
-            let (status, body) = conn.call(Method::GET, &path, &[], None).await?;
+            let response = conn.send(Method::GET, &path, &[], None).await?;
+            // The head and the small body come in one read: the head's arrival is the answer.
             let answered = now_us();
-            if status != StatusCode::OK {
-                return Err(format!("long-poll {id}: {status}").into());
+            if response.status() != StatusCode::OK {
+                return Err(format!("long-poll {id}: {}", response.status()).into());
             }
+            let body = response.into_body().collect().await?.to_bytes();
             let task: Value = serde_json::from_slice(&body)?;
             let finished = task["finished_at"].as_str().and_then(rfc3339_us);
             let _ = answers.send((id, answered, finished));
@@ -94,6 +96,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 let Ok(data) = frame?.into_data() else {
                     continue;
                 };
+                let received = now_us();
                 buffer.extend_from_slice(&data);
                 while let Some(event) = next_event(&mut buffer) {
                     if first {
@@ -101,7 +104,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
                         let _ = live.send(());
                     }
                     if is_terminal(&event) {
-                        let _ = answers.send((id, now_us(), None));
+                        let _ = answers.send((id, received, None));
                         return Ok(());
                     }
                 }

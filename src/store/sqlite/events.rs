@@ -58,7 +58,11 @@ pub fn events_after(
 
 pub fn event_bounds(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
     let bounds: (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT MIN(seq), MAX(seq) FROM task_events")?
+        // Two subqueries: SQLite answers a lone MIN or MAX from the key's b-tree in one step,
+        // but both in one SELECT scan the whole table.
+        .prepare_cached(
+            "SELECT (SELECT MIN(seq) FROM task_events), (SELECT MAX(seq) FROM task_events)",
+        )?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(bounds.0.zip(bounds.1))
 }

@@ -248,12 +248,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Vec<Option<Task>>, StoreError> {
         // One job: one savepoint and one trip to the writer for the whole batch.
         self.writer
-            .run(move |conn| {
-                attempts
-                    .into_iter()
-                    .map(|a| rows::task_finish(conn, a.id, &a.lease, a.outcome, a.ended_at))
-                    .collect()
-            })
+            .run(move |conn| rows::task_finish_many(conn, attempts))
             .await
     }
 

@@ -7,7 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::store::{CancelResult, Changed, Inserted, StoreError, TaskFilter, fair_shares};
+use std::collections::HashMap;
+
+use crate::store::{
+    CancelResult, Changed, EndedAttempt, Inserted, StoreError, TaskFilter, fair_shares,
+};
 use crate::task::{
     AttemptEnd, Backoff, Callback, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId,
     end_attempt, lose_attempt, now_millis,
@@ -423,6 +427,71 @@ pub fn task_finish(
     };
     let end = end_attempt(&task, outcome, ended_at, fastrand::f64());
     write_end(conn, id, lease, end)
+}
+
+/// Ends many running attempts in two statements, one read and one write, however many
+/// there are. Statement by statement, each attempt cost two statements and a statement
+/// journal each, which profiles showed to be most of a drain's time.
+pub fn task_finish_many(
+    conn: &Connection,
+    attempts: Vec<EndedAttempt>,
+) -> Result<Vec<Option<Task>>, StoreError> {
+    let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
+    let ids: Vec<String> = order.iter().map(TaskId::to_string).collect();
+    let running: HashMap<TaskId, Task> = query_tasks(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'running'"
+        ),
+        [to_json(&ids)],
+    )?
+    .into_iter()
+    .map(|task| (task.id, task))
+    .collect();
+    // Each end as a JSON object; the UPDATE reads them back with `->>`. In both statements
+    // `+state` keeps SQLite from walking the state index and probing the list for every
+    // running task: the list leads, the primary key finds each row.
+    let mut ends = Vec::with_capacity(attempts.len());
+    for attempt in attempts {
+        let Some(task) = running.get(&attempt.id) else {
+            continue;
+        };
+        if task.lease.as_ref().map(|l| l.token.as_str()) != Some(attempt.lease.as_str()) {
+            continue;
+        }
+        let end = end_attempt(task, attempt.outcome, attempt.ended_at, fastrand::f64());
+        ends.push(serde_json::json!({
+            "id": attempt.id.to_string(),
+            "lease": attempt.lease,
+            "state": end.state.as_str(),
+            "result": end.result.map(|r| r.to_string()),
+            "error": end.error.map(|e| to_json(&e)),
+            "errors": to_json(&end.errors),
+            "run_at": end.run_at,
+            "finished_at": end.finished_at,
+        }));
+    }
+    let mut ended: HashMap<TaskId, Task> = query_tasks(
+        conn,
+        &format!(
+            "UPDATE tasks SET state = e.state, result = e.result, error = e.error, \
+                 errors = e.errors, run_at = e.run_at, finished_at = e.finished_at, \
+                 lease = NULL, lease_expires_at = NULL \
+             FROM (SELECT value ->> 'id' AS end_id, value ->> 'lease' AS end_lease, \
+                          value ->> 'state' AS state, value ->> 'result' AS result, \
+                          value ->> 'error' AS error, value ->> 'errors' AS errors, \
+                          value ->> 'run_at' AS run_at, value ->> 'finished_at' AS finished_at \
+                   FROM json_each(?1)) AS e \
+             WHERE tasks.id = e.end_id AND +tasks.state = 'running' AND tasks.lease = e.end_lease \
+             RETURNING {COLUMNS}"
+        ),
+        [serde_json::Value::Array(ends).to_string()],
+    )?
+    .into_iter()
+    .map(|task| (task.id, task))
+    .collect();
+    Ok(order.iter().map(|id| ended.remove(id)).collect())
 }
 
 pub fn task_renew(

@@ -158,6 +158,7 @@ mod cases {
         tasks::paused_queues_wait_and_concurrency_caps_claims,
         tasks::claims_share_slots_between_queues,
         tasks::a_stale_lease_changes_nothing,
+        tasks::a_batch_of_ends_is_decided_one_by_one,
         tasks::a_failed_attempt_backs_off_then_fails_then_retries,
         tasks::nul_characters_round_trip,
         moves::cancel_in_every_state,

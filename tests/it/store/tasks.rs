@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use taskd::store::{Changed, TaskFilter};
+use taskd::store::{CancelResult, Changed, EndedAttempt, TaskFilter};
 use taskd::task::{Backoff, TaskError, TaskId, TaskState};
 
 use super::*;
@@ -181,6 +181,59 @@ pub async fn a_stale_lease_changes_nothing(store: Arc<dyn TaskStore>) {
         .unwrap();
     assert!(again.is_none(), "a second end under the same lease");
     assert_eq!(get(&store, &task).await, ended);
+}
+
+/// One batch of ends: answers come back in the order asked, each decided on its own (a
+/// success, a retry, a cancel requested while running, a stale lease that changes nothing).
+pub async fn a_batch_of_ends_is_decided_one_by_one(store: Arc<dyn TaskStore>) {
+    let ok = running(&store, "batch-ok", 3).await;
+    let retried = running(&store, "batch-retry", 3).await;
+    let stale = running(&store, "batch-stale", 3).await;
+    let cancelled = running(&store, "batch-cancel", 3).await;
+    assert!(matches!(
+        store.cancel(cancelled.id).await.unwrap(),
+        CancelResult::Requested(_)
+    ));
+    let ended_at = taskd::task::now_millis();
+    let end = |task: &Task, lease: String, outcome: Outcome| EndedAttempt {
+        id: task.id,
+        lease,
+        outcome,
+        ended_at,
+    };
+    let ended = store
+        .finish_many(vec![
+            end(&stale, "not-the-lease".into(), Outcome::Succeeded(json!(0))),
+            end(&ok, lease(&ok), Outcome::Succeeded(json!({"n": 1}))),
+            end(&retried, lease(&retried), failure("once")),
+            end(&cancelled, lease(&cancelled), Outcome::Succeeded(json!(2))),
+        ])
+        .await
+        .unwrap();
+    let states: Vec<Option<TaskState>> =
+        ended.iter().map(|t| t.as_ref().map(|t| t.state)).collect();
+    assert_eq!(
+        states,
+        [
+            None,
+            Some(TaskState::Succeeded),
+            Some(TaskState::Scheduled),
+            Some(TaskState::Cancelled)
+        ]
+    );
+    let ok_ended = ended[1].clone().unwrap();
+    assert_eq!(ok_ended.result, Some(json!({"n": 1})));
+    assert_eq!(ok_ended.finished_at, Some(ended_at));
+    assert_eq!(get(&store, &ok).await, ok_ended);
+    let retry = ended[2].clone().unwrap();
+    assert_eq!(retry.errors.len(), 1);
+    assert!(retry.run_at.is_some_and(|at| at > ended_at) && retry.finished_at.is_none());
+    assert_eq!(
+        get(&store, &stale).await,
+        stale,
+        "a stale lease changes nothing"
+    );
+    assert!(store.finish_many(Vec::new()).await.unwrap().is_empty());
 }
 
 fn failure(message: &str) -> Outcome {
