@@ -48,7 +48,7 @@
 //!   `handlers/context.rs` (a bounded pool for CPU-bound work).
 //! - Worker model: `engine/pool.rs` — queue (the store), dispatcher, workers.
 //! - Future and promise: `engine/waiters.rs` — the task is the future, `?wait=` resolves it.
-//! - Backpressure: `store/sqlite/rows.rs` (`task_insert` refuses beyond `--max-queued`, 429)
+//! - Backpressure: `store/sqlite/inserts.rs` (`decide` refuses beyond `--max-queued`, 429)
 //!   and `store/sqlite/writer.rs` (a bounded write queue).
 
 pub mod api;

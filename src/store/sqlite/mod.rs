@@ -5,6 +5,7 @@
 //! database has a single connection, so there the writer serves reads too.
 
 mod events;
+mod inserts;
 mod queues;
 mod rows;
 mod writer;
@@ -44,6 +45,8 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     writer: Writer,
+    /// Insert calls waiting to be combined into the writer's next job.
+    inserts: inserts::Inserts,
     /// `None` for an in-memory database, whose one connection is the writer's.
     readers: Option<Arc<ReaderPool>>,
 }
@@ -129,7 +132,11 @@ impl SqliteStore {
             }
         };
         let writer = Writer::spawn(conn).map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            inserts: inserts::Inserts::default(),
+            readers,
+        })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -205,14 +212,8 @@ impl TaskStore for SqliteStore {
         tasks: Vec<NewTask>,
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
-        // One job, one savepoint: a refused task rolls the whole batch back.
-        self.writer
-            .run(move |conn| {
-                tasks
-                    .into_iter()
-                    .map(|task| rows::task_insert(conn, task, default_max_queued))
-                    .collect()
-            })
+        self.inserts
+            .insert(&self.writer, tasks, default_max_queued)
             .await
     }
 

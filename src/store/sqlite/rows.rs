@@ -9,11 +9,9 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use crate::store::{
-    CancelResult, Changed, EndedAttempt, Inserted, StoreError, TaskFilter, fair_shares,
-};
+use crate::store::{CancelResult, Changed, EndedAttempt, StoreError, TaskFilter, fair_shares};
 use crate::task::{
-    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, NewTask, Outcome, QueueName, Task, TaskId,
+    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Outcome, QueueName, Task, TaskId,
     end_attempt, lose_attempt, now_millis,
 };
 
@@ -117,13 +115,13 @@ fn to_json(value: &impl serde::Serialize) -> String {
 
 /// What admitting a task to `queue` needs to know, in one read: how many tasks wait there
 /// (queued or scheduled), how many may, and the queue's default callback.
-struct Admission {
-    waiting: u64,
-    limit: u64,
-    callback: Option<Callback>,
+pub struct Admission {
+    pub waiting: u64,
+    pub limit: u64,
+    pub callback: Option<Callback>,
 }
 
-fn admission(
+pub fn admission(
     conn: &Connection,
     queue: &QueueName,
     default_max: u64,
@@ -145,74 +143,38 @@ fn admission(
     })
 }
 
-pub fn task_insert(
-    conn: &Connection,
-    new: NewTask,
-    default_max_queued: u64,
-) -> Result<Inserted, StoreError> {
-    if let Some(idempotency) = &new.idempotency {
-        let first = query_task(
-            conn,
-            &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
-            [&idempotency.key],
-        )?;
-        if let Some(first) = first {
-            let hash: String = conn
-                .prepare_cached("SELECT request_hash FROM tasks WHERE id = ?1")?
-                .query_row([first.id.to_string()], |row| row.get(0))?;
-            return if hash == idempotency.request_hash {
-                Ok(Inserted {
-                    task: first,
-                    replayed: true,
-                    waiting_before: 0,
-                })
-            } else {
-                Err(StoreError::IdempotencyConflict(idempotency.key.clone()))
-            };
-        }
-    }
-    let Admission {
-        waiting,
-        limit,
-        callback: queue_callback,
-    } = admission(conn, &new.queue, default_max_queued)?;
-    if waiting >= limit {
-        return Err(StoreError::QueueFull {
-            queue: new.queue,
-            limit,
-        });
-    }
-    let (task, request_hash) = new.into_task(now_millis(), queue_callback);
+/// The task that first used an idempotency key, and the digest of its request.
+pub fn task_by_key(conn: &Connection, key: &str) -> Result<Option<(Task, String)>, StoreError> {
+    let first = query_task(
+        conn,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
+        [key],
+    )?;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let hash: String = conn
+        .prepare_cached("SELECT request_hash FROM tasks WHERE id = ?1")?
+        .query_row([first.id.to_string()], |row| row.get(0))?;
+    Ok(Some((first, hash)))
+}
+
+/// Writes new tasks given as a JSON array of rows (see `inserts::row`), in one statement.
+pub fn task_insert_rows(conn: &Connection, rows: serde_json::Value) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
              request_hash, created_at, callback_url, callback_secret) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         SELECT value ->> 'id', value ->> 'queue', value ->> 'kind', value ->> 'input', \
+                value ->> 'state', value ->> 'priority', value ->> 'max_attempts', \
+                value ->> 'backoff_base_ms', value ->> 'backoff_cap_ms', \
+                value ->> 'timeout_ms', value ->> 'run_at', value ->> 'labels', \
+                value ->> 'idempotency_key', value ->> 'request_hash', \
+                value ->> 'created_at', value ->> 'callback_url', value ->> 'callback_secret' \
+         FROM json_each(?1)",
     )?
-    .execute(params![
-        task.id.to_string(),
-        task.queue.as_str(),
-        task.kind.as_str(),
-        task.input.to_string(),
-        task.state.as_str(),
-        task.priority,
-        task.max_attempts,
-        task.backoff.base_ms as i64,
-        task.backoff.cap_ms as i64,
-        task.timeout_ms.map(|ms| ms as i64),
-        task.run_at,
-        to_json(&task.labels),
-        task.idempotency_key,
-        request_hash,
-        task.created_at,
-        task.callback.as_ref().map(|c| c.url.as_str()),
-        task.callback.as_ref().and_then(|c| c.secret.as_deref()),
-    ])?;
-    Ok(Inserted {
-        task,
-        replayed: false,
-        waiting_before: waiting,
-    })
+    .execute([rows.to_string()])?;
+    Ok(())
 }
 
 pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {

@@ -21,8 +21,9 @@ const MAX_BATCH: usize = 1024;
 const QUEUE_CAPACITY: usize = 4096;
 
 /// Runs a job's SQL; returns what to tell the caller once the batch committed (or not).
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
-type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+pub type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// Answers a job's callers, given the commit's error if it failed.
+pub type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// A handle on the writer thread. Cloning shares the thread; it exits when the last handle
 /// (the last `Sender`) is dropped and the queue is drained.
@@ -67,8 +68,15 @@ impl Writer {
                 let _ = answer.send(outcome);
             })
         });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.send(job).await?;
         answered.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a job that answers its callers itself, with no savepoint around it: for a job
+    /// that is refused before it writes or writes with one statement (which SQLite undoes
+    /// on its own when it fails).
+    pub async fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)
     }
 }
 
