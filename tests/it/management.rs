@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{expect_problem, spawn_app, spawn_app_with, wait_for};
+use crate::helpers::{expect_problem, patch_queue, spawn_app, spawn_app_with, wait_for};
 
 /// A failed task can be retried: attempts reset, history kept; other states are 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +136,42 @@ async fn batches_are_all_or_nothing() {
         3,
         "refused batches left nothing"
     );
+}
+
+/// A large batch (stored with multi-row statements) keeps every task's fields and its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_keeps_every_field_and_the_order() {
+    let app = spawn_app().await;
+    patch_queue(&app, "bulk", json!({"paused": true})).await;
+    let items: Vec<Value> = (0..75)
+        .map(|n| {
+            json!({"kind": "echo", "queue": "bulk", "input": {"n": n, "s": "\u{e9}\"x"},
+                   "priority": n % 7, "labels": {"n": n.to_string()},
+                   "max_attempts": 1 + n % 4, "timeout_ms": 1000 + n})
+        })
+        .collect();
+    let response = app
+        .post_json("/v1/tasks/batch", &json!({ "tasks": items }))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    let answered = body["tasks"].as_array().unwrap();
+    assert_eq!(answered.len(), 75);
+    for (n, task) in answered.iter().enumerate() {
+        let stored = app.task(task["id"].as_str().unwrap()).await;
+        assert_eq!(stored["input"], items[n]["input"]);
+        assert_eq!(stored["priority"], items[n]["priority"]);
+        assert_eq!(stored["labels"], items[n]["labels"]);
+        assert_eq!(stored["max_attempts"], items[n]["max_attempts"]);
+        assert_eq!(stored["timeout_ms"], items[n]["timeout_ms"]);
+        assert_eq!(stored["state"], "queued");
+    }
+    let ids: Vec<&str> = answered.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "ids follow the order of the batch");
+    let queue: Value = app.get("/v1/queues/bulk").await.json().await.unwrap();
+    assert_eq!(queue["counts"]["queued"], 75);
 }
 
 /// A batch that would overfill a queue is refused whole.

@@ -1,6 +1,6 @@
 //! Submits, combined: every insert call waiting for the writer goes into one job, which
 //! decides each call on its own (idempotency, admission: all or nothing per call) and then
-//! writes every admitted task with one INSERT.
+//! writes every admitted task with as few INSERT statements as it can.
 //!
 //! Call by call, each submit cost a savepoint, an admission query and a statement of its
 //! own (with a statement journal copying every page it touched): profiles showed those, not
@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::rows::{self, Admission};
+use super::rows::{self, Admission, InsertRow};
 use super::writer::{Reply, Writer};
 use crate::store::{Inserted, StoreError};
 use crate::task::{NewTask, QueueName, Task, now_millis};
@@ -116,7 +115,7 @@ fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) ->
     let mut admissions = Admissions::new();
     // Keys admitted in this job: a repeat within the job replays them like a stored one.
     let mut keyed: HashMap<String, (Task, String)> = HashMap::new();
-    let mut rows = Vec::new();
+    let mut writes = Vec::new();
     let mut decided = Vec::with_capacity(calls.len());
     for call in calls {
         let outcome = decide(
@@ -126,16 +125,16 @@ fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) ->
             &mut admissions,
             &mut keyed,
         )
-        .map(|(inserted, new_rows)| {
-            rows.extend(new_rows);
+        .map(|(inserted, rows)| {
+            writes.extend(rows);
             inserted
         });
         decided.push((call.answer, outcome));
     }
-    let written = if rows.is_empty() {
+    let written = if writes.is_empty() {
         Ok(())
     } else {
-        rows::task_insert_rows(conn, Value::Array(rows))
+        rows::task_insert_rows(conn, &writes)
     };
     Box::new(move |commit_error: Option<&str>| {
         let failed = match (&written, commit_error) {
@@ -164,11 +163,11 @@ fn decide(
     default_max_queued: u64,
     admissions: &mut Admissions,
     keyed: &mut HashMap<String, (Task, String)>,
-) -> Result<(Vec<Inserted>, Vec<Value>), StoreError> {
+) -> Result<(Vec<Inserted>, Vec<InsertRow>), StoreError> {
     let mut taken: HashMap<QueueName, u64> = HashMap::new();
     let mut new_keys: Vec<(String, Task, String)> = Vec::new();
     let mut inserted = Vec::with_capacity(tasks.len());
-    let mut rows = Vec::with_capacity(tasks.len());
+    let mut writes = Vec::with_capacity(tasks.len());
     for new in tasks {
         if let Some(idempotency) = &new.idempotency {
             // The first use of the key: earlier in this call, earlier in this job, or stored.
@@ -212,7 +211,7 @@ fn decide(
         if let (Some(key), Some(hash)) = (&task.idempotency_key, &request_hash) {
             new_keys.push((key.clone(), task.clone(), hash.clone()));
         }
-        rows.push(row(&task, request_hash));
+        writes.push(rows::insert_row(&task, request_hash));
         inserted.push(Inserted {
             task,
             replayed: false,
@@ -227,28 +226,5 @@ fn decide(
     for (key, task, hash) in new_keys {
         keyed.insert(key, (task, hash));
     }
-    Ok((inserted, rows))
-}
-
-/// A task as the INSERT reads it back from JSON (`->>`): JSON documents travel as text.
-fn row(task: &Task, request_hash: Option<String>) -> Value {
-    json!({
-        "id": task.id.to_string(),
-        "queue": task.queue.as_str(),
-        "kind": task.kind.as_str(),
-        "input": task.input.to_string(),
-        "state": task.state.as_str(),
-        "priority": task.priority,
-        "max_attempts": task.max_attempts,
-        "backoff_base_ms": task.backoff.base_ms,
-        "backoff_cap_ms": task.backoff.cap_ms,
-        "timeout_ms": task.timeout_ms,
-        "run_at": task.run_at,
-        "labels": serde_json::to_string(&task.labels).unwrap_or_default(),
-        "idempotency_key": task.idempotency_key,
-        "request_hash": request_hash,
-        "created_at": task.created_at,
-        "callback_url": task.callback.as_ref().map(|c| c.url.as_str()),
-        "callback_secret": task.callback.as_ref().and_then(|c| c.secret.as_deref()),
-    })
+    Ok((inserted, writes))
 }
