@@ -2,7 +2,9 @@
 //! tasks from a remote queue, runs COMMAND once per task with the task's input (JSON) on
 //! stdin, and completes the task with the JSON COMMAND prints on stdout (or, if stdout is
 //! not JSON, with it as a string). A non-zero exit fails the attempt (retryable). While the
-//! command runs the worker heartbeats; a requested cancel or a lost lease kills it.
+//! command runs the worker heartbeats; a requested cancel or a lost lease kills it, and so
+//! does the task's `timeout_ms` (the attempt then fails with `timeout`, retryable, as a local
+//! handler's would).
 //!
 //! Environment of COMMAND: `TASKD_TASK_ID`, `TASKD_ATTEMPT`, `TASKD_KIND`, `TASKD_QUEUE`.
 
@@ -15,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+use crate::task::timeout_error;
 
 /// The most bytes of stderr quoted in a failure message.
 const STDERR_TAIL: usize = 2048;
@@ -62,6 +66,8 @@ struct Leased {
     input: Value,
     attempt: u64,
     kind: String,
+    /// How long the command may run; `None`: no limit.
+    timeout_ms: Option<u64>,
 }
 
 /// Runs until `shutdown` fires; running commands finish first.
@@ -148,6 +154,7 @@ async fn serve(
                 input: task["input"].clone(),
                 attempt: task["attempt"].as_u64().unwrap_or(0),
                 kind: task["kind"].as_str().unwrap_or_default().to_owned(),
+                timeout_ms: task["timeout_ms"].as_u64(),
             };
             execute(client, base, config, leased).await;
         }
@@ -193,9 +200,25 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
     let beat_every = (config.lease / 3).max(Duration::from_millis(100));
     let output = child.wait_with_output();
     tokio::pin!(output);
+    // Counted from the start of the command; the server also ends the attempt once it runs
+    // past `started_at + timeout_ms`, whichever comes first.
+    let time_limit = task.timeout_ms;
+    let out_of_time = async move {
+        match time_limit {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(out_of_time);
     let finished = loop {
         tokio::select! {
             output = &mut output => break output,
+            () = &mut out_of_time => {
+                kill_group(group);
+                let error = timeout_error(time_limit.unwrap_or_default());
+                report(client, base, &task, Err(("timeout", error.message))).await;
+                return;
+            }
             () = tokio::time::sleep(beat_every) => {
                 match heartbeat(client, base, config, &task).await {
                     Beat::Fine => {}

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::{Engine, EngineError};
 use crate::store::StoreError;
-use crate::task::{Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, now_millis};
+use crate::task::{
+    Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline, now_millis,
+};
 
 /// What a heartbeat learned.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +62,9 @@ impl Engine {
         }
     }
 
-    /// Extends a remote attempt's lease by `lease`, records its progress, and says whether
-    /// a cancel was requested.
+    /// Extends a remote attempt's lease by `lease`, but never past the attempt's deadline
+    /// (`started_at + timeout_ms`): a lease that runs out there is rescued as a `timeout`.
+    /// Records its progress, and says whether a cancel was requested.
     pub async fn heartbeat(
         &self,
         id: TaskId,
@@ -69,7 +72,13 @@ impl Engine {
         lease: Duration,
         progress: Option<Progress>,
     ) -> Result<Heartbeat, EngineError> {
-        let expires_at = now_millis() + lease.as_millis() as i64;
+        // Read first, for the deadline; `started_at` and `timeout_ms` do not change while
+        // this lease holds, and the renewal below is guarded by it.
+        let task = self.get(id).await?;
+        let mut expires_at = now_millis() + lease.as_millis() as i64;
+        if let Some(deadline) = attempt_deadline(&task) {
+            expires_at = expires_at.min(deadline);
+        }
         let renewed = self
             .inner
             .store
@@ -90,7 +99,6 @@ impl Engine {
                 Err(error) => return Err(EngineError::Store(error)),
             }
         }
-        let task = self.get(id).await?;
         Ok(Heartbeat {
             cancel_requested: task.cancel_requested,
             lease_expires_at: expires_at,

@@ -269,7 +269,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Each such attempt is lost (`task::lose_attempt`). Returns the tasks as they are now.
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError>;
 
-    /// Running tasks whose lease expired before `now` lose their attempt. Returns them.
+    /// Running tasks whose lease expired before `now` end their attempt as
+    /// `task::expire_attempt` decides: timed out if the lease ran out at the attempt's
+    /// deadline (a remote lease is cut there), else lost. Returns them.
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError>;
 
     /// Scheduled tasks due at `now` become queued. Returns how many.
@@ -299,7 +301,8 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> Result<QueueInfo, StoreError>;
 
     /// Leases up to `limit` queued tasks of one queue (of these kinds, if given) to a remote
-    /// worker: like `claim`, under one fresh lease expiring at `lease_expires_at`.
+    /// worker: like `claim`, under one fresh lease expiring at `lease_expires_at`, or at the
+    /// attempt's deadline (`started_at + timeout_ms`) if that comes first.
     async fn claim_queue(
         &self,
         queue: QueueName,

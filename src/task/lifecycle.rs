@@ -98,10 +98,52 @@ pub fn lose_attempt(task: &Task, now: Millis) -> AttemptEnd {
     end
 }
 
+/// When the running attempt of `task` must have ended: `started_at + timeout_ms`. `None`
+/// without a timeout (or for a task that is not running).
+pub fn attempt_deadline(task: &Task) -> Option<Millis> {
+    let timeout_ms = i64::try_from(task.timeout_ms?).unwrap_or(i64::MAX);
+    Some(task.started_at?.saturating_add(timeout_ms))
+}
+
+/// The error of an attempt that ran past its `timeout_ms`: the same whoever ran it.
+pub fn timeout_error(timeout_ms: u64) -> TaskError {
+    TaskError {
+        error_type: "timeout".to_owned(),
+        message: format!("the attempt ran longer than {timeout_ms} ms"),
+    }
+}
+
+/// The end of an attempt whose lease expired. A remote lease is never granted or extended
+/// past the attempt's deadline, so a lease that ran out exactly there was cut by the timeout:
+/// the attempt timed out, a retryable failure as a local timeout is (`end_attempt`). Any
+/// other expiry means the worker stopped: the attempt was lost (`lose_attempt`).
+pub fn expire_attempt(task: &Task, now: Millis, jitter: f64) -> AttemptEnd {
+    let cut_at_deadline = attempt_deadline(task).is_some_and(|deadline| {
+        task.lease
+            .as_ref()
+            .is_some_and(|lease| lease.expires_at == deadline)
+    });
+    match task.timeout_ms {
+        Some(timeout_ms) if cut_at_deadline => {
+            let error = timeout_error(timeout_ms);
+            end_attempt(
+                task,
+                Outcome::Failed {
+                    error,
+                    retryable: true,
+                },
+                now,
+                jitter,
+            )
+        }
+        _ => lose_attempt(task, now),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Backoff, Kind, NewTask, QueueName, TaskId};
+    use crate::task::{Backoff, Kind, Lease, NewTask, QueueName, TaskId};
     use serde_json::json;
 
     fn running(attempt: u32, max_attempts: u32) -> Task {
@@ -182,6 +224,39 @@ mod tests {
         let end = lose_attempt(&running(3, 3), 5);
         assert_eq!(end.state, TaskState::Failed);
         assert_eq!(end.error.unwrap().error_type, "lease_expired");
+    }
+
+    #[test]
+    fn a_lease_cut_at_the_deadline_times_out_and_any_other_expiry_is_lost() {
+        let mut task = running(1, 3);
+        task.timeout_ms = Some(300);
+        task.started_at = Some(1_000);
+        assert_eq!(attempt_deadline(&task), Some(1_300));
+        task.lease = Some(Lease {
+            token: "l".into(),
+            expires_at: 1_300,
+        });
+        let end = expire_attempt(&task, 2_000, 1.0);
+        assert_eq!(end.state, TaskState::Scheduled);
+        assert_eq!(end.run_at, Some(2_000 + 100));
+        assert_eq!(end.errors[0].error_type, "timeout");
+        assert_eq!(end.errors[0].message, "the attempt ran longer than 300 ms");
+        task.attempt = 3;
+        let end = expire_attempt(&task, 2_000, 1.0);
+        assert_eq!(end.state, TaskState::Failed);
+        assert_eq!(end.error.unwrap().error_type, "timeout");
+
+        task.attempt = 1;
+        task.lease = Some(Lease {
+            token: "l".into(),
+            expires_at: 1_200,
+        });
+        let end = expire_attempt(&task, 2_000, 1.0);
+        assert_eq!(end.state, TaskState::Queued);
+        assert_eq!(end.errors[0].error_type, "lease_expired");
+        task.timeout_ms = None;
+        assert_eq!(attempt_deadline(&task), None);
+        assert_eq!(expire_attempt(&task, 2_000, 1.0).state, TaskState::Queued);
     }
 
     #[test]

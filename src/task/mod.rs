@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use id::{TaskId, TaskIdError};
-pub use lifecycle::{AttemptEnd, end_attempt, lose_attempt};
+pub use lifecycle::{
+    AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
+};
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
 

@@ -1,5 +1,6 @@
-//! Remote workers: the lease protocol over HTTP, fencing, lease expiry, many concurrent
-//! workers, `taskd worker` running a command, the Python example, and the embedding API.
+//! Remote workers: the lease protocol over HTTP, fencing, lease expiry, timeouts, many
+//! concurrent workers, `taskd worker` running a command, the Python example, and the
+//! embedding API.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -9,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_problem, max_overlap, patch_queue, spawn_app};
+use crate::helpers::{
+    TestApp, expect_problem, max_overlap, millis, patch_queue, spawn_app, wait_for,
+};
 
 /// A child process, killed when dropped.
 struct Process(Child);
@@ -182,6 +185,68 @@ async fn fencing_and_lease_expiry() {
     assert_eq!(task["errors"][0]["type"], "lease_expired");
 }
 
+/// Heartbeats under `token` (each asking for a 30 s lease) until one answers 409, as a worker
+/// that never finishes would; every accepted heartbeat's lease ends by `deadline`.
+async fn heartbeat_until_lost(app: &TestApp, id: &str, token: &str, deadline: i64) {
+    let path = format!("/v1/tasks/{id}/heartbeat");
+    let body = json!({"lease": token, "lease_ms": 30_000});
+    wait_for("the lease to be lost", || async {
+        let beat = app.post_json(&path, &body).await;
+        if beat.status() == StatusCode::CONFLICT {
+            return Some(());
+        }
+        assert_eq!(beat.status(), StatusCode::OK);
+        let beat: Value = beat.json().await.unwrap();
+        assert!(millis(&beat, "lease_expires_at") <= deadline, "{beat}");
+        None
+    })
+    .await;
+}
+
+/// A remote attempt that outlives its `timeout_ms` ends as a local one does, however the
+/// worker heartbeats: a retryable `timeout` in `errors`, then attempt 2, then `failed`; the
+/// old lease answers 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_attempt_past_its_timeout_fails_with_timeout() {
+    let app = spawn_app().await;
+    make_remote(&app, "far").await;
+    let task = app
+        .submit(
+            json!({"kind": "x", "queue": "far", "timeout_ms": 300, "max_attempts": 2,
+                       "backoff": {"base_ms": 10, "cap_ms": 10}}),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    for attempt in 1..=2 {
+        let leased = lease_one(&app, "far", "stuck", 30_000).await;
+        assert_eq!(
+            (&leased["id"], &leased["attempt"]),
+            (&json!(id), &json!(attempt))
+        );
+        let deadline = millis(&leased, "started_at") + 300;
+        assert_eq!(millis(&leased, "lease_expires_at"), deadline, "{leased}");
+        let token = leased["lease"].as_str().unwrap();
+        heartbeat_until_lost(&app, &id, token, deadline).await;
+
+        let task = app.task(&id).await;
+        let error = &task["errors"][attempt - 1];
+        assert_eq!(error["attempt"], attempt, "{task}");
+        assert_eq!(error["type"], "timeout", "{task}");
+        assert_eq!(error["message"], "the attempt ran longer than 300 ms");
+        let late = app
+            .post_json(
+                &format!("/v1/tasks/{id}/complete"),
+                &json!({"lease": token, "result": "late"}),
+            )
+            .await;
+        expect_problem(late, 409, "lease_lost").await;
+    }
+    let task = app.wait_terminal(&id).await;
+    assert_eq!(task["state"], "failed");
+    assert_eq!(task["error"]["type"], "timeout");
+    assert_eq!(task["errors"].as_array().unwrap().len(), 2);
+}
+
 /// 32 concurrent workers on 2,000 tasks: each task is leased exactly once (one attempt
 /// each, no overlap) and every one completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,6 +356,32 @@ async fn taskd_worker_runs_a_command_per_task() {
     assert_eq!(done["state"], "failed");
     assert_eq!(done["error"]["type"], "exit_status");
     assert!(done["error"]["message"].as_str().unwrap().contains("oops"));
+}
+
+/// `taskd worker` stops a command that outlives the task's `timeout_ms`: each attempt fails
+/// with a retryable `timeout`, and the worker goes on to the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskd_worker_times_out_a_command() {
+    let app = spawn_app().await;
+    make_remote(&app, "slow").await;
+    let _worker = taskd_worker(&app, "slow", &["sleep", "600"]);
+    let task = app
+        .submit(
+            json!({"kind": "sleep", "queue": "slow", "timeout_ms": 300, "max_attempts": 2,
+                       "backoff": {"base_ms": 10, "cap_ms": 10}}),
+        )
+        .await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempt"], 2, "timeouts are retryable");
+    assert_eq!(done["error"]["type"], "timeout");
+    let types: Vec<&Value> = done["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["type"])
+        .collect();
+    assert_eq!(types, [&json!("timeout"), &json!("timeout")]);
 }
 
 /// Five `taskd worker` processes drain ten one-second tasks five at a time.

@@ -11,7 +11,8 @@ use sqlx::{Acquire, PgConnection};
 use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError};
 use crate::task::{
-    AttemptEnd, Millis, Task, TaskId, TaskState, end_attempt, lose_attempt, now_millis,
+    AttemptEnd, Millis, Task, TaskId, TaskState, end_attempt, expire_attempt, lose_attempt,
+    now_millis,
 };
 
 /// Ends many running attempts in one transaction: one read of the rows still held under
@@ -204,9 +205,10 @@ pub async fn task_release(
     fetch_task(conn, query).await
 }
 
-/// Every running task whose lease expired before `expired_before` (every running task, for
-/// `None`) loses its attempt. Rows another node is moving right now are skipped: that node
-/// is finishing or rescuing them.
+/// Every running task whose lease expired before `expired_before` ends its attempt: lost, or
+/// timed out if its lease was cut at its deadline (`task::expire_attempt`). For `None`, every
+/// running task loses its attempt. Rows another node is moving right now are skipped: that
+/// node is finishing or rescuing them.
 pub async fn task_lose_running(
     conn: &mut PgConnection,
     expired_before: Option<Millis>,
@@ -223,7 +225,10 @@ pub async fn task_lose_running(
         .into_iter()
         .filter_map(|task| {
             let lease = task.lease.as_ref()?.token.clone();
-            let end = lose_attempt(&task, now);
+            let end = match expired_before {
+                Some(_) => expire_attempt(&task, now, fastrand::f64()),
+                None => lose_attempt(&task, now),
+            };
             Some((task, lease, end))
         })
         .collect();

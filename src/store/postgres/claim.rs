@@ -84,7 +84,9 @@ async fn running_now(conn: &mut PgConnection, queue: &str) -> Result<i64, StoreE
 
 /// Moves the first `take` queued tasks of `queue` (of these kinds, if given; priority, then
 /// FIFO) to running under `lease`, counting the attempt. Rows another node is taking are
-/// skipped, never waited for.
+/// skipped, never waited for. A `remote` lease never outlives the attempt's deadline
+/// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
+/// its own and renews its leases regardless.
 async fn claim_from(
     conn: &mut PgConnection,
     queue: &str,
@@ -92,10 +94,13 @@ async fn claim_from(
     take: u64,
     lease: &str,
     lease_expires_at: Millis,
+    remote: bool,
 ) -> Result<Vec<Task>, StoreError> {
     let sql = format!(
         "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = $1, \
-             lease_expires_at = $2, started_at = $3 \
+             lease_expires_at = CASE WHEN $7 AND timeout_ms IS NOT NULL \
+                 THEN LEAST($2, $3 + timeout_ms) ELSE $2 END, \
+             started_at = $3 \
          WHERE id = ANY(ARRAY(SELECT id FROM tasks \
                               WHERE state = 'queued' AND queue = $4 \
                                   AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \
@@ -112,7 +117,8 @@ async fn claim_from(
         .bind(now_millis())
         .bind(queue)
         .bind(take as i64)
-        .bind(kinds);
+        .bind(kinds)
+        .bind(remote);
     fetch_tasks(conn, query).await
 }
 
@@ -152,6 +158,7 @@ pub async fn task_claim_queue(
         limit as u64,
         &lease,
         lease_expires_at,
+        true,
     )
     .await?;
     in_claim_order(&mut claimed);
@@ -201,7 +208,9 @@ async fn claim_shares(
     for (candidate, take) in candidates.iter().zip(shares) {
         if take > 0 {
             let queue = &candidate.queue;
-            claimed.extend(claim_from(conn, queue, None, take, &lease, lease_expires_at).await?);
+            claimed.extend(
+                claim_from(conn, queue, None, take, &lease, lease_expires_at, false).await?,
+            );
         }
     }
     in_claim_order(&mut claimed);

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError, TaskFilter, fair_shares};
 use crate::task::{
     AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Outcome, QueueName, Task, TaskId,
-    end_attempt, lose_attempt, now_millis,
+    end_attempt, expire_attempt, lose_attempt, now_millis,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -316,6 +316,7 @@ pub fn task_claim(
                 take,
                 &lease,
                 lease_expires_at,
+                false,
             )?);
         }
     }
@@ -347,11 +348,14 @@ pub fn task_claim_queue(
         limit as u64,
         &lease,
         lease_expires_at,
+        true,
     )
 }
 
 /// Moves the first `take` queued tasks of `queue` (priority, then FIFO) to running under
-/// `lease`, counting the attempt.
+/// `lease`, counting the attempt. A `remote` lease never outlives the attempt's deadline
+/// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
+/// its own and renews its leases regardless.
 fn claim_from(
     conn: &Connection,
     queue: &str,
@@ -359,6 +363,7 @@ fn claim_from(
     take: u64,
     lease: &str,
     lease_expires_at: Millis,
+    remote: bool,
 ) -> Result<Vec<Task>, StoreError> {
     // Kinds are validated names (letters, digits, `_-.`), so quoting them inline is safe.
     let kind_filter = kinds.map_or(String::new(), |kinds| {
@@ -369,13 +374,22 @@ fn claim_from(
         conn,
         &format!(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
-                 lease_expires_at = ?2, started_at = ?3, progress = NULL \
+                 lease_expires_at = CASE WHEN ?6 AND timeout_ms IS NOT NULL \
+                     THEN MIN(?2, ?3 + timeout_ms) ELSE ?2 END, \
+                 started_at = ?3, progress = NULL \
              WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
                           WHERE state = 'queued' AND queue = ?4 {kind_filter} \
                           ORDER BY priority DESC, id LIMIT ?5) \
              RETURNING {COLUMNS}"
         ),
-        params![lease, lease_expires_at, now_millis(), queue, take as i64],
+        params![
+            lease,
+            lease_expires_at,
+            now_millis(),
+            queue,
+            take as i64,
+            remote
+        ],
     )
 }
 
@@ -558,8 +572,14 @@ pub fn task_release(
     )
 }
 
-/// Every running task matched by `condition` (with `?1` = now) loses its attempt.
-fn lose_running(conn: &Connection, condition: &str, now: Millis) -> Result<Vec<Task>, StoreError> {
+/// Every running task matched by `condition` (with `?1` = now) ends its attempt as `end`
+/// decides.
+fn end_running(
+    conn: &Connection,
+    condition: &str,
+    now: Millis,
+    end: impl Fn(&Task) -> AttemptEnd,
+) -> Result<Vec<Task>, StoreError> {
     let lost = query_tasks(
         conn,
         &format!("SELECT {COLUMNS} FROM tasks WHERE state = 'running' AND {condition}"),
@@ -570,18 +590,22 @@ fn lose_running(conn: &Connection, condition: &str, now: Millis) -> Result<Vec<T
         let Some(lease) = task.lease.as_ref().map(|l| l.token.clone()) else {
             continue;
         };
-        let end = lose_attempt(&task, now);
+        let end = end(&task);
         moved.extend(write_end(conn, task.id, &lease, end)?);
     }
     Ok(moved)
 }
 
 pub fn task_recover_running(conn: &Connection) -> Result<Vec<Task>, StoreError> {
-    lose_running(conn, "?1 = ?1", now_millis())
+    let now = now_millis();
+    end_running(conn, "?1 = ?1", now, |task| lose_attempt(task, now))
 }
 
+/// Attempts whose lease expired: lost, or timed out if the lease was cut at their deadline.
 pub fn task_rescue_expired(conn: &Connection, now: Millis) -> Result<Vec<Task>, StoreError> {
-    lose_running(conn, "lease_expires_at < ?1", now)
+    end_running(conn, "lease_expires_at < ?1", now, |task| {
+        expire_attempt(task, now, fastrand::f64())
+    })
 }
 
 pub fn task_promote_due(conn: &Connection, now: Millis) -> Result<u64, StoreError> {

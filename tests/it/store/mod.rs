@@ -164,6 +164,7 @@ mod cases {
         moves::cancel_in_every_state,
         moves::release_gives_the_attempt_back,
         moves::expired_leases_are_rescued_and_renewed_ones_are_not,
+        moves::a_remote_lease_expiring_at_the_deadline_is_a_timeout,
         moves::due_tasks_are_promoted,
         moves::delete_and_purge_take_only_finished_tasks,
         queues::idempotency_replays_and_refuses,

@@ -1,7 +1,7 @@
-//! Cases: cancel, release, rescue of expired leases and their renewal, promotion of due
-//! tasks, delete and purge.
+//! Cases: cancel, release, rescue of expired leases and their renewal, remote leases cut at
+//! the attempt's timeout, promotion of due tasks, delete and purge.
 
-use taskd::store::{CancelResult, Changed};
+use taskd::store::{CancelResult, Changed, QueuePatch};
 use taskd::task::{TaskId, TaskState};
 
 use super::*;
@@ -131,6 +131,93 @@ pub async fn expired_leases_are_rescued_and_renewed_ones_are_not(store: Arc<dyn 
     assert_eq!(last_now.error.unwrap().error_type, "lease_expired");
     assert!(store.rescue_expired(now).await.unwrap().is_empty());
     assert_eq!(get(&store, &alive).await.state, TaskState::Running);
+}
+
+/// A remote lease never outlives the attempt's `timeout_ms` (a local one does: the pool
+/// enforces its own); a lease that ran out at that deadline is rescued as a retryable
+/// `timeout`, any other expiry as `lease_expired`; the old lease then changes nothing.
+pub async fn a_remote_lease_expiring_at_the_deadline_is_a_timeout(store: Arc<dyn TaskStore>) {
+    let remote = QueuePatch {
+        remote: Some(true),
+        ..QueuePatch::default()
+    };
+    store.update_queue(queue("tmo"), remote).await.unwrap();
+    let timed = |input: i32, max_attempts: u32| NewTask {
+        timeout_ms: Some(300),
+        max_attempts,
+        ..task("tmo", "render", json!(input))
+    };
+    let retried = insert(&store, timed(1, 2)).await.id;
+    let last = insert(&store, timed(2, 1)).await.id;
+    let silent = insert(&store, timed(3, 2)).await.id;
+    let unlimited = insert(&store, task("tmo", "render", json!(4))).await.id;
+    let local = NewTask {
+        timeout_ms: Some(300),
+        ..task("tmo-local", "echo", json!(5))
+    };
+    insert(&store, local).await;
+    let until = far();
+
+    let leased = store
+        .claim_queue(queue("tmo"), None, 10, until)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 4);
+    let by_id = |id: TaskId| leased.iter().find(|t| t.id == id).unwrap().clone();
+    let deadline = |task: &Task| task.started_at.unwrap() + 300;
+    let expiry = |task: &Task| task.lease.as_ref().unwrap().expires_at;
+    for id in [retried, last, silent] {
+        let task = by_id(id);
+        assert_eq!(expiry(&task), deadline(&task), "cut at the deadline");
+    }
+    assert_eq!(expiry(&by_id(unlimited)), until);
+    let local = only(store.claim(1, until).await.unwrap());
+    assert_eq!(expiry(&local), until, "the pool enforces local timeouts");
+    // A worker whose lease ran out before the deadline stopped: lost, not timed out.
+    let silent = by_id(silent);
+    let short = deadline(&silent) - 100;
+    let renewed = store.renew(vec![(silent.id, lease(&silent))], short).await;
+    assert_eq!(renewed.unwrap(), 1);
+
+    let after = leased.iter().map(deadline).max().unwrap() + 1;
+    let mut rescued = store.rescue_expired(after).await.unwrap();
+    rescued.sort_by_key(|t| t.id);
+    assert_eq!(rescued.len(), 3, "{rescued:?}");
+    let now = |id: TaskId| rescued.iter().find(|t| t.id == id).unwrap().clone();
+
+    let retried_now = now(retried);
+    assert_eq!(retried_now, get(&store, &retried_now).await);
+    assert_eq!(
+        retried_now.state,
+        TaskState::Scheduled,
+        "retried after the backoff"
+    );
+    assert!(retried_now.run_at.is_some() && retried_now.error.is_none());
+    let error = &retried_now.errors[0];
+    assert_eq!((error.attempt, error.error_type.as_str()), (1, "timeout"));
+    assert_eq!(error.message, "the attempt ran longer than 300 ms");
+    let last_now = now(last);
+    assert_eq!(last_now.state, TaskState::Failed);
+    assert_eq!(last_now.error.unwrap().error_type, "timeout");
+    let silent_now = now(silent.id);
+    assert_eq!(silent_now.state, TaskState::Queued);
+    assert_eq!(silent_now.errors[0].error_type, "lease_expired");
+
+    let old = lease(&by_id(retried));
+    let outcome = Outcome::Succeeded(json!("late"));
+    assert!(
+        store
+            .finish(retried, &old, outcome)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.renew(vec![(retried, old)], until).await.unwrap(), 0);
+    assert_eq!(
+        get(&store, &by_id(unlimited)).await.state,
+        TaskState::Running
+    );
+    assert_eq!(get(&store, &local).await.state, TaskState::Running);
 }
 
 /// A delayed task waits `scheduled` until its time; `next_due` names that time; promotion
