@@ -1,9 +1,12 @@
 //! Configuration: one clap struct per subcommand. Every flag has an env twin `TASKD_*` and a
-//! documented default; `taskd serve --help` lists them.
+//! documented default; `taskd serve --help` lists them, and so does `taskd --help` (rendered
+//! from [`ServeConfig`] itself, so the two cannot drift apart).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::StyledStr;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{EngineConfig, WebhookConfig};
@@ -13,7 +16,10 @@ use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
 #[command(
     name = "taskd",
     version,
-    about = "An HTTP task service: submit, run and await tasks."
+    about = "An HTTP task service: submit, run and await tasks.",
+    after_help = "`taskd --help` also lists the options of `taskd serve`, with their environment \
+                  variables and defaults.",
+    after_long_help = serve_options_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,6 +34,25 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Serve a remote queue of a taskd server by running a command per task.
     Worker(crate::cli::worker::WorkerConfig),
+}
+
+/// The options of `taskd serve` as `taskd serve --help` shows them (flag, help, env twin,
+/// default), for the end of `taskd --help`. Rendered from [`ServeConfig`]'s own definition each
+/// time, so it lists exactly the flags `serve` takes.
+fn serve_options_help() -> StyledStr {
+    let mut serve = ServeConfig::augment_args(clap::Command::new("taskd serve"))
+        .disable_help_flag(true)
+        .help_template("{options}");
+    let header = *clap::builder::Styles::default().get_header();
+    let mut help = StyledStr::new();
+    // Writing into a `StyledStr` cannot fail.
+    let _ = write!(
+        help,
+        "{header}Options of `taskd serve`{header:#} (each also read from its environment \
+         variable):\n{}",
+        serve.render_help().ansi()
+    );
+    help
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,7 @@ mod backend;
 mod backpressure;
 mod cancel;
 mod child;
+mod cli;
 mod durability;
 mod errors;
 mod events;
