@@ -100,7 +100,7 @@ async fn claim_from(
         "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = $1, \
              lease_expires_at = CASE WHEN $7 AND timeout_ms IS NOT NULL \
                  THEN LEAST($2, $3 + timeout_ms) ELSE $2 END, \
-             started_at = $3 \
+             started_at = $3, progress = NULL \
          WHERE id = ANY(ARRAY(SELECT id FROM tasks \
                               WHERE state = 'queued' AND queue = $4 \
                                   AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \

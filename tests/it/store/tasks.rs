@@ -236,6 +236,33 @@ pub async fn a_batch_of_ends_is_decided_one_by_one(store: Arc<dyn TaskStore>) {
     assert!(store.finish_many(Vec::new()).await.unwrap().is_empty());
 }
 
+/// A new attempt starts without the progress an earlier attempt reported.
+pub async fn a_new_attempt_starts_without_progress(store: Arc<dyn TaskStore>) {
+    let task = running(&store, "progress-reset", 2).await;
+    let progress = taskd::task::Progress {
+        percent: 50.0,
+        message: Some("half".into()),
+        at: taskd::task::now_millis(),
+    };
+    let recorded = store
+        .record_progress(vec![(task.id, lease(&task), progress.clone())])
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+    assert_eq!(get(&store, &task).await.progress, Some(progress));
+    let retry = store
+        .finish(task.id, &lease(&task), failure("first"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retry.state, TaskState::Scheduled);
+    store.promote_due(far()).await.unwrap();
+    let again = only(store.claim(1, far()).await.unwrap());
+    assert_eq!((again.id, again.attempt), (task.id, 2));
+    assert_eq!(again.progress, None);
+    assert_eq!(get(&store, &task).await.progress, None);
+}
+
 fn failure(message: &str) -> Outcome {
     Outcome::Failed {
         error: TaskError {
