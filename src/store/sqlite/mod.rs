@@ -237,10 +237,18 @@ impl TaskStore for SqliteStore {
         lease: &str,
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError> {
-        let lease = lease.to_owned();
-        self.writer
-            .run(move |conn| rows::task_finish(conn, id, &lease, outcome, now_millis()))
-            .await
+        // One end is a batch of one: a single way to end an attempt.
+        let attempt = EndedAttempt {
+            id,
+            lease: lease.to_owned(),
+            outcome,
+            ended_at: now_millis(),
+        };
+        let mut ended = self
+            .writer
+            .run(move |conn| rows::task_finish_many(conn, vec![attempt]))
+            .await?;
+        Ok(ended.pop().flatten())
     }
 
     async fn finish_many(

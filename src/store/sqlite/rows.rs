@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError, TaskFilter, fair_shares};
 use crate::task::{
-    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Outcome, QueueName, Task, TaskId,
-    end_attempt, expire_attempt, lose_attempt, now_millis,
+    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, end_attempt,
+    expire_attempt, lose_attempt, now_millis,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -418,30 +418,6 @@ fn write_end(
             end.finished_at,
         ],
     )
-}
-
-fn running_under(conn: &Connection, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
-    query_task(
-        conn,
-        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2"),
-        params![id.to_string(), lease],
-    )
-}
-
-/// Ends the attempt held under `lease`; `ended_at` is when the attempt ended (it may have
-/// waited a moment to be recorded).
-pub fn task_finish(
-    conn: &Connection,
-    id: TaskId,
-    lease: &str,
-    outcome: Outcome,
-    ended_at: Millis,
-) -> Result<Option<Task>, StoreError> {
-    let Some(task) = running_under(conn, id, lease)? else {
-        return Ok(None);
-    };
-    let end = end_attempt(&task, outcome, ended_at, fastrand::f64());
-    write_end(conn, id, lease, end)
 }
 
 /// Ends many running attempts in two statements, one read and one write, however many
