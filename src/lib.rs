@@ -48,6 +48,8 @@
 //!   `handlers/context.rs` (a bounded pool for CPU-bound work).
 //! - Worker model: `engine/pool.rs` — queue (the store), dispatcher, workers.
 //! - Future and promise: `engine/waiters.rs` — the task is the future, `?wait=` resolves it.
+//! - Observer: `engine/events.rs` (the tailer reads the event log after each commit) and
+//!   `engine/hub.rs` (the firehose, and a channel per streamed task).
 //! - Backpressure: `store/sqlite/inserts.rs` (`decide` refuses beyond `--max-queued`, 429)
 //!   and `store/sqlite/writer.rs` (a bounded write queue).
 

@@ -9,7 +9,6 @@
 //! a `reset` (reason `expired`): the events in between are gone with their tasks.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -24,7 +23,8 @@ use tokio::sync::{broadcast, mpsc};
 use super::error::ApiError;
 use super::extract::{Query, TaskIdPath};
 use super::{AppState, Route};
-use crate::engine::Engine;
+use crate::engine::{Engine, Subscription};
+
 use crate::store::EventFilter;
 use crate::task::{Kind, QueueName, TaskEvent, TaskId, TaskState};
 
@@ -127,7 +127,7 @@ struct Forwarder {
     engine: Engine,
     selector: Selector,
     out: mpsc::Sender<Event>,
-    live: broadcast::Receiver<Arc<TaskEvent>>,
+    live: Subscription,
     /// The last seq forwarded (or skipped as not matching).
     last: i64,
     /// Ends the stream after this event (the task stream's terminal event).
@@ -233,7 +233,7 @@ async fn task_events(
     let resume = last_event_id(&headers)?;
     let engine = state.engine;
     // Subscribe first, then read: whatever happens in between arrives live.
-    let live = engine.subscribe();
+    let live = engine.subscribe_task(id);
     let newest = engine.event_bounds().await?.map_or(0, |(_, newest)| newest);
     let task = engine.get(id).await?;
     let (out, receiver) = mpsc::channel(STREAM_BUFFER);

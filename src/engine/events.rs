@@ -1,11 +1,7 @@
-//! The events hub (Observer): one tailer reads the event log after every commit and
-//! broadcasts each event to the live subscribers (SSE streams). Progress reports are
-//! coalesced here too: the latest report of each running attempt is written a few times a
-//! second, whatever the handler's pace.
-//!
-//! A `broadcast` channel because every subscriber sees every event and a slow one must not
-//! hold up the others: a subscriber that falls more than its buffer behind gets `Lagged`
-//! and resumes from the log, which is the source of truth.
+//! The events tailer (Observer): it reads the event log after every commit and publishes
+//! each event to the live subscribers (SSE streams) through the hub (`hub.rs`). Progress
+//! reports are coalesced here too: the latest report of each running attempt is written a
+//! few times a second, whatever the handler's pace.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +9,6 @@ use std::time::Duration;
 use super::Inner;
 use crate::store::{EventFilter, StoreError};
 
-/// How many events the hub buffers for its slowest live subscriber.
-pub const HUB_CAPACITY: usize = 4096;
 /// How many events one read of the log takes.
 const PAGE: usize = 1000;
 /// How often the tailer reads the log even without a local commit (other nodes' writes).
@@ -39,12 +33,12 @@ pub(super) async fn tail(inner: Arc<Inner>) {
         // Nobody listens: skip reading events nobody would get, but keep the resume point
         // current, so a new subscriber (who catches up from the log on its own) is not sent
         // a backlog it already read.
-        if inner.events.receiver_count() == 0
+        if !inner.hub.has_subscribers()
             && let Ok(Some((_, newest))) = inner.store.event_bounds().await
         {
             last = last.max(newest);
         }
-        while inner.events.receiver_count() > 0 {
+        while inner.hub.has_subscribers() {
             let page = match inner
                 .store
                 .events_after(last, EventFilter::default(), PAGE)
@@ -60,7 +54,7 @@ pub(super) async fn tail(inner: Arc<Inner>) {
             for event in page {
                 last = event.seq;
                 // No subscribers is fine: the log keeps everything.
-                let _ = inner.events.send(Arc::new(event));
+                inner.hub.publish(event);
             }
             if !full {
                 break;

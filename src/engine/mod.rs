@@ -6,6 +6,7 @@
 //! own outbound requests (webhooks) go through [`crate::outbound`].
 
 mod events;
+mod hub;
 mod maintainer;
 mod meter;
 mod pool;
@@ -13,6 +14,7 @@ mod remote;
 mod waiters;
 mod webhooks;
 
+pub use hub::Subscription;
 pub use remote::Heartbeat;
 pub use webhooks::WebhookConfig;
 
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{Mutex, Notify, broadcast, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -132,8 +134,8 @@ struct Inner {
     registry: Registry,
     config: EngineConfig,
     waiters: waiters::Waiters,
-    /// Every event of the log, live, for SSE streams. The tailer holds the only sender.
-    events: broadcast::Sender<Arc<TaskEvent>>,
+    /// Every event of the log, live, for SSE streams; the tailer is the only publisher.
+    hub: Arc<hub::Hub>,
     /// Tasks finished per queue, recently: the rate behind `Retry-After` estimates.
     meter: meter::Meter,
     /// Wakes the dispatcher: work may be claimable. `Notify` keeps one wake-up when nobody
@@ -192,7 +194,7 @@ impl Engine {
             store,
             registry,
             waiters: waiters::Waiters::new(config.max_waiters),
-            events: broadcast::channel(events::HUB_CAPACITY).0,
+            hub: Arc::default(),
             meter: meter::Meter::default(),
             wake: Notify::new(),
             reschedule: Notify::new(),
@@ -425,8 +427,13 @@ impl Engine {
     }
 
     /// Live events from now on. Subscribe before reading state, so nothing falls between.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
-        self.inner.events.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.hub.subscribe_all()
+    }
+
+    /// Live events of task `id` from now on. Subscribe before reading state, as above.
+    pub fn subscribe_task(&self, id: TaskId) -> Subscription {
+        self.inner.hub.subscribe_task(id)
     }
 
     /// Events from the log after `after`, oldest first.
