@@ -95,6 +95,9 @@ enum Scenario {
         waiters: usize,
         #[arg(long, default_value_t = 1_000)]
         streams: usize,
+        /// Resume the queue with this concurrency limit (paced ends) instead of none.
+        #[arg(long)]
+        concurrency: Option<u64>,
     },
     /// How busy a process's threads are over a while: on a CPU, waiting for one.
     Threads {
@@ -168,6 +171,7 @@ async fn main() -> ExitCode {
             queue,
             waiters,
             streams,
+            concurrency,
         } => {
             let args = wakeup::Args {
                 addr,
@@ -175,6 +179,7 @@ async fn main() -> ExitCode {
                 queue,
                 waiters,
                 streams,
+                concurrency,
             };
             wakeup::run(args).await
         }

@@ -15,22 +15,22 @@ use crate::client::{Conn, Error};
 /// The most tasks one batch request may hold (taskd's limit).
 pub const MAX_BATCH: usize = 1000;
 
-/// `PATCH /v1/queues/{queue}` with `{"paused": paused}`.
-pub async fn set_paused(conn: &mut Conn, queue: &str, paused: bool) -> Result<(), Error> {
+/// `PATCH /v1/queues/{queue}` with `settings` (e.g. `{"paused": false, "concurrency": 1}`).
+pub async fn patch(conn: &mut Conn, queue: &str, settings: Value) -> Result<(), Error> {
     let path = format!("/v1/queues/{queue}");
-    let body = json!({ "paused": paused });
-    conn.json(Method::PATCH, &path, Some(&body), StatusCode::OK)
+    conn.json(Method::PATCH, &path, Some(&settings), StatusCode::OK)
         .await?;
     Ok(())
 }
 
+/// Pauses or resumes a queue.
+pub async fn set_paused(conn: &mut Conn, queue: &str, paused: bool) -> Result<(), Error> {
+    patch(conn, queue, json!({ "paused": paused })).await
+}
+
 /// Raises a queue's own `max_queued` (a per-queue override of `--max-queued`).
 pub async fn set_max_queued(conn: &mut Conn, queue: &str, max_queued: u64) -> Result<(), Error> {
-    let path = format!("/v1/queues/{queue}");
-    let body = json!({ "max_queued": max_queued });
-    conn.json(Method::PATCH, &path, Some(&body), StatusCode::OK)
-        .await?;
-    Ok(())
+    patch(conn, queue, json!({ "max_queued": max_queued })).await
 }
 
 /// A queue's task counts.
