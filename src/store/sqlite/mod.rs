@@ -4,6 +4,7 @@
 //! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
 //! database has a single connection, so there the writer serves reads too.
 
+mod ends;
 mod events;
 mod inserts;
 mod queues;
@@ -91,12 +92,18 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// Settings for speed that do not touch durability: statement journals (one per SAVEPOINT)
-/// and temporary tables in memory instead of temporary files, and a larger page cache.
+/// and temporary tables in memory instead of temporary files, a larger page cache, and room
+/// for every statement the writer prepares (multi-row statements come in several sizes), so
+/// none is parsed again for want of a cache slot.
 fn tune(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -65_536)?; // KiB: 64 MiB
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -246,7 +253,7 @@ impl TaskStore for SqliteStore {
         };
         let mut ended = self
             .writer
-            .run(move |conn| rows::task_finish_many(conn, vec![attempt]))
+            .run(move |conn| ends::task_finish_many(conn, vec![attempt]))
             .await?;
         Ok(ended.pop().flatten())
     }
@@ -257,7 +264,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Vec<Option<Task>>, StoreError> {
         // One job: one savepoint and one trip to the writer for the whole batch.
         self.writer
-            .run(move |conn| rows::task_finish_many(conn, attempts))
+            .run(move |conn| ends::task_finish_many(conn, attempts))
             .await
     }
 

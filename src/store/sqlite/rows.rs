@@ -7,12 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use std::collections::HashMap;
-
-use crate::store::{CancelResult, Changed, EndedAttempt, StoreError, TaskFilter, fair_shares};
+use super::ends;
+use crate::store::{CancelResult, Changed, StoreError, TaskFilter, fair_shares};
 use crate::task::{
-    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, end_attempt,
-    expire_attempt, lose_attempt, now_millis,
+    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, expire_attempt,
+    lose_attempt, now_millis,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -96,7 +95,7 @@ pub fn query_tasks(
     rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
 }
 
-fn query_task(
+pub(super) fn query_task(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -108,7 +107,7 @@ fn query_task(
         .map_err(corrupt)
 }
 
-fn to_json(value: &impl serde::Serialize) -> String {
+pub(super) fn to_json(value: &impl serde::Serialize) -> String {
     // Serializing our own plain data (maps of strings, JSON values) cannot fail.
     serde_json::to_string(value).unwrap_or_default()
 }
@@ -393,98 +392,6 @@ fn claim_from(
     )
 }
 
-/// Writes the end of a running attempt, guarded by its lease.
-fn write_end(
-    conn: &Connection,
-    id: TaskId,
-    lease: &str,
-    end: AttemptEnd,
-) -> Result<Option<Task>, StoreError> {
-    query_task(
-        conn,
-        &format!(
-            "UPDATE tasks SET state = ?3, result = ?4, error = ?5, errors = ?6, run_at = ?7, \
-                 finished_at = ?8, lease = NULL, lease_expires_at = NULL \
-             WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING {COLUMNS}"
-        ),
-        params![
-            id.to_string(),
-            lease,
-            end.state.as_str(),
-            end.result.map(|r| r.to_string()),
-            end.error.map(|e| to_json(&e)),
-            to_json(&end.errors),
-            end.run_at,
-            end.finished_at,
-        ],
-    )
-}
-
-/// Ends many running attempts in two statements, one read and one write, however many
-/// there are. Statement by statement, each attempt cost two statements and a statement
-/// journal each, which profiles showed to be most of a drain's time.
-pub fn task_finish_many(
-    conn: &Connection,
-    attempts: Vec<EndedAttempt>,
-) -> Result<Vec<Option<Task>>, StoreError> {
-    let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
-    let ids: Vec<String> = order.iter().map(TaskId::to_string).collect();
-    let running: HashMap<TaskId, Task> = query_tasks(
-        conn,
-        &format!(
-            "SELECT {COLUMNS} FROM tasks \
-             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'running'"
-        ),
-        [to_json(&ids)],
-    )?
-    .into_iter()
-    .map(|task| (task.id, task))
-    .collect();
-    // Each end as a JSON object; the UPDATE reads them back with `->>`. In both statements
-    // `+state` keeps SQLite from walking the state index and probing the list for every
-    // running task: the list leads, the primary key finds each row.
-    let mut ends = Vec::with_capacity(attempts.len());
-    for attempt in attempts {
-        let Some(task) = running.get(&attempt.id) else {
-            continue;
-        };
-        if task.lease.as_ref().map(|l| l.token.as_str()) != Some(attempt.lease.as_str()) {
-            continue;
-        }
-        let end = end_attempt(task, attempt.outcome, attempt.ended_at, fastrand::f64());
-        ends.push(serde_json::json!({
-            "id": attempt.id.to_string(),
-            "lease": attempt.lease,
-            "state": end.state.as_str(),
-            "result": end.result.map(|r| r.to_string()),
-            "error": end.error.map(|e| to_json(&e)),
-            "errors": to_json(&end.errors),
-            "run_at": end.run_at,
-            "finished_at": end.finished_at,
-        }));
-    }
-    let mut ended: HashMap<TaskId, Task> = query_tasks(
-        conn,
-        &format!(
-            "UPDATE tasks SET state = e.state, result = e.result, error = e.error, \
-                 errors = e.errors, run_at = e.run_at, finished_at = e.finished_at, \
-                 lease = NULL, lease_expires_at = NULL \
-             FROM (SELECT value ->> 'id' AS end_id, value ->> 'lease' AS end_lease, \
-                          value ->> 'state' AS state, value ->> 'result' AS result, \
-                          value ->> 'error' AS error, value ->> 'errors' AS errors, \
-                          value ->> 'run_at' AS run_at, value ->> 'finished_at' AS finished_at \
-                   FROM json_each(?1)) AS e \
-             WHERE tasks.id = e.end_id AND +tasks.state = 'running' AND tasks.lease = e.end_lease \
-             RETURNING {COLUMNS}"
-        ),
-        [serde_json::Value::Array(ends).to_string()],
-    )?
-    .into_iter()
-    .map(|task| (task.id, task))
-    .collect();
-    Ok(order.iter().map(|id| ended.remove(id)).collect())
-}
-
 pub fn task_renew(
     conn: &Connection,
     leases: &[(TaskId, String)],
@@ -567,7 +474,7 @@ fn end_running(
             continue;
         };
         let end = end(&task);
-        moved.extend(write_end(conn, task.id, &lease, end)?);
+        moved.extend(ends::write_end(conn, task.id, &lease, end)?);
     }
     Ok(moved)
 }

@@ -263,6 +263,61 @@ pub async fn a_new_attempt_starts_without_progress(store: Arc<dyn TaskStore>) {
     assert_eq!(get(&store, &task).await.progress, None);
 }
 
+/// A batch larger than one multi-row statement: forty successes, one of them stale and one
+/// with a cancel requested, each answered in order and on its own; the rest succeed with
+/// their own result and end time.
+pub async fn a_large_batch_of_successes_is_decided_one_by_one(store: Arc<dyn TaskStore>) {
+    let new = NewTask {
+        max_attempts: 3,
+        ..task("batch-large", "echo", json!(null))
+    };
+    for _ in 0..40 {
+        insert(&store, new.clone()).await;
+    }
+    let claimed = store.claim(40, far()).await.unwrap();
+    assert_eq!(claimed.len(), 40);
+    let (stale, cancelled) = (&claimed[5], &claimed[20]);
+    assert!(matches!(
+        store.cancel(cancelled.id).await.unwrap(),
+        CancelResult::Requested(_)
+    ));
+    let ends = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, task)| EndedAttempt {
+            id: task.id,
+            lease: if task.id == stale.id {
+                "not-the-lease".into()
+            } else {
+                lease(task)
+            },
+            outcome: Outcome::Succeeded(json!({ "i": i })),
+            ended_at: 1_000_000 + i as i64,
+        })
+        .collect();
+    let ended = store.finish_many(ends).await.unwrap();
+    assert_eq!(ended.len(), 40);
+    for (i, (task, answer)) in claimed.iter().zip(&ended).enumerate() {
+        if task.id == stale.id {
+            assert!(answer.is_none(), "a stale lease ends nothing");
+            assert_eq!(get(&store, task).await.state, TaskState::Running);
+            continue;
+        }
+        let answer = answer.as_ref().expect("an attempt with its lease ends");
+        assert_eq!(answer.id, task.id, "answers come in the order asked");
+        if task.id == cancelled.id {
+            assert_eq!(answer.state, TaskState::Cancelled);
+            assert_eq!(answer.result, None);
+        } else {
+            assert_eq!(answer.state, TaskState::Succeeded);
+            assert_eq!(answer.result, Some(json!({ "i": i })));
+            assert_eq!(answer.finished_at, Some(1_000_000 + i as i64));
+            assert!(answer.lease.is_none());
+        }
+        assert_eq!(&get(&store, task).await, answer);
+    }
+}
+
 fn failure(message: &str) -> Outcome {
     Outcome::Failed {
         error: TaskError {
