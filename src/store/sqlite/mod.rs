@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../../migrations/sqlite/0002_events.sql"),
     ),
+    (
+        3,
+        "callback_trigger",
+        include_str!("../../../migrations/sqlite/0003_callback_trigger.sql"),
+    ),
 ];
 
 /// How many read connections a file database keeps; reads beyond that wait for one.

@@ -175,6 +175,7 @@ mod cases {
         queues::remote_queues_lease_only_through_claim_queue,
         observer::the_event_log_follows_every_change,
         observer::a_finished_callback_gets_one_delivery,
+        observer::a_delivery_is_due_on_each_end_and_only_then,
     );
 }
 

@@ -1,7 +1,7 @@
 //! Cases: the event log, progress reports, completion webhook deliveries.
 
-use taskd::store::{DeliveryOutcome, EventFilter};
-use taskd::task::{Callback, Progress, TaskState};
+use taskd::store::{CancelResult, Changed, DeliveryOutcome, EventFilter};
+use taskd::task::{Callback, Progress, TaskError, TaskState};
 
 use super::*;
 
@@ -149,4 +149,88 @@ pub async fn a_finished_callback_gets_one_delivery(store: Arc<dyn TaskStore>) {
     assert!(store.deliveries_due(far(), 10).await.unwrap().is_empty());
     let counts = store.queue(queue("hooks")).await.unwrap().callbacks;
     assert_eq!((counts.pending, counts.delivered, counts.failed), (0, 1, 0));
+}
+
+/// Deliveries follow the moves into a terminal state and nothing else: a cancel while queued,
+/// a last failure and the end of a task retried by hand add one each; a claim, a retry
+/// scheduled after a failure and a promotion add none.
+pub async fn a_delivery_is_due_on_each_end_and_only_then(store: Arc<dyn TaskStore>) {
+    let new = |queue: &str| NewTask {
+        callback: Some(Callback {
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+        }),
+        max_attempts: 2,
+        ..task(queue, "echo", json!(1))
+    };
+    // The tasks of the deliveries that appeared since the last look. (PostgreSQL hides a
+    // delivery it handed out for a while; SQLite hands it out again: count each id once.)
+    let mut seen = std::collections::HashSet::new();
+    let mut new_deliveries = async || {
+        let due = store.deliveries_due(far(), 100).await.unwrap();
+        due.into_iter()
+            .filter(|d| seen.insert(d.id.clone()))
+            .map(|d| d.task.id)
+            .collect::<Vec<_>>()
+    };
+    let failure = || Outcome::Failed {
+        error: TaskError {
+            error_type: "boom".into(),
+            message: "boom".into(),
+        },
+        retryable: true,
+    };
+
+    let cancelled = insert(&store, new("hooks-cancel")).await;
+    assert!(matches!(
+        store.cancel(cancelled.id).await.unwrap(),
+        CancelResult::Cancelled(_)
+    ));
+    assert_eq!(
+        new_deliveries().await,
+        [cancelled.id],
+        "a cancel while queued"
+    );
+
+    insert(&store, new("hooks-fail")).await;
+    let first = only(store.claim(1, far()).await.unwrap());
+    assert_eq!(new_deliveries().await, [], "a claim adds none");
+    store
+        .finish(first.id, &lease(&first), failure())
+        .await
+        .unwrap();
+    assert_eq!(get(&store, &first).await.state, TaskState::Scheduled);
+    assert_eq!(store.promote_due(far()).await.unwrap(), 1);
+    assert_eq!(
+        new_deliveries().await,
+        [],
+        "a retry after backoff adds none"
+    );
+    let second = only(store.claim(1, far()).await.unwrap());
+    store
+        .finish(second.id, &lease(&second), failure())
+        .await
+        .unwrap();
+    assert_eq!(get(&store, &second).await.state, TaskState::Failed);
+    assert_eq!(
+        new_deliveries().await,
+        [second.id],
+        "the last failure adds one"
+    );
+
+    assert!(matches!(
+        store.retry(second.id).await.unwrap(),
+        Changed::Done(_)
+    ));
+    assert_eq!(new_deliveries().await, [], "a retry by hand adds none");
+    let third = only(store.claim(1, far()).await.unwrap());
+    store
+        .finish(third.id, &lease(&third), Outcome::Succeeded(json!(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        new_deliveries().await,
+        [third.id],
+        "the retried task's end adds one"
+    );
 }
