@@ -4,7 +4,7 @@
 //! few times a second, whatever the handler's pace.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Inner;
 use crate::store::{EventFilter, StoreError};
@@ -29,14 +29,21 @@ pub(super) async fn tail(inner: Arc<Inner>) {
             0
         }
     };
+    let mut bounds_read = Instant::now();
     loop {
-        // Nobody listens: skip reading events nobody would get, but keep the resume point
-        // current, so a new subscriber (who catches up from the log on its own) is not sent
-        // a backlog it already read.
-        if !inner.hub.has_subscribers()
-            && let Ok(Some((_, newest))) = inner.store.event_bounds().await
-        {
-            last = last.max(newest);
+        // Nobody listens: skip reading events nobody would get, but move the resume point up
+        // now and then, so a new subscriber (who catches up from the log on its own) is not
+        // sent a long backlog it already read. Not after every commit: under load that was a
+        // read per commit for nobody. A point read while a subscriber arrived is not used:
+        // a resume point too low only repeats events (streams drop what they have seen), one
+        // too high would skip some.
+        if !inner.hub.has_subscribers() && bounds_read.elapsed() >= IDLE_TAIL {
+            bounds_read = Instant::now();
+            if let Ok(Some((_, newest))) = inner.store.event_bounds().await
+                && !inner.hub.has_subscribers()
+            {
+                last = last.max(newest);
+            }
         }
         while inner.hub.has_subscribers() {
             let page = match inner
