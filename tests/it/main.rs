@@ -23,4 +23,5 @@ mod state_machine;
 mod store;
 mod tasks;
 mod webhooks;
+mod worker_processes;
 mod workers;

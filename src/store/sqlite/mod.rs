@@ -3,7 +3,12 @@
 //! Writes go through one writer thread that commits them in batches ([`writer`]); reads go to a
 //! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
 //! database has a single connection, so there the writer serves reads too.
+//!
+//! The queries: `rows` (reading tasks, and the moves other than claims and ends), `inserts`
+//! (submits combined into one job), `claims`, `ends`, `queues`, `events` (the event log and
+//! webhook deliveries).
 
+mod claims;
 mod ends;
 mod events;
 mod inserts;
@@ -239,7 +244,7 @@ impl TaskStore for SqliteStore {
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
         self.writer
-            .run(move |conn| rows::task_claim(conn, limit, lease_expires_at))
+            .run(move |conn| claims::task_claim(conn, limit, lease_expires_at))
             .await
     }
 
@@ -361,7 +366,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Vec<Task>, StoreError> {
         self.writer
             .run(move |conn| {
-                rows::task_claim_queue(conn, &queue, kinds.as_deref(), limit, lease_expires_at)
+                claims::task_claim_queue(conn, &queue, kinds.as_deref(), limit, lease_expires_at)
             })
             .await
     }
