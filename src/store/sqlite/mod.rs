@@ -18,6 +18,7 @@ mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -92,13 +93,43 @@ fn parse_url(url: &str) -> Result<Location, StoreError> {
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "busy_timeout", 5000)?;
     // WAL lets readers run beside the writer; FULL makes every commit durable across a power
     // cut, which is what a 202 promises.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    enable_wal(conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     tune(conn)
+}
+
+/// How long opening waits for another process that is switching the same file to WAL.
+const WAL_SWITCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Puts the file in WAL mode. Switching a new file takes an exclusive lock, and SQLite answers
+/// "database is locked" at once instead of waiting out the busy timeout, so processes that
+/// open one new file together (nodes starting at once) retry here for a while.
+fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
+    let deadline = Instant::now() + WAL_SWITCH_WAIT;
+    loop {
+        let mode = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0));
+        match mode {
+            Ok(mode) => {
+                if !mode.eq_ignore_ascii_case("wal") {
+                    // A file system without shared memory, for one: it works, without the
+                    // concurrent reads.
+                    tracing::warn!(mode, "SQLite stays out of WAL mode");
+                }
+                return Ok(());
+            }
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Settings for speed that do not touch durability: statement journals (one per SAVEPOINT)
