@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, spawn_app_with};
+use crate::backend::{Backend, TestDatabase};
+use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, spawn_app_on, spawn_app_with};
 
 /// One received SSE event.
 #[derive(Debug, Clone)]
@@ -290,4 +291,44 @@ async fn shutdown_closes_open_streams() {
     for stream in streams {
         assert!(stream.collect().await.is_empty());
     }
+}
+
+/// Two nodes on one PostgreSQL database: a task's stream on node A shows the changes node B
+/// makes (B leases and completes the task as a remote worker's server), then ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_one_node_sees_changes_made_on_another() {
+    let database = TestDatabase::fresh(Backend::Postgres).await;
+    let a = spawn_app_on(&database.url, |_| {}).await;
+    patch_queue(&a, "far", json!({"remote": true})).await;
+    let b = spawn_app_on(&database.url, |_| {}).await;
+    let task = a.submit(json!({"kind": "anything", "queue": "far"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let mut stream = SseStream::open(&a, &format!("/v1/tasks/{id}/events"), None).await;
+    assert_eq!(stream.next().await.unwrap().data["state"], "queued");
+
+    let leased = b
+        .post_json(
+            "/v1/queues/far/lease",
+            &json!({"worker_id": "w", "max_tasks": 1, "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(leased.status(), StatusCode::OK);
+    let leased: Value = leased.json().await.unwrap();
+    assert_eq!(leased["tasks"][0]["id"], id.as_str());
+    let token = leased["tasks"][0]["lease"].as_str().unwrap();
+    let done = b
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": token, "result": 7}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+
+    let states: Vec<Value> = stream
+        .collect()
+        .await
+        .into_iter()
+        .map(|event| event.data["state"].clone())
+        .collect();
+    assert_eq!(states, [json!("running"), json!("succeeded")]);
 }
