@@ -1,5 +1,6 @@
 //! Crash durability with a real child process and SIGKILL: every task answered 202 survives,
-//! and tasks that were running run again with their attempt counted (at-least-once).
+//! and tasks that were running run again with their attempt counted (at-least-once); queue
+//! settings and schedules survive it too.
 
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -98,5 +99,59 @@ async fn sigkill_loses_no_accepted_task() {
             "a running task re-runs as attempt 2: {task}"
         );
     }
+    server.kill_9();
+}
+
+/// kill -9 right after a queue was reconfigured and tasks were scheduled: after a restart the
+/// queue keeps its settings, the scheduled tasks keep their time, and a paused queue stays
+/// paused (its queued task has not run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_keeps_queue_settings_and_schedules() {
+    let database = TestDatabase::fresh(Backend::from_env()).await;
+    let client = Client::new();
+    let server = Server::start(&database.url, 2, &[]);
+    let settings = json!({"paused": true, "concurrency": 3, "max_queued": 50});
+    let response = client
+        .patch(format!("{}/v1/queues/kept", server.base))
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let held = submit(
+        &client,
+        &server.base,
+        json!({"kind": "echo", "queue": "kept", "input": 1}),
+    )
+    .await;
+    let later = submit(
+        &client,
+        &server.base,
+        json!({"kind": "echo", "input": 2, "delay_ms": 3_600_000}),
+    )
+    .await;
+    let run_at = get(&client, &server.base, &later, 0).await["run_at"].clone();
+    assert!(run_at.is_string());
+    server.kill_9();
+
+    let server = Server::start(&database.url, 2, &[]);
+    let queue: Value = client
+        .get(format!("{}/v1/queues/kept", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue["paused"], true, "{queue}");
+    assert_eq!(queue["concurrency"], 3, "{queue}");
+    assert_eq!(queue["max_queued"], 50, "{queue}");
+    assert_eq!(
+        get(&client, &server.base, &held, 0).await["state"],
+        "queued"
+    );
+    let task = get(&client, &server.base, &later, 0).await;
+    assert_eq!(task["state"], "scheduled", "{task}");
+    assert_eq!(task["run_at"], run_at);
     server.kill_9();
 }
