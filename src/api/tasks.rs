@@ -196,12 +196,20 @@ async fn result(
     match task.state {
         TaskState::Succeeded => Ok(axum::Json(task.result.unwrap_or_default()).into_response()),
         TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(task.state)),
-        TaskState::Scheduled | TaskState::Queued | TaskState::Running => Ok((
-            StatusCode::ACCEPTED,
-            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-            axum::Json(task),
-        )
-            .into_response()),
+        TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
+            // A scheduled task has nothing to show before its time; anything else may end
+            // any moment.
+            let until_due = task
+                .run_at
+                .map_or(0, |at| (at - now_millis()).max(0) as u64);
+            let retry_after = seconds(Duration::from_millis(until_due));
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::RETRY_AFTER, retry_after)],
+                axum::Json(task),
+            )
+                .into_response())
+        }
     }
 }
 

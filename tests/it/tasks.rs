@@ -83,7 +83,8 @@ async fn a_failed_task_has_an_error_and_no_result() {
     expect_problem(response, 409, "task_failed").await;
 }
 
-/// /result of an unfinished task is 202 with Retry-After.
+/// /result of an unfinished task is 202 with Retry-After: 1, or the seconds until a scheduled
+/// one is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_of_an_unfinished_task_is_202() {
     let app = spawn_app().await;
@@ -96,6 +97,20 @@ async fn result_of_an_unfinished_task_is_202() {
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
     assert!(matches!(body["state"].as_str(), Some("queued" | "running")));
+
+    // Scheduled two minutes out: come back when it is due, not every second.
+    let later = app
+        .submit(json!({"kind": "echo", "delay_ms": 120_000}))
+        .await;
+    let id = later["id"].as_str().unwrap();
+    let response = app.get(&format!("/v1/tasks/{id}/result")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((100..=120).contains(&retry_after), "{retry_after}");
 }
 
 /// `?wait=N` returns after about N seconds with the current state when the task goes on.
