@@ -144,18 +144,16 @@ pub fn admission(
 
 /// The task that first used an idempotency key, and the digest of its request.
 pub fn task_by_key(conn: &Connection, key: &str) -> Result<Option<(Task, String)>, StoreError> {
-    let first = query_task(
-        conn,
-        &format!("SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"),
-        [key],
-    )?;
-    let Some(first) = first else {
-        return Ok(None);
-    };
-    let hash: String = conn
-        .prepare_cached("SELECT request_hash FROM tasks WHERE id = ?1")?
-        .query_row([first.id.to_string()], |row| row.get(0))?;
-    Ok(Some((first, hash)))
+    // The digest comes right after the task's columns.
+    let hash_column = COLUMNS.split(',').count();
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, request_hash FROM tasks WHERE idempotency_key = ?1"
+    ))?
+    .query_row([key], |row| {
+        Ok((task_from_row(row)?, row.get(hash_column)?))
+    })
+    .optional()
+    .map_err(corrupt)
 }
 
 /// A new task's values, in the column order of [`INSERT_COLUMNS`].
