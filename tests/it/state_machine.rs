@@ -1,6 +1,6 @@
 //! A property test of the task state machine: random sequences of submit, claim, finish,
-//! cancel, retry, release, expire, promote and delete against the real store, checked step
-//! by step against a model. No sequence may reach a state the model does not allow, and
+//! cancel, retry, release, expire, promote and delete against the real store (SQLite and
+//! PostgreSQL, whose guards are separate SQL), checked step by step against a model. No sequence may reach a state the model does not allow, and
 //! every observed move must be legal per `TaskState::allows`.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::json;
 use taskd::store::{Changed, TaskStore};
+
+use crate::backend::{Backend, TestDatabase};
 use taskd::task::{
     Backoff, Kind, NewTask, Outcome, QueueName, Task, TaskError, TaskId, TaskState, Transition,
 };
@@ -74,8 +76,16 @@ async fn snapshot(store: &dyn TaskStore, ids: &[TaskId]) -> Vec<Task> {
     tasks
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let store = taskd::store::open("sqlite::memory:").await.unwrap();
+async fn run(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    // SQLite in memory; PostgreSQL on a fresh database per sequence (dropped with it).
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestDatabase::fresh(Backend::Postgres).await),
+    };
+    let url = database
+        .as_ref()
+        .map_or_else(|| "sqlite::memory:".to_owned(), |d| d.url.clone());
+    let store = taskd::store::open(&url).await.unwrap();
     store.migrate().await.unwrap();
     let far_future = taskd::task::now_millis() + 10 * 365 * 86_400_000;
     let mut ids: Vec<TaskId> = Vec::new();
@@ -246,6 +256,15 @@ proptest! {
     #[test]
     fn random_sequences_keep_the_state_machine(ops in proptest::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops))?;
+        runtime.block_on(run(Backend::Sqlite, ops))?;
+    }
+
+    /// The same on PostgreSQL, whose guards are its own SQL.
+    #[test]
+    fn random_sequences_keep_the_state_machine_on_postgres(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run(Backend::Postgres, ops))?;
     }
 }
