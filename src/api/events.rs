@@ -24,7 +24,6 @@ use super::error::ApiError;
 use super::extract::{Query, TaskIdPath};
 use super::{AppState, Route};
 use crate::engine::{Engine, Subscription};
-
 use crate::store::EventFilter;
 use crate::task::{Kind, QueueName, TaskEvent, TaskId, TaskState};
 

@@ -49,6 +49,12 @@ fn seconds(duration: Duration) -> HeaderValue {
     HeaderValue::from(duration.as_secs().max(1))
 }
 
+/// How long until a scheduled task is due (zero for any other).
+fn until_due(task: &Task) -> Duration {
+    let ms = task.run_at.map_or(0, |at| (at - now_millis()).max(0));
+    Duration::from_millis(ms as u64)
+}
+
 async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -85,10 +91,7 @@ async fn submit(
         }
     }
     // A delayed task starts no sooner than its time; then the queue ahead of it counts.
-    let until_due = task
-        .run_at
-        .map_or(0, |at| (at - now_millis()).max(0) as u64);
-    let retry_after = Duration::from_millis(until_due)
+    let retry_after = until_due(&task)
         + state
             .engine
             .estimate_wait(&task.queue, inserted.waiting_before);
@@ -199,10 +202,7 @@ async fn result(
         TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
             // A scheduled task has nothing to show before its time; anything else may end
             // any moment.
-            let until_due = task
-                .run_at
-                .map_or(0, |at| (at - now_millis()).max(0) as u64);
-            let retry_after = seconds(Duration::from_millis(until_due));
+            let retry_after = seconds(until_due(&task));
             Ok((
                 StatusCode::ACCEPTED,
                 [(header::RETRY_AFTER, retry_after)],

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use super::{Inner, Running};
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
 use crate::store::EndedAttempt;
-use crate::task::{Outcome, Task, TaskError, TaskId, now_millis};
+use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 
 /// The most tasks one claim takes.
 const CLAIM_BATCH: usize = 256;
@@ -172,10 +172,8 @@ async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
                         // Tell the handler, then abandon it: dropping the future stops an
                         // async handler at its next await; CPU work sees the token.
                         cancel.cancel();
-                        Ok(Err(HandlerError::new(
-                            "timeout",
-                            format!("the attempt ran longer than {} ms", limit.as_millis()),
-                        )))
+                        let error = timeout_error(limit.as_millis() as u64);
+                        Ok(Err(HandlerError::new(error.error_type, error.message)))
                     }
                 },
             }

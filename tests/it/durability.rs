@@ -21,15 +21,12 @@ async fn submit(client: &Client, base: &str, body: Value) -> String {
     task["id"].as_str().unwrap().to_owned()
 }
 
+async fn get_json(client: &Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn get(client: &Client, base: &str, id: &str, wait: u32) -> Value {
-    client
-        .get(format!("{base}/v1/tasks/{id}?wait={wait}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(client, format!("{base}/v1/tasks/{id}?wait={wait}")).await
 }
 
 /// kill -9 with tasks queued and running; after a restart on the same database every task
@@ -135,14 +132,7 @@ async fn sigkill_keeps_queue_settings_and_schedules() {
     server.kill_9();
 
     let server = Server::start(&database.url, 2, &[]);
-    let queue: Value = client
-        .get(format!("{}/v1/queues/kept", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = get_json(&client, format!("{}/v1/queues/kept", server.base)).await;
     assert_eq!(queue["paused"], true, "{queue}");
     assert_eq!(queue["concurrency"], 3, "{queue}");
     assert_eq!(queue["max_queued"], 50, "{queue}");

@@ -59,8 +59,6 @@ fn finish_successes(
     conn: &Connection,
     successes: &[(EndedAttempt, String)],
 ) -> Result<HashMap<TaskId, Task>, StoreError> {
-    const SET: &str = "state = 'succeeded', finished_at = {finished_at}, result = {result}, \
-                       lease = NULL, lease_expires_at = NULL";
     let values = |(attempt, result): &(EndedAttempt, String)| -> [rusqlite::types::Value; 4] {
         [
             attempt.id.to_string().into(),
@@ -69,25 +67,17 @@ fn finish_successes(
             attempt.ended_at.into(),
         ]
     };
+    // One form for every size, a single row included: (id, lease, result, ended_at) rows.
     let sql = |rows: usize| {
-        if rows == 1 {
-            format!(
-                "UPDATE tasks SET {} \
-                 WHERE id = ?1 AND +state = 'running' AND lease = ?2 AND cancel_requested = 0 \
-                 RETURNING {COLUMNS}",
-                SET.replace("{finished_at}", "?4").replace("{result}", "?3"),
-            )
-        } else {
-            format!(
-                "UPDATE tasks SET {} FROM (VALUES {}) AS e \
-                 WHERE tasks.id = e.column1 AND +tasks.state = 'running' \
-                   AND tasks.lease = e.column2 AND tasks.cancel_requested = 0 \
-                 RETURNING {COLUMNS}",
-                SET.replace("{finished_at}", "e.column4")
-                    .replace("{result}", "e.column3"),
-                vec!["(?, ?, ?, ?)"; rows].join(", "),
-            )
-        }
+        format!(
+            "UPDATE tasks SET state = 'succeeded', result = e.column3, finished_at = e.column4, \
+                 lease = NULL, lease_expires_at = NULL \
+             FROM (VALUES {}) AS e \
+             WHERE tasks.id = e.column1 AND +tasks.state = 'running' \
+               AND tasks.lease = e.column2 AND tasks.cancel_requested = 0 \
+             RETURNING {COLUMNS}",
+            vec!["(?, ?, ?, ?)"; rows].join(", "),
+        )
     };
     let mut ended = HashMap::with_capacity(successes.len());
     let mut rest = successes;
