@@ -2,9 +2,13 @@
 
 use std::future::Future;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 
-use crate::api::{self, ApiConfig};
+use crate::access::AuthMode;
+use crate::api::{self, AllowedHosts, ApiConfig};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
@@ -20,6 +24,14 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error("outbound HTTP client: {0}")]
     Outbound(#[from] reqwest::Error),
+    /// No API key exists and the server would be reachable from other machines.
+    #[error(
+        "no API key exists, and taskd would listen on {0}, which other machines can reach: \
+         create a key first (`taskd keys create --name admin --scopes admin`, with the same \
+         --database), or pass --auth off (TASKD_AUTH=off) to serve without keys on a network \
+         you trust"
+    )]
+    NoKeys(std::net::SocketAddr),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: readiness and submits answer
@@ -33,6 +45,8 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
+    let address = listener.local_addr()?;
+    check_auth(config.auth, address, store.keys_exist().await?)?;
     // One client for webhooks and the `http` kind: one allow-list, one connection pool.
     let outbound = Outbound::new(config.allow_outbound.clone())?;
     let registry = registry.with_http(outbound.clone());
@@ -43,6 +57,12 @@ pub async fn run(
         default_backoff: Backoff {
             base_ms: config.backoff_base.as_millis() as u64,
             cap_ms: config.backoff_cap.as_millis() as u64,
+        },
+        auth: config.auth,
+        allowed_hosts: match config.allowed_hosts.clone() {
+            Some(hosts) => Some(Arc::new(hosts)),
+            None if address.ip().is_loopback() => Some(Arc::new(AllowedHosts::loopback())),
+            None => None,
         },
     };
     let app = api::router(engine.clone(), &api_config);
@@ -55,6 +75,33 @@ pub async fn run(
         })
         .await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Decides at start-up whether the server may serve as configured: without any key, only on
+/// a loopback address (or with `--auth off`), and it says so in the log.
+fn check_auth(mode: AuthMode, address: SocketAddr, keys_exist: bool) -> Result<(), AppError> {
+    match mode {
+        AuthMode::Off => {
+            tracing::warn!(
+                %address,
+                "--auth off: every route is open to whoever reaches {address}, keys or not"
+            );
+        }
+        AuthMode::On if !keys_exist => {
+            tracing::warn!("--auth on and no key exists yet: every guarded route answers 401");
+        }
+        AuthMode::Auto if !keys_exist => {
+            if !address.ip().is_loopback() {
+                return Err(AppError::NoKeys(address));
+            }
+            tracing::warn!(
+                %address,
+                "no API key exists: serving open on loopback; `taskd keys create` turns keys on"
+            );
+        }
+        AuthMode::On | AuthMode::Auto => {}
+    }
     Ok(())
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::builder::StyledStr;
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::AuthMode;
+use crate::api::AllowedHosts;
 use crate::engine::{EngineConfig, WebhookConfig};
 use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
 
@@ -34,6 +36,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Serve a remote queue of a taskd server by running a command per task.
     Worker(crate::cli::worker::WorkerConfig),
+    /// Create, list and revoke API keys (in the database, like `migrate`).
+    Keys(crate::cli::keys::KeysArgs),
 }
 
 /// The options of `taskd serve` as `taskd serve --help` shows them (flag, help, env twin,
@@ -128,6 +132,20 @@ pub struct ServeConfig {
     /// link-local and cloud metadata addresses never are. Default: this machine only.
     #[arg(long, env = "TASKD_ALLOW_OUTBOUND", default_value = DEFAULT_ALLOW_OUTBOUND)]
     pub allow_outbound: AllowList,
+
+    /// When requests need an API key (`Authorization: Bearer …`): `auto` asks for one on
+    /// every route but /healthz, /readyz, /openapi.yaml and the dashboard's page once any key
+    /// exists (`taskd keys create`); with no key, it serves open on a loopback address and
+    /// refuses to start on any other. `on` always asks; `off` never does (trusted networks
+    /// only). See docs/security.md.
+    #[arg(long, env = "TASKD_AUTH", default_value = "auto")]
+    pub auth: AuthMode,
+
+    /// The `Host` names taskd answers to, comma-separated (`tasks.example.com`,
+    /// `*.example.com`); any other gets 421, against DNS rebinding. Default: on a loopback
+    /// address, `localhost`, `127.0.0.1` and `[::1]`; on any other, every name.
+    #[arg(long, env = "TASKD_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<AllowedHosts>,
 
     /// How many times a completion webhook is tried (the first included) before it is
     /// `failed`.

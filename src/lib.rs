@@ -53,6 +53,7 @@
 //! - Backpressure: `store/sqlite/inserts.rs` (`decide` refuses beyond `--max-queued`, 429)
 //!   and `store/sqlite/writer.rs` (a bounded write queue).
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod cli;

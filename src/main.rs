@@ -17,6 +17,16 @@ async fn main() -> std::process::ExitCode {
         .init();
     let outcome = match cli.command {
         Command::Migrate(database) => taskd::app::migrate(&database.url).await,
+        Command::Keys(keys) => {
+            let mut out = std::io::stdout().lock();
+            return match taskd::cli::keys::run(keys, &mut out).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("taskd keys: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Command::Worker(config) => {
             let stop = tokio_util::sync::CancellationToken::new();
             let trigger = stop.clone();

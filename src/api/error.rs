@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::access::Scope;
 use crate::engine::EngineError;
 use crate::store::StoreError;
 use crate::task::TaskState;
@@ -43,6 +44,15 @@ pub enum ApiError {
     NotReady,
     #[error("no route for this path")]
     RouteNotFound,
+    /// No key, or one that is unknown, expired or revoked (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid key without the route's scope (403).
+    #[error("the API key `{key}` lacks the `{scope}` scope this route needs")]
+    MissingScope { key: String, scope: Scope },
+    /// The `Host` is not one this server answers to (421).
+    #[error("this server does not answer to the host `{0}` (see --allowed-hosts)")]
+    HostNotAllowed(String),
 }
 
 fn engine_status(error: &EngineError) -> StatusCode {
@@ -56,6 +66,7 @@ fn engine_status(error: &EngineError) -> StatusCode {
             StatusCode::TOO_MANY_REQUESTS
         }
         EngineError::WrongState { .. } | EngineError::NotRemote(_) => StatusCode::CONFLICT,
+        EngineError::QueueForbidden(_) => StatusCode::FORBIDDEN,
         EngineError::Draining | EngineError::Store(StoreError::Closed) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -74,6 +85,7 @@ fn engine_code(error: &EngineError) -> &'static str {
         EngineError::TooManyWaiters => "too_many_waiters",
         EngineError::WrongState { code, .. } => code,
         EngineError::NotRemote(_) => "queue_not_remote",
+        EngineError::QueueForbidden(_) => "queue_forbidden",
         EngineError::Draining => "draining",
         EngineError::Store(StoreError::Closed) => "unavailable",
         EngineError::Store(_) => "internal",
@@ -90,6 +102,10 @@ fn engine_field(error: &EngineError) -> Option<(String, String)> {
             Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
         }
         EngineError::InvalidItem { error, .. } => engine_field(error),
+        EngineError::QueueForbidden(queue) => Some((
+            "queue".to_owned(),
+            format!("this key may not use queue `{queue}`"),
+        )),
         _ => None,
     }
 }
@@ -110,6 +126,9 @@ impl ApiError {
             ApiError::NoResult(_) => StatusCode::CONFLICT,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MissingScope { .. } => StatusCode::FORBIDDEN,
+            ApiError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -130,6 +149,9 @@ impl ApiError {
             ApiError::NoResult(_) => "task_failed",
             ApiError::NotReady => "not_ready",
             ApiError::RouteNotFound => "route_not_found",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::MissingScope { .. } => "missing_scope",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
         }
     }
 
@@ -148,6 +170,20 @@ impl ApiError {
         match self {
             ApiError::InvalidBatchItem { index, .. } => Some(*index),
             ApiError::Engine(EngineError::InvalidItem { index, .. }) => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 or a scope's 403 (RFC 6750).
+    fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::Unauthenticated(_) => {
+                Some(HeaderValue::from_static("Bearer realm=\"taskd\""))
+            }
+            ApiError::MissingScope { scope, .. } => HeaderValue::from_str(&format!(
+                "Bearer realm=\"taskd\", error=\"insufficient_scope\", scope=\"{scope}\""
+            ))
+            .ok(),
             _ => None,
         }
     }
@@ -206,6 +242,11 @@ impl IntoResponse for ApiError {
             body["errors"] = json!([error]);
         }
         let mut response = problem_response(status, &body);
+        if let Some(challenge) = self.challenge() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(after) = self.retry_after() {
             let seconds = after.as_secs().max(1);
             response

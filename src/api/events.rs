@@ -20,10 +20,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Query, TaskIdPath};
 use super::{AppState, Route};
-use crate::engine::{Engine, Subscription};
+use crate::access::{QueueScope, Scope};
+use crate::engine::{Engine, EngineError, Subscription};
 use crate::store::EventFilter;
 use crate::task::{Kind, QueueName, TaskEvent, TaskId, TaskState};
 
@@ -35,8 +37,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::get("/v1/tasks/{id}/events", axum::routing::get(task_events)).long_poll(),
-        Route::get("/v1/events", axum::routing::get(firehose)).long_poll(),
+        Route::get("/v1/tasks/{id}/events", axum::routing::get(task_events))
+            .scope(Scope::Read)
+            .long_poll(),
+        Route::get("/v1/events", axum::routing::get(firehose))
+            .scope(Scope::Read)
+            .long_poll(),
     ]
 }
 
@@ -127,6 +133,8 @@ struct Forwarder {
     selector: Selector,
     out: mpsc::Sender<Event>,
     live: Subscription,
+    /// The caller's queues: the log is read through it, as the live subscription is.
+    scope: QueueScope,
     /// The last seq forwarded (or skipped as not matching).
     last: i64,
     /// Ends the stream after this event (the task stream's terminal event).
@@ -176,18 +184,19 @@ impl Forwarder {
         loop {
             let Ok(page) = self
                 .engine
-                .events_after(self.last, filter.clone(), PAGE)
+                .events_after(self.last, filter.clone(), PAGE, &self.scope)
                 .await
             else {
                 return Flow::Done;
             };
-            let full = page.len() == PAGE;
-            for event in &page {
+            for event in &page.events {
                 if let Flow::Done = self.send(event).await {
                     return Flow::Done;
                 }
             }
-            if !full {
+            // Events outside the caller's queues were read too: the next page starts after.
+            self.last = self.last.max(page.read_up_to.unwrap_or(self.last));
+            if !page.full {
                 return Flow::Continue;
             }
         }
@@ -226,6 +235,7 @@ impl Forwarder {
 
 async fn task_events(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -234,7 +244,7 @@ async fn task_events(
     // Subscribe first, then read: whatever happens in between arrives live.
     let live = engine.subscribe_task(id);
     let newest = engine.event_bounds().await?.map_or(0, |(_, newest)| newest);
-    let task = engine.get(id).await?;
+    let task = engine.get(id, &caller.queues).await?;
     let (out, receiver) = mpsc::channel(STREAM_BUFFER);
     let last = match resume {
         Some(last) => last,
@@ -266,6 +276,7 @@ async fn task_events(
         },
         out,
         live,
+        scope: caller.queues,
         last,
         end_on_terminal: true,
         // Finished already: what follows `last` is all in the log; then the stream ends.
@@ -284,6 +295,7 @@ struct FirehoseQuery {
 
 async fn firehose(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<FirehoseQuery>,
 ) -> Result<Response, ApiError> {
@@ -310,7 +322,12 @@ async fn firehose(
     };
     let resume = last_event_id(&headers)?;
     let engine = state.engine;
-    let live = engine.subscribe();
+    if let Some(queue) = &selector.queue
+        && !caller.queues.allows(queue)
+    {
+        return Err(EngineError::QueueForbidden(queue.clone()).into());
+    }
+    let live = engine.subscribe(&caller.queues);
     let last = match resume {
         Some(last) => last,
         // From now on: the newest event so far is the starting point.
@@ -322,6 +339,7 @@ async fn firehose(
         selector,
         out,
         live,
+        scope: caller.queues,
         last,
         end_on_terminal: false,
         log_only: false,

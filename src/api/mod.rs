@@ -4,9 +4,11 @@
 //! it. The same list is [`route_table`], which a test holds against `openapi.yaml`, so the
 //! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
 
+mod auth;
 pub mod error;
 mod events;
 mod extract;
+mod hosts;
 mod queues;
 mod submit;
 mod system;
@@ -31,11 +33,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::{AuthMode, Scope};
 use crate::engine::Engine;
 use crate::task::Backoff;
 use error::{ApiError, PROBLEM_JSON, problem, problem_response};
 use extract::BodyLimit;
 
+pub use auth::Caller;
+pub use hosts::{AllowedHosts, HostPolicy};
 pub use tasks::MAX_WAIT_SECS;
 
 /// What every handler shares: one cloneable state.
@@ -52,6 +57,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// The retry backoff of a task that sets none.
     pub default_backoff: Backoff,
+    /// When requests must carry a key.
+    pub auth: AuthMode,
+    /// The `Host` names answered to; `None`: any.
+    pub allowed_hosts: HostPolicy,
 }
 
 /// One route: a method on a path, with its handler.
@@ -61,6 +70,9 @@ pub struct Route {
     handler: MethodRouter<AppState>,
     /// Ends by its own `wait` parameter, so the request timeout does not apply.
     long_poll: bool,
+    /// The scope a caller's key needs; `None`: open to anyone (health, the contract, the
+    /// dashboard's page, which asks for a key itself).
+    scope: Option<Scope>,
 }
 
 impl Route {
@@ -86,7 +98,20 @@ impl Route {
             path,
             handler,
             long_poll: false,
+            // A route that names no scope is for admins only: forgetting fails closed.
+            scope: Some(Scope::Admin),
         }
+    }
+
+    fn scope(mut self, scope: Scope) -> Route {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Served without a key.
+    fn open(mut self) -> Route {
+        self.scope = None;
+        self
     }
 
     fn long_poll(mut self) -> Route {
@@ -112,11 +137,23 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
         .collect()
 }
 
+/// Every route with the scope it needs (`None`: open), for the contract and the tests.
+pub fn route_scopes() -> Vec<(Method, &'static str, Option<Scope>)> {
+    routes()
+        .into_iter()
+        .map(|route| (route.method, route.path, route.scope))
+        .collect()
+}
+
 /// The whole API with its middleware, ready to serve.
 pub fn router(engine: Engine, config: &ApiConfig) -> Router {
+    let state = AppState {
+        engine,
+        config: Arc::new(config.clone()),
+    };
     let mut router = Router::new();
     for route in routes() {
-        let handler = if route.long_poll {
+        let mut handler = if route.long_poll {
             route.handler
         } else {
             route.handler.layer(TimeoutLayer::with_status_code(
@@ -124,16 +161,24 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 config.request_timeout,
             ))
         };
+        // Outside the timeout: a key lookup is part of the request like anything else.
+        if let Some(scope) = route.scope {
+            handler = handler.layer(middleware::from_fn_with_state(
+                (state.clone(), scope),
+                auth::authorize,
+            ));
+        }
         // Routes on one path with different methods merge into one method router.
         router = router.route(route.path, handler);
     }
     let limit = config.max_body_bytes;
     router
         .fallback(|| async { ApiError::RouteNotFound })
-        .with_state(AppState {
-            engine,
-            config: Arc::new(config.clone()),
-        })
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            config.allowed_hosts.clone(),
+            hosts::check_host,
+        ))
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
             // `problem_for_errors`, and carries the request id.

@@ -5,10 +5,12 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::Json;
 use super::submit::CallbackRequest;
 use super::{AppState, Route};
+use crate::access::Scope;
 use crate::store::{QueueInfo, QueuePatch};
 use crate::task::{QueueName, now_millis};
 
@@ -17,9 +19,9 @@ const MAX_QUEUED_LIMIT: u64 = 1_000_000_000_000;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::get("/v1/queues", axum::routing::get(list)),
-        Route::get("/v1/queues/{name}", axum::routing::get(get_queue)),
-        Route::patch("/v1/queues/{name}", axum::routing::patch(update)),
+        Route::get("/v1/queues", axum::routing::get(list)).scope(Scope::Read),
+        Route::get("/v1/queues/{name}", axum::routing::get(get_queue)).scope(Scope::Read),
+        Route::patch("/v1/queues/{name}", axum::routing::patch(update)).scope(Scope::Admin),
     ]
 }
 
@@ -42,10 +44,13 @@ fn queue_name(raw: String) -> Result<QueueName, ApiError> {
     QueueName::parse(raw).map_err(|e| ApiError::InvalidPath(format!("queue name: {e}")))
 }
 
-async fn list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Value>, ApiError> {
     let queues: Vec<Value> = state
         .engine
-        .queues()
+        .queues(&caller.queues)
         .await?
         .into_iter()
         .map(render)
@@ -56,9 +61,13 @@ async fn list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiErr
 /// Queues exist from their first use; one never used answers with zero counts.
 async fn get_queue(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let info = state.engine.queue(queue_name(name)?).await?;
+    let info = state
+        .engine
+        .queue(queue_name(name)?, &caller.queues)
+        .await?;
     Ok(axum::Json(render(info)))
 }
 
@@ -90,6 +99,7 @@ where
 
 async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(update): Json<QueueUpdate>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -112,6 +122,9 @@ async fn update(
         },
         remote: update.remote,
     };
-    let info = state.engine.update_queue(queue_name(name)?, patch).await?;
+    let info = state
+        .engine
+        .update_queue(queue_name(name)?, patch, &caller.queues)
+        .await?;
     Ok(axum::Json(render(info)))
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{AppState, Route};
+use crate::access::Scope;
 
 /// The contract, served as written.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -15,11 +16,11 @@ const DASHBOARD: &str = include_str!("static/dashboard.html");
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::get("/", axum::routing::get(dashboard)),
-        Route::get("/healthz", axum::routing::get(healthz)),
-        Route::get("/readyz", axum::routing::get(readyz)),
-        Route::get("/openapi.yaml", axum::routing::get(openapi)),
-        Route::get("/v1/kinds", axum::routing::get(kinds)),
+        Route::get("/", axum::routing::get(dashboard)).open(),
+        Route::get("/healthz", axum::routing::get(healthz)).open(),
+        Route::get("/readyz", axum::routing::get(readyz)).open(),
+        Route::get("/openapi.yaml", axum::routing::get(openapi)).open(),
+        Route::get("/v1/kinds", axum::routing::get(kinds)).scope(Scope::Read),
     ]
 }
 

@@ -10,10 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Json, Query, TaskIdPath};
 use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
+use crate::access::{QueueScope, Scope};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
 use crate::task::{Kind, QueueName, Task, TaskId, TaskState, now_millis};
@@ -26,14 +28,18 @@ const MAX_PAGE: usize = 500;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::post("/v1/tasks", axum::routing::post(submit)).long_poll(),
-        Route::post("/v1/tasks/batch", axum::routing::post(submit_batch)),
-        Route::get("/v1/tasks", axum::routing::get(list)),
-        Route::get("/v1/tasks/{id}", axum::routing::get(get_task)).long_poll(),
-        Route::delete("/v1/tasks/{id}", axum::routing::delete(delete_task)),
-        Route::get("/v1/tasks/{id}/result", axum::routing::get(result)),
-        Route::post("/v1/tasks/{id}/cancel", axum::routing::post(cancel)),
-        Route::post("/v1/tasks/{id}/retry", axum::routing::post(retry)),
+        Route::post("/v1/tasks", axum::routing::post(submit))
+            .scope(Scope::Submit)
+            .long_poll(),
+        Route::post("/v1/tasks/batch", axum::routing::post(submit_batch)).scope(Scope::Submit),
+        Route::get("/v1/tasks", axum::routing::get(list)).scope(Scope::Read),
+        Route::get("/v1/tasks/{id}", axum::routing::get(get_task))
+            .scope(Scope::Read)
+            .long_poll(),
+        Route::delete("/v1/tasks/{id}", axum::routing::delete(delete_task)).scope(Scope::Manage),
+        Route::get("/v1/tasks/{id}/result", axum::routing::get(result)).scope(Scope::Read),
+        Route::post("/v1/tasks/{id}/cancel", axum::routing::post(cancel)).scope(Scope::Manage),
+        Route::post("/v1/tasks/{id}/retry", axum::routing::post(retry)).scope(Scope::Manage),
     ]
 }
 
@@ -57,13 +63,14 @@ fn until_due(task: &Task) -> Duration {
 
 async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
     let idempotency = submit::idempotency(&headers, &request)?;
     let mut task = request.parse(state.config.default_backoff)?;
     task.idempotency = idempotency;
-    let inserted = state.engine.submit(task).await?;
+    let inserted = state.engine.submit(task, &caller.queues).await?;
     if inserted.replayed {
         let id = inserted.task.id;
         let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
@@ -76,7 +83,7 @@ async fn submit(
     if let Some(wait) = submit::preferred_wait(&headers, MAX_WAIT_SECS) {
         // The task is stored: whatever the wait does, the answer must carry it, so a wait
         // that cannot be had (too many waiters) falls back to the plain 202.
-        if let Ok(now) = state.engine.wait(task.id, wait).await {
+        if let Ok(now) = state.engine.wait(task.id, wait, &caller.queues).await {
             if now.state.is_terminal() {
                 let applied = format!("wait={}", wait.as_secs_f64());
                 let mut response = (StatusCode::OK, axum::Json(now)).into_response();
@@ -114,6 +121,7 @@ struct BatchRequest {
 
 async fn submit_batch(
     State(state): State<AppState>,
+    caller: Caller,
     Json(request): Json<BatchRequest>,
 ) -> Result<Response, ApiError> {
     if request.tasks.is_empty() || request.tasks.len() > MAX_BATCH {
@@ -132,7 +140,7 @@ async fn submit_batch(
         })?;
         tasks.push(task);
     }
-    let inserted = state.engine.submit_batch(tasks).await?;
+    let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;
     let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response())
 }
@@ -145,6 +153,7 @@ struct WaitQuery {
 
 async fn get_task(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
     headers: HeaderMap,
     Query(query): Query<WaitQuery>,
@@ -160,7 +169,7 @@ async fn get_task(
         }
         None => Duration::ZERO,
     };
-    let task = state.engine.wait(id, wait).await?;
+    let task = state.engine.wait(id, wait, &caller.queues).await?;
     let body = serde_json::to_vec(&task).unwrap_or_default();
     // A strong validator of the representation: equal bytes, equal tag.
     let digest = Sha256::digest(&body);
@@ -193,9 +202,10 @@ async fn get_task(
 
 async fn result(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<Response, ApiError> {
-    let task = state.engine.get(id).await?;
+    let task = state.engine.get(id, &caller.queues).await?;
     match task.state {
         TaskState::Succeeded => Ok(axum::Json(task.result.unwrap_or_default()).into_response()),
         TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(task.state)),
@@ -215,9 +225,10 @@ async fn result(
 
 async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<Response, ApiError> {
-    Ok(match state.engine.cancel(id).await? {
+    Ok(match state.engine.cancel(id, &caller.queues).await? {
         Cancelled::Now(task) => (StatusCode::OK, axum::Json(task)).into_response(),
         Cancelled::Requested(task) => (StatusCode::ACCEPTED, axum::Json(task)).into_response(),
     })
@@ -225,16 +236,18 @@ async fn cancel(
 
 async fn retry(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<axum::Json<Task>, ApiError> {
-    Ok(axum::Json(state.engine.retry(id).await?))
+    Ok(axum::Json(state.engine.retry(id, &caller.queues).await?))
 }
 
 async fn delete_task(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
 ) -> Result<StatusCode, ApiError> {
-    state.engine.delete(id).await?;
+    state.engine.delete(id, &caller.queues).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -290,17 +303,20 @@ impl ListQuery {
                 .transpose()
                 .map_err(|e| invalid("cursor", &e))?,
             limit,
+            // The engine narrows it to the caller's queues.
+            queues: QueueScope::All,
         })
     }
 }
 
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let filter = query.parse()?;
     let limit = filter.limit;
-    let tasks = state.engine.list(filter).await?;
+    let tasks = state.engine.list(filter, &caller.queues).await?;
     // A full page may have a next one; its cursor is the last id of this page.
     let next_cursor = (tasks.len() == limit)
         .then(|| tasks.last().map(|task| task.id.to_string()))

@@ -9,9 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Json, TaskIdPath};
 use super::{AppState, Route};
+use crate::access::Scope;
 use crate::task::{Kind, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string};
 
 const MAX_TASKS: usize = 100;
@@ -21,10 +23,12 @@ const MAX_WAIT_MS: u64 = 60_000;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
-        Route::post("/v1/queues/{name}/lease", axum::routing::post(lease)).long_poll(),
-        Route::post("/v1/tasks/{id}/heartbeat", axum::routing::post(heartbeat)),
-        Route::post("/v1/tasks/{id}/complete", axum::routing::post(complete)),
-        Route::post("/v1/tasks/{id}/fail", axum::routing::post(fail)),
+        Route::post("/v1/queues/{name}/lease", axum::routing::post(lease))
+            .scope(Scope::Work)
+            .long_poll(),
+        Route::post("/v1/tasks/{id}/heartbeat", axum::routing::post(heartbeat)).scope(Scope::Work),
+        Route::post("/v1/tasks/{id}/complete", axum::routing::post(complete)).scope(Scope::Work),
+        Route::post("/v1/tasks/{id}/fail", axum::routing::post(fail)).scope(Scope::Work),
     ]
 }
 
@@ -77,6 +81,7 @@ fn leased(task: Task) -> Value {
 
 async fn lease(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(request): Json<LeaseRequest>,
 ) -> Result<Response, ApiError> {
@@ -114,6 +119,7 @@ async fn lease(
             max_tasks,
             Duration::from_millis(lease_ms),
             Duration::from_millis(wait_ms),
+            &caller.queues,
         )
         .await?;
     tracing::debug!(worker = %request.worker_id, leased = tasks.len(), "lease");
@@ -143,6 +149,7 @@ struct HeartbeatRequest {
 
 async fn heartbeat(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
     Json(request): Json<HeartbeatRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -167,6 +174,7 @@ async fn heartbeat(
             &request.lease,
             Duration::from_millis(lease_ms),
             progress,
+            &caller.queues,
         )
         .await?;
     Ok(axum::Json(json!({
@@ -185,13 +193,14 @@ struct CompleteRequest {
 
 async fn complete(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
     Json(request): Json<CompleteRequest>,
 ) -> Result<axum::Json<Task>, ApiError> {
     Ok(axum::Json(
         state
             .engine
-            .complete(id, &request.lease, request.result)
+            .complete(id, &request.lease, request.result, &caller.queues)
             .await?,
     ))
 }
@@ -211,13 +220,20 @@ fn yes() -> bool {
 
 async fn fail(
     State(state): State<AppState>,
+    caller: Caller,
     TaskIdPath(id): TaskIdPath,
     Json(request): Json<FailRequest>,
 ) -> Result<axum::Json<Task>, ApiError> {
     Ok(axum::Json(
         state
             .engine
-            .fail(id, &request.lease, request.error, request.retryable)
+            .fail(
+                id,
+                &request.lease,
+                request.error,
+                request.retryable,
+                &caller.queues,
+            )
             .await?,
     ))
 }

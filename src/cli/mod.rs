@@ -1,4 +1,7 @@
-//! Subcommands that are HTTP clients of a taskd server: `taskd worker` (a remote worker that
-//! runs a command per task). They speak the public API only, like any other client.
+//! Subcommands beside `serve`: `taskd worker` (a remote worker that runs a command per task,
+//! an HTTP client of the public API like any other) and `taskd keys` (API keys, written
+//! straight to the database like `taskd migrate`, so the first key can exist before any
+//! server does).
 
+pub mod keys;
 pub mod worker;

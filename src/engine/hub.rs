@@ -14,6 +14,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
+use crate::access::QueueScope;
 use crate::task::{TaskEvent, TaskId};
 
 /// How many events the firehose buffers for its slowest live subscriber.
@@ -58,10 +59,11 @@ impl Hub {
     }
 
     /// Every event from now on.
-    pub fn subscribe_all(self: &Arc<Self>) -> Subscription {
+    pub fn subscribe_all(self: &Arc<Self>, scope: QueueScope) -> Subscription {
         Subscription {
             receiver: self.all.subscribe(),
             task: None,
+            scope,
         }
     }
 
@@ -75,6 +77,7 @@ impl Hub {
         Subscription {
             receiver,
             task: Some((id, Arc::clone(self))),
+            scope: QueueScope::All,
         }
     }
 }
@@ -83,11 +86,18 @@ impl Hub {
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<TaskEvent>>,
     task: Option<(TaskId, Arc<Hub>)>,
+    /// Only events of these queues are handed out; the others are skipped here.
+    scope: QueueScope,
 }
 
 impl Subscription {
     pub async fn recv(&mut self) -> Result<Arc<TaskEvent>, broadcast::error::RecvError> {
-        self.receiver.recv().await
+        loop {
+            let event = self.receiver.recv().await?;
+            if self.scope.allows(&event.queue) {
+                return Ok(event);
+            }
+        }
     }
 }
 
@@ -125,7 +135,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let (mine, other) = (TaskId::new(), TaskId::new());
         let mut task = hub.subscribe_task(mine);
-        let mut all = hub.subscribe_all();
+        let mut all = hub.subscribe_all(QueueScope::All);
         hub.publish(event(1, other));
         hub.publish(event(2, mine));
         assert_eq!(task.recv().await.unwrap().seq, 2);

@@ -7,6 +7,7 @@
 
 mod events;
 mod hub;
+mod keys;
 mod maintainer;
 mod meter;
 mod pool;
@@ -15,6 +16,7 @@ mod waiters;
 mod webhooks;
 
 pub use hub::Subscription;
+pub use keys::{KEY_CACHE_TTL, NewKey, create_key};
 pub use remote::Heartbeat;
 pub use webhooks::WebhookConfig;
 
@@ -27,6 +29,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::QueueScope;
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
 use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
@@ -84,6 +87,10 @@ pub enum EngineError {
         code: &'static str,
         why: &'static str,
     },
+    /// The caller's key is limited to other queues. Only for a queue the caller named:
+    /// a task of another queue is `NotFound`, so ids reveal nothing.
+    #[error("this key may not use queue `{0}`: it is limited to other queues")]
+    QueueForbidden(QueueName),
     #[error("queue `{0}` is not remote: mark it with PATCH {{\"remote\": true}} first")]
     NotRemote(QueueName),
     #[error("too many waiters")]
@@ -92,6 +99,17 @@ pub enum EngineError {
     Draining,
     #[error(transparent)]
     Store(StoreError),
+}
+
+/// A page of the event log as a caller may see it.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// The events of the page in the caller's scope, oldest first.
+    pub events: Vec<TaskEvent>,
+    /// The last `seq` read, kept or not: where the next page starts.
+    pub read_up_to: Option<i64>,
+    /// The page was full: more may follow.
+    pub full: bool,
 }
 
 /// What a cancel did.
@@ -150,6 +168,8 @@ struct Inner {
     work: watch::Sender<u64>,
     /// Queues marked remote: submits to them take any kind, local workers skip them.
     remote_queues: DashMap<QueueName, ()>,
+    /// API keys looked up recently (see `keys`).
+    keys: keys::KeyCache,
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
@@ -201,6 +221,7 @@ impl Engine {
             deliveries: Notify::new(),
             work: watch::channel(0).0,
             remote_queues: DashMap::new(),
+            keys: keys::KeyCache::default(),
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             ready: AtomicBool::new(false),
@@ -230,21 +251,34 @@ impl Engine {
     }
 
     /// Validates and stores one task; on `Ok` it is durable and will run.
-    pub async fn submit(&self, task: NewTask) -> Result<Inserted, EngineError> {
-        let mut inserted = self.submit_batch(vec![task]).await.map_err(|e| match e {
-            EngineError::InvalidItem { error, .. } => *error,
-            other => other,
-        })?;
+    pub async fn submit(&self, task: NewTask, scope: &QueueScope) -> Result<Inserted, EngineError> {
+        let mut inserted = self
+            .submit_batch(vec![task], scope)
+            .await
+            .map_err(|e| match e {
+                EngineError::InvalidItem { error, .. } => *error,
+                other => other,
+            })?;
         // One task in, one answer out.
         inserted.pop().ok_or(EngineError::Store(StoreError::Closed))
     }
 
     /// Validates and stores tasks in one transaction: all or none.
-    pub async fn submit_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>, EngineError> {
+    pub async fn submit_batch(
+        &self,
+        tasks: Vec<NewTask>,
+        scope: &QueueScope,
+    ) -> Result<Vec<Inserted>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
         for (index, task) in tasks.iter().enumerate() {
+            if !scope.allows(&task.queue) {
+                return Err(EngineError::InvalidItem {
+                    index,
+                    error: Box::new(EngineError::QueueForbidden(task.queue.clone())),
+                });
+            }
             // A remote queue takes any kind: its workers, not this server, know the kinds.
             if self.inner.remote_queues.contains_key(&task.queue) {
                 continue;
@@ -271,45 +305,79 @@ impl Engine {
             self.inner.reschedule.notify_one();
         }
         self.inner.work_available();
-        Ok(inserted)
+        Ok(inserted
+            .into_iter()
+            .map(|inserted| Inserted {
+                task: self.inner.shown(inserted.task),
+                ..inserted
+            })
+            .collect())
     }
 
-    pub async fn get(&self, id: TaskId) -> Result<Task, EngineError> {
+    /// The task, if it exists and lies in `scope` (one outside it is not found: a key
+    /// limited to some queues cannot tell another queue's task from none).
+    pub async fn get(&self, id: TaskId, scope: &QueueScope) -> Result<Task, EngineError> {
         self.inner
             .store
             .get(id)
             .await
             .map_err(EngineError::Store)?
+            .filter(|task| scope.allows(&task.queue))
+            .map(|task| self.inner.shown(task))
             .ok_or(EngineError::NotFound(id))
     }
 
+    /// Fails with `NotFound` unless the task exists in `scope`. A check before a change by
+    /// id; a task's queue never changes, so it cannot go stale.
+    async fn check_scope(&self, id: TaskId, scope: &QueueScope) -> Result<(), EngineError> {
+        if !scope.is_all() {
+            self.get(id, scope).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails with `QueueForbidden` unless `queue` lies in `scope`.
+    fn check_queue(queue: &QueueName, scope: &QueueScope) -> Result<(), EngineError> {
+        if scope.allows(queue) {
+            Ok(())
+        } else {
+            Err(EngineError::QueueForbidden(queue.clone()))
+        }
+    }
+
     /// The task once it is terminal, or as it is after `timeout` (or when shutdown begins).
-    pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Task, EngineError> {
+    pub async fn wait(
+        &self,
+        id: TaskId,
+        timeout: Duration,
+        scope: &QueueScope,
+    ) -> Result<Task, EngineError> {
         if timeout.is_zero() {
-            return self.get(id).await;
+            return self.get(id, scope).await;
         }
         let mut waiter = self
             .inner
             .waiters
             .subscribe(id)
             .map_err(|_| EngineError::TooManyWaiters)?;
-        let task = self.get(id).await?;
+        let task = self.get(id, scope).await?;
         if task.state.is_terminal() {
             return Ok(task);
         }
         tokio::select! {
             finished = waiter.finished() => {
                 if let Some(task) = finished {
-                    return Ok(Arc::unwrap_or_clone(task));
+                    return Ok(self.inner.shown(Arc::unwrap_or_clone(task)));
                 }
             }
             () = tokio::time::sleep(timeout) => {}
             () = self.inner.draining.cancelled() => {}
         }
-        self.get(id).await
+        self.get(id, scope).await
     }
 
-    pub async fn cancel(&self, id: TaskId) -> Result<Cancelled, EngineError> {
+    pub async fn cancel(&self, id: TaskId, scope: &QueueScope) -> Result<Cancelled, EngineError> {
+        self.check_scope(id, scope).await?;
         match self
             .inner
             .store
@@ -326,20 +394,21 @@ impl Engine {
             CancelResult::Cancelled(task) => {
                 self.inner.waiters.notify(&task);
                 self.inner.callback_due(&task);
-                Ok(Cancelled::Now(task))
+                Ok(Cancelled::Now(self.inner.shown(task)))
             }
             CancelResult::Requested(task) => {
                 if let Some(running) = self.inner.running.get(&id) {
                     running.cancel_requested.store(true, Ordering::Release);
                     running.cancel.cancel();
                 }
-                Ok(Cancelled::Requested(task))
+                Ok(Cancelled::Requested(self.inner.shown(task)))
             }
         }
     }
 
     /// Runs a failed or cancelled task again: attempts reset, history kept.
-    pub async fn retry(&self, id: TaskId) -> Result<Task, EngineError> {
+    pub async fn retry(&self, id: TaskId, scope: &QueueScope) -> Result<Task, EngineError> {
+        self.check_scope(id, scope).await?;
         match self
             .inner
             .store
@@ -349,7 +418,7 @@ impl Engine {
         {
             Changed::Done(Some(task)) => {
                 self.inner.work_available();
-                Ok(task)
+                Ok(self.inner.shown(task))
             }
             Changed::NotFound | Changed::Done(None) => Err(EngineError::NotFound(id)),
             Changed::WrongState(task) => Err(EngineError::WrongState {
@@ -361,7 +430,8 @@ impl Engine {
     }
 
     /// Forgets a finished task.
-    pub async fn delete(&self, id: TaskId) -> Result<(), EngineError> {
+    pub async fn delete(&self, id: TaskId, scope: &QueueScope) -> Result<(), EngineError> {
+        self.check_scope(id, scope).await?;
         match self
             .inner
             .store
@@ -379,19 +449,46 @@ impl Engine {
         }
     }
 
-    pub async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, EngineError> {
-        self.inner
+    /// Tasks matching `filter`, within `scope` (naming a queue outside it is forbidden).
+    pub async fn list(
+        &self,
+        mut filter: TaskFilter,
+        scope: &QueueScope,
+    ) -> Result<Vec<Task>, EngineError> {
+        if let Some(queue) = &filter.queue {
+            Self::check_queue(queue, scope)?;
+        }
+        filter.queues = scope.clone();
+        let tasks = self
+            .inner
             .store
             .list(filter)
             .await
-            .map_err(EngineError::Store)
+            .map_err(EngineError::Store)?;
+        Ok(tasks
+            .into_iter()
+            .map(|task| self.inner.shown(task))
+            .collect())
     }
 
-    pub async fn queues(&self) -> Result<Vec<QueueInfo>, EngineError> {
-        self.inner.store.queues().await.map_err(EngineError::Store)
+    /// The queues in `scope`.
+    pub async fn queues(&self, scope: &QueueScope) -> Result<Vec<QueueInfo>, EngineError> {
+        let mut queues = self
+            .inner
+            .store
+            .queues()
+            .await
+            .map_err(EngineError::Store)?;
+        queues.retain(|queue| scope.allows(&queue.name));
+        Ok(queues)
     }
 
-    pub async fn queue(&self, name: QueueName) -> Result<QueueInfo, EngineError> {
+    pub async fn queue(
+        &self,
+        name: QueueName,
+        scope: &QueueScope,
+    ) -> Result<QueueInfo, EngineError> {
+        Self::check_queue(&name, scope)?;
         self.inner
             .store
             .queue(name)
@@ -403,7 +500,9 @@ impl Engine {
         &self,
         name: QueueName,
         patch: QueuePatch,
+        scope: &QueueScope,
     ) -> Result<QueueInfo, EngineError> {
+        Self::check_queue(&name, scope)?;
         let info = self
             .inner
             .store
@@ -426,28 +525,40 @@ impl Engine {
         self.inner.estimate_wait(queue, waiting_before)
     }
 
-    /// Live events from now on. Subscribe before reading state, so nothing falls between.
-    pub fn subscribe(&self) -> Subscription {
-        self.inner.hub.subscribe_all()
+    /// Live events of the queues in `scope` from now on. Subscribe before reading state,
+    /// so nothing falls between.
+    pub fn subscribe(&self, scope: &QueueScope) -> Subscription {
+        self.inner.hub.subscribe_all(scope.clone())
     }
 
-    /// Live events of task `id` from now on. Subscribe before reading state, as above.
+    /// Live events of task `id` from now on. Subscribe before reading state, as above; the
+    /// caller has found the task in its scope first.
     pub fn subscribe_task(&self, id: TaskId) -> Subscription {
         self.inner.hub.subscribe_task(id)
     }
 
-    /// Events from the log after `after`, oldest first.
+    /// Events from the log after `after`, oldest first: a page of at most `limit` read,
+    /// of which those in `scope` are kept.
     pub async fn events_after(
         &self,
         after: i64,
         filter: EventFilter,
         limit: usize,
-    ) -> Result<Vec<TaskEvent>, EngineError> {
-        self.inner
+        scope: &QueueScope,
+    ) -> Result<EventPage, EngineError> {
+        let mut events = self
+            .inner
             .store
             .events_after(after, filter, limit)
             .await
-            .map_err(EngineError::Store)
+            .map_err(EngineError::Store)?;
+        let page = EventPage {
+            full: events.len() == limit,
+            read_up_to: events.last().map(|event| event.seq),
+            events: Vec::new(),
+        };
+        events.retain(|event| scope.allows(&event.queue));
+        Ok(EventPage { events, ..page })
     }
 
     /// The oldest and newest retained event `seq`.
@@ -524,6 +635,14 @@ impl Engine {
 }
 
 impl Inner {
+    /// A task as clients may read it: its kind's secrets hidden (the `http` kind's
+    /// credentials). Every task the engine hands out goes through here, webhooks included;
+    /// only a remote worker's lease carries the input as submitted, since it runs it.
+    fn shown(&self, mut task: Task) -> Task {
+        self.registry.redact(&mut task);
+        task
+    }
+
     /// Wakes whoever may claim: the local dispatcher and remote lease long-polls.
     fn work_available(&self) {
         self.wake.notify_one();

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{Engine, EngineError};
+use crate::access::QueueScope;
 use crate::store::StoreError;
 use crate::task::{
     Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline, now_millis,
@@ -28,9 +29,11 @@ impl Engine {
         max_tasks: usize,
         lease: Duration,
         wait: Duration,
+        scope: &QueueScope,
     ) -> Result<Vec<Task>, EngineError> {
+        Self::check_queue(&queue, scope)?;
         if !self.is_remote(&queue) {
-            let info = self.queue(queue.clone()).await?;
+            let info = self.queue(queue.clone(), scope).await?;
             if !info.remote {
                 return Err(EngineError::NotRemote(queue));
             }
@@ -71,10 +74,11 @@ impl Engine {
         lease_token: &str,
         lease: Duration,
         progress: Option<Progress>,
+        scope: &QueueScope,
     ) -> Result<Heartbeat, EngineError> {
         // Read first, for the deadline; `started_at` and `timeout_ms` do not change while
         // this lease holds, and the renewal below is guarded by it.
-        let task = self.get(id).await?;
+        let task = self.get(id, scope).await?;
         let mut expires_at = now_millis() + lease.as_millis() as i64;
         if let Some(deadline) = attempt_deadline(&task) {
             expires_at = expires_at.min(deadline);
@@ -111,7 +115,9 @@ impl Engine {
         id: TaskId,
         lease: &str,
         result: serde_json::Value,
+        scope: &QueueScope,
     ) -> Result<Task, EngineError> {
+        self.check_scope(id, scope).await?;
         self.end_remote(id, lease, Outcome::Succeeded(result)).await
     }
 
@@ -122,7 +128,9 @@ impl Engine {
         lease: &str,
         error: TaskError,
         retryable: bool,
+        scope: &QueueScope,
     ) -> Result<Task, EngineError> {
+        self.check_scope(id, scope).await?;
         self.end_remote(id, lease, Outcome::Failed { error, retryable })
             .await
     }
@@ -136,7 +144,7 @@ impl Engine {
         match self.inner.store.finish(id, lease, outcome).await {
             Ok(Some(ended)) => {
                 self.inner.ended(&ended);
-                Ok(ended)
+                Ok(self.inner.shown(ended))
             }
             Ok(None) => Err(self.lease_lost(id).await),
             Err(error) => Err(EngineError::Store(error)),
@@ -146,7 +154,8 @@ impl Engine {
     /// Why a lease did not hold: the task is unknown, or the lease is not (or no longer) the
     /// current one.
     async fn lease_lost(&self, id: TaskId) -> EngineError {
-        match self.get(id).await {
+        // The caller's scope was checked before the attempt to end it.
+        match self.get(id, &QueueScope::All).await {
             Ok(task) => EngineError::WrongState {
                 task: Box::new(task),
                 code: "lease_lost",

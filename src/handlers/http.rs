@@ -55,6 +55,40 @@ pub struct HttpInput {
     pub body: Option<Value>,
     /// How long the request may take, the answer included (1 to 3,600,000; default 30,000).
     pub timeout_ms: Option<u64>,
+    /// Headers whose values are secrets besides `authorization`, `proxy-authorization` and
+    /// `cookie`: sent as given, shown as `"[redacted]"` in every read of the task.
+    #[serde(default)]
+    pub secret_headers: Vec<String>,
+}
+
+/// What a secret header's value reads as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Headers whose values are always secrets.
+const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Replaces the values of secret headers in a stored `http` input with [`REDACTED`].
+fn redact_headers(input: &mut Value) {
+    let listed: Vec<String> = input
+        .get("secret_headers")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(headers) = input.get_mut("headers").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (name, value) in headers.iter_mut() {
+        let name = name.to_ascii_lowercase();
+        if SECRET_HEADERS.contains(&name.as_str()) || listed.contains(&name) {
+            *value = Value::String(REDACTED.to_owned());
+        }
+    }
 }
 
 fn get() -> String {
@@ -124,6 +158,10 @@ impl Handler for Http {
 
     fn check(&self, input: &HttpInput) -> Result<(), InvalidInput> {
         parse(input).map(|_| ())
+    }
+
+    fn redact(&self, input: &mut Value) {
+        redact_headers(input);
     }
 
     async fn run(&self, input: HttpInput, ctx: TaskContext) -> Result<Value, HandlerError> {
@@ -249,6 +287,20 @@ async fn read(mut response: Response) -> Result<Value, OutboundError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_headers_read_as_redacted() {
+        let mut input = json!({
+            "url": "http://example.com",
+            "headers": {"Authorization": "Bearer s", "Cookie": "c", "X-Api-Key": "k", "Accept": "a"},
+            "secret_headers": ["x-api-key"],
+        });
+        redact_headers(&mut input);
+        assert_eq!(input["headers"]["Authorization"], REDACTED);
+        assert_eq!(input["headers"]["Cookie"], REDACTED);
+        assert_eq!(input["headers"]["X-Api-Key"], REDACTED);
+        assert_eq!(input["headers"]["Accept"], "a");
+    }
 
     fn input(value: Value) -> HttpInput {
         serde_json::from_value(value).expect("an http input")

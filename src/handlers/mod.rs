@@ -93,6 +93,10 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     async fn run(&self, input: Self::Input, ctx: TaskContext) -> Result<Value, HandlerError>;
+
+    /// Hides the secrets in a stored input before anyone reads it (GET, lists, webhooks):
+    /// the attempt still gets the input as submitted. The default hides nothing.
+    fn redact(&self, _input: &mut Value) {}
 }
 
 /// An async function of a typed input, as a handler (see `TaskdBuilder::handler_fn`).
@@ -136,6 +140,7 @@ trait ErasedHandler: Send + Sync {
     fn parse(&self, input: &Value) -> Result<(), InvalidInput>;
     fn schema(&self) -> Value;
     fn description(&self) -> &'static str;
+    fn redact(&self, input: &mut Value);
     fn run(
         self: Arc<Self>,
         input: Value,
@@ -169,6 +174,10 @@ impl<H: Handler> ErasedHandler for Typed<H> {
 
     fn description(&self) -> &'static str {
         self.0.description()
+    }
+
+    fn redact(&self, input: &mut Value) {
+        self.0.redact(input);
     }
 
     fn run(
@@ -240,6 +249,14 @@ impl Registry {
     /// Checks `input` against the kind's input type. `None` when the kind is unknown.
     pub fn validate(&self, kind: &Kind, input: &Value) -> Option<Result<(), InvalidInput>> {
         self.kinds.get(kind).map(|handler| handler.parse(input))
+    }
+
+    /// Hides the secrets of a task's input as its kind's handler says (see
+    /// [`Handler::redact`]), whatever queue the task is in.
+    pub fn redact(&self, task: &mut crate::task::Task) {
+        if let Some(handler) = self.kinds.get(&task.kind) {
+            handler.redact(&mut task.input);
+        }
     }
 
     /// Runs one attempt. `None` when the kind is unknown.

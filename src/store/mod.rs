@@ -5,6 +5,7 @@
 //! means the caller lost a race, which is a normal answer (`Ok(None)`), not an error.
 //! The store knows nothing of HTTP.
 
+mod keys;
 pub mod postgres;
 pub mod sqlite;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::access::{KeyRecord, QueueScope};
 use crate::task::{
     Callback, Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId,
     TaskState,
@@ -38,6 +40,9 @@ pub enum StoreError {
     /// A stored row could not be read back as a task.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// An API key not revoked already has this name.
+    #[error("a key named `{0}` exists; revoke it first or choose another name")]
+    KeyNameTaken(String),
     /// This store does not implement the operation yet.
     #[error("this store does not support {0} yet")]
     Unsupported(&'static str),
@@ -95,6 +100,46 @@ pub struct TaskFilter {
     /// Only tasks older than this one (the cursor of the previous page).
     pub before: Option<TaskId>,
     pub limit: usize,
+    /// Only tasks of the queues the caller may see (a queue-scoped key).
+    pub queues: QueueScope,
+}
+
+impl TaskFilter {
+    /// The SQL condition that keeps a listing inside `queues`, `None` when it is every queue.
+    /// `bind` takes a value and answers its placeholder, so each dialect numbers its own; a
+    /// prefix's length is our own number, written in as a literal.
+    pub(crate) fn queue_condition(&self, mut bind: impl FnMut(String) -> String) -> Option<String> {
+        let QueueScope::Only(patterns) = &self.queues else {
+            return None;
+        };
+        if patterns
+            .iter()
+            .any(|p| p.is_wildcard() && p.prefix().is_empty())
+        {
+            return None;
+        }
+        let alternatives: Vec<String> = patterns
+            .iter()
+            .map(|pattern| {
+                let prefix = pattern.prefix();
+                if pattern.is_wildcard() {
+                    format!(
+                        "substr(queue, 1, {}) = {}",
+                        prefix.len(),
+                        bind(prefix.to_owned())
+                    )
+                } else {
+                    format!("queue = {}", bind(prefix.to_owned()))
+                }
+            })
+            .collect();
+        // No pattern at all matches nothing.
+        Some(if alternatives.is_empty() {
+            "FALSE".to_owned()
+        } else {
+            format!("({})", alternatives.join(" OR "))
+        })
+    }
 }
 
 /// A queue's settings and what it holds.
@@ -358,6 +403,27 @@ pub trait TaskStore: Send + Sync + 'static {
         let _ = (id, outcome);
         Err(StoreError::Unsupported("webhooks"))
     }
+
+    // API keys: hashed, never the secret (see `access`).
+
+    /// Stores a new key; `KeyNameTaken` if a key not revoked has its name.
+    async fn key_insert(&self, key: KeyRecord) -> Result<(), StoreError>;
+
+    /// Every key, revoked ones included, oldest first.
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// The key whose secret hashes to `hash`, revoked or not.
+    async fn key_by_hash(&self, hash: String) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Revokes the key not yet revoked named `name`; `false` if there is none.
+    async fn key_revoke(&self, name: String, at: Millis) -> Result<bool, StoreError>;
+
+    /// Whether any key was ever created (revoked and expired ones count: revoking the last
+    /// key must not open the server).
+    async fn keys_exist(&self) -> Result<bool, StoreError>;
+
+    /// Records that the key was used at `at` (only ever moves `last_used_at` forward).
+    async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError>;
 }
 
 /// The fairness rule of every claim: shares `slots` between queues one at a time,

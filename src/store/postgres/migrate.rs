@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../../migrations/postgres/0002_events.sql"),
     ),
+    (
+        4,
+        "api_keys",
+        include_str!("../../../migrations/postgres/0004_api_keys.sql"),
+    ),
 ];
 
 /// The advisory lock key that serializes migrations across nodes starting at once

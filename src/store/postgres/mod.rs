@@ -19,6 +19,7 @@ mod claim;
 mod events;
 mod group;
 mod insert;
+mod keys;
 mod migrate;
 mod queues;
 mod rows;
@@ -34,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::access::KeyRecord;
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
@@ -304,6 +306,30 @@ impl TaskStore for PostgresStore {
 
     async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         events::delivery_tried(&mut *self.conn().await?, &id, &outcome).await
+    }
+
+    async fn key_insert(&self, key: KeyRecord) -> Result<(), StoreError> {
+        keys::key_insert(&mut *self.conn().await?, &key).await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        keys::keys(&mut *self.conn().await?).await
+    }
+
+    async fn key_by_hash(&self, hash: String) -> Result<Option<KeyRecord>, StoreError> {
+        keys::key_by_hash(&mut *self.conn().await?, &hash).await
+    }
+
+    async fn key_revoke(&self, name: String, at: Millis) -> Result<bool, StoreError> {
+        keys::key_revoke(&mut *self.conn().await?, &name, at).await
+    }
+
+    async fn keys_exist(&self) -> Result<bool, StoreError> {
+        keys::keys_exist(&mut *self.conn().await?).await
+    }
+
+    async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError> {
+        keys::key_used(&mut *self.conn().await?, &hash, at).await
     }
 }
 

@@ -140,6 +140,9 @@ pub async fn task_list(
     if let Some(queue) = &filter.queue {
         conditions.push(format!("queue = {}", bind(queue.to_string())));
     }
+    if let Some(scope) = filter.queue_condition(&mut bind) {
+        conditions.push(scope);
+    }
     if let Some((key, value)) = &filter.label {
         let needle = bind(label_needle(key, value));
         conditions.push(format!(

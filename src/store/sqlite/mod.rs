@@ -12,6 +12,7 @@ mod claims;
 mod ends;
 mod events;
 mod inserts;
+mod keys;
 mod queues;
 mod rows;
 mod writer;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::access::KeyRecord;
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
@@ -49,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "callback_trigger",
         include_str!("../../../migrations/sqlite/0003_callback_trigger.sql"),
+    ),
+    (
+        4,
+        "api_keys",
+        include_str!("../../../migrations/sqlite/0004_api_keys.sql"),
     ),
 ];
 
@@ -437,6 +444,36 @@ impl TaskStore for SqliteStore {
     async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         self.writer
             .run(move |conn| events::delivery_tried(conn, &id, &outcome))
+            .await
+    }
+
+    async fn key_insert(&self, key: KeyRecord) -> Result<(), StoreError> {
+        self.writer
+            .run(move |conn| keys::key_insert(conn, &key))
+            .await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(keys::keys).await
+    }
+
+    async fn key_by_hash(&self, hash: String) -> Result<Option<KeyRecord>, StoreError> {
+        self.read(move |conn| keys::key_by_hash(conn, &hash)).await
+    }
+
+    async fn key_revoke(&self, name: String, at: Millis) -> Result<bool, StoreError> {
+        self.writer
+            .run(move |conn| keys::key_revoke(conn, &name, at))
+            .await
+    }
+
+    async fn keys_exist(&self) -> Result<bool, StoreError> {
+        self.read(keys::keys_exist).await
+    }
+
+    async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError> {
+        self.writer
+            .run(move |conn| keys::key_used(conn, &hash, at))
             .await
     }
 }

@@ -238,6 +238,9 @@ pub fn task_list(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, St
     if let Some(queue) = &filter.queue {
         conditions.push(format!("queue = {}", bind(queue.to_string())));
     }
+    if let Some(scope) = filter.queue_condition(&mut bind) {
+        conditions.push(scope);
+    }
     if let Some((key, value)) = &filter.label {
         // The key is quoted as a JSON path member, so any characters in it are safe.
         let path = bind(format!("$.{}", to_json(key)));
