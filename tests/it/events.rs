@@ -11,14 +11,14 @@ use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, spawn_app_on, sp
 
 /// One received SSE event.
 #[derive(Debug, Clone)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: Value,
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
 }
 
 /// A reader of one SSE response.
-struct SseStream {
+pub struct SseStream {
     response: reqwest::Response,
     buffer: String,
 }
@@ -29,7 +29,11 @@ impl SseStream {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request.send().await.unwrap();
+        SseStream::from_response(request.send().await.unwrap())
+    }
+
+    /// Reads the stream of an answered request (which must be a 200 event stream).
+    pub fn from_response(response: reqwest::Response) -> SseStream {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
@@ -43,7 +47,7 @@ impl SseStream {
     }
 
     /// The next event; `None` when the stream ended. Fails the test past the deadline.
-    async fn next(&mut self) -> Option<SseEvent> {
+    pub async fn next(&mut self) -> Option<SseEvent> {
         tokio::time::timeout(DEADLINE, self.next_inner())
             .await
             .expect("an event or the end of the stream in time")

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, a real server per test on an ephemeral port, spoken to
 //! over HTTP. Each module covers one feature.
 
+mod auth;
 mod backend;
 mod backpressure;
 mod cancel;

@@ -247,6 +247,31 @@ async fn the_contract_documents_exactly_the_routes_served() {
     );
 }
 
+/// Each operation's `security` is the scope its route needs in the router (`[]` for the open
+/// ones), and each guarded operation documents the 401, 403 and 421 answers.
+#[test]
+fn the_contract_names_the_scope_of_every_route() {
+    let contract = Contract::load();
+    for (method, path, scope) in taskd::api::route_scopes() {
+        let operation = &contract.0["paths"][path][method.as_str().to_lowercase()];
+        let expected = match scope {
+            None => json!([]),
+            Some(scope) => json!([{ "bearer": [scope.as_str()] }]),
+        };
+        assert_eq!(operation["security"], expected, "{method} {path}: security");
+        if scope.is_some() {
+            for status in ["401", "403", "421"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    let scheme = &contract.0["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["scheme"], "bearer");
+}
+
 /// The running server routes every documented operation, and its answer is documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served() {

@@ -50,8 +50,12 @@ pub async fn migrations_run_once_when_nodes_start_together(url: String) {
         let rows = statement.query_map([], |row| row.get(0)).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     };
-    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
-    assert!(versions.len() >= 2, "{versions:?}");
+    // PostgreSQL has no version 3 (SQLite's 0003 says why): the only declared difference.
+    let expected: Vec<i64> = if url.starts_with("postgres") {
+        vec![1, 2, 4]
+    } else {
+        vec![1, 2, 3, 4]
+    };
     assert_eq!(versions, expected, "each once, in order");
     let task = insert(&nodes[0], task("fresh", "echo", json!(1))).await;
     assert!(nodes[2].get(task.id).await.unwrap().is_some());
