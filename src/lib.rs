@@ -6,6 +6,8 @@
 //! The arrows point one way: `api → engine → store → task`.
 //!
 //! - [`task`]: the domain — ids, names, states and their legal moves. No HTTP, no SQL.
+//! - [`access`]: who may do what — API key scopes, queue patterns, secrets and their hashes.
+//!   No HTTP, no SQL: the store keeps keys, the api checks them, the engine scopes by them.
 //! - [`store`]: the [`store::TaskStore`] seam and its SQLite implementation (group commit).
 //! - [`engine`]: admission, the dispatcher and the worker pool, waiters, completion
 //!   webhooks, shutdown.
@@ -14,7 +16,8 @@
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
 //!   kind share.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
-//! - [`cli`]: subcommands that are clients of the API (`taskd worker`).
+//! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API) and
+//!   `taskd keys` (API keys, in the database).
 //!
 //! # Embedding
 //!

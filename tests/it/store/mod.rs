@@ -4,6 +4,7 @@
 //! it, as several nodes would. `conformance!` runs each case on SQLite and on PostgreSQL (a
 //! PostgreSQL case fails when the server cannot be reached; it is never skipped).
 
+mod keys;
 mod moves;
 mod observer;
 mod queues;
@@ -176,6 +177,8 @@ mod cases {
         observer::the_event_log_follows_every_change,
         observer::a_finished_callback_gets_one_delivery,
         observer::a_delivery_is_due_on_each_end_and_only_then,
+        keys::keys_are_named_once_revoked_and_kept,
+        keys::listings_keep_to_a_scope,
     );
 }
 
