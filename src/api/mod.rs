@@ -7,6 +7,7 @@
 pub mod error;
 mod events;
 mod extract;
+mod nul;
 mod queues;
 mod submit;
 mod system;
