@@ -28,9 +28,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
+use crate::store::space::Space;
 use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
-    TaskStore,
+    TaskStore, Watched,
 };
 use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
 
@@ -154,6 +155,8 @@ struct Inner {
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
     ready: AtomicBool,
+    /// Whether the store takes writes; the store notes each write's outcome in it.
+    space: Arc<Space>,
     draining: CancellationToken,
     /// Stops the dispatcher from claiming (shutdown, step one).
     stop_claiming: CancellationToken,
@@ -177,12 +180,19 @@ impl Engine {
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
+        let space = Arc::new(Space::default());
+        let store: Arc<dyn TaskStore> = Arc::new(Watched::new(store, Arc::clone(&space)));
         // A shared database's running tasks may belong to live nodes: those are rescued
         // only when their lease expires.
-        let recovered = if store.single_node() {
-            store.recover_running().await?
-        } else {
-            Vec::new()
+        let recovered = match store.single_node() {
+            true => match store.recover_running().await {
+                Ok(recovered) => recovered,
+                // On a full disk the server still comes up to serve reads and health; the
+                // orphans are rescued when their leases expire, like a dead node's.
+                Err(StoreError::StorageFull(_)) => Vec::new(),
+                Err(error) => return Err(error),
+            },
+            false => Vec::new(),
         };
         if !recovered.is_empty() {
             tracing::warn!(
@@ -204,6 +214,7 @@ impl Engine {
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             ready: AtomicBool::new(false),
+            space,
             draining: CancellationToken::new(),
             stop_claiming: CancellationToken::new(),
             abort_running: CancellationToken::new(),
@@ -469,7 +480,9 @@ impl Engine {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire) && !self.is_draining()
+        self.inner.ready.load(Ordering::Acquire)
+            && !self.is_draining()
+            && self.inner.space.writable()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -6,7 +6,11 @@
 //! The store knows nothing of HTTP.
 
 pub mod postgres;
+pub mod space;
 pub mod sqlite;
+mod watched;
+
+pub use watched::Watched;
 
 use std::sync::Arc;
 

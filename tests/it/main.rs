@@ -6,6 +6,7 @@ mod backpressure;
 mod cancel;
 mod child;
 mod cli;
+mod disk_full;
 mod durability;
 mod errors;
 mod events;
