@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// How long finished tasks are kept.
     pub retention: Duration,
+    /// The most a `Retry-After` estimate may say.
+    pub max_retry_after: Duration,
     /// Completion webhooks: the outbound client and how patiently to deliver.
     pub webhooks: WebhookConfig,
 }
@@ -205,7 +207,7 @@ impl Engine {
             registry,
             waiters: waiters::Waiters::new(config.max_waiters),
             hub: Arc::default(),
-            meter: meter::Meter::default(),
+            meter: meter::Meter::new(config.max_retry_after),
             wake: Notify::new(),
             reschedule: Notify::new(),
             deliveries: Notify::new(),
@@ -432,7 +434,8 @@ impl Engine {
     }
 
     /// An estimate of how long until a task with `waiting_before` tasks ahead of it in
-    /// `queue` starts, from the queue's recent throughput; at least one second.
+    /// `queue` starts, from the queue's recent throughput; at least one second, at most
+    /// `max_retry_after`.
     pub fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
         self.inner.estimate_wait(queue, waiting_before)
     }
@@ -601,12 +604,6 @@ impl Inner {
     }
 
     fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
-        let per_second = self.meter.rate(queue);
-        let seconds = if per_second > 0.0 {
-            waiting_before as f64 / per_second
-        } else {
-            1.0
-        };
-        Duration::from_secs_f64(seconds.clamp(1.0, 3600.0))
+        self.meter.estimate_wait(queue, waiting_before)
     }
 }
