@@ -118,6 +118,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
+    /// The longest `Retry-After` taskd answers (a full queue, a submit's wait estimate): an
+    /// estimate from the measured drain rate is cut to this.
+    #[arg(long, env = "TASKD_MAX_RETRY_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_retry_after: Duration,
+
     /// The backoff base of retries when a task does not set one.
     #[arg(long, env = "TASKD_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub backoff_base: Duration,
@@ -184,6 +189,7 @@ impl ServeConfig {
             lease: self.lease,
             shutdown_grace: self.shutdown_grace,
             retention: self.retention,
+            max_retry_after: self.max_retry_after,
             webhooks: WebhookConfig {
                 outbound,
                 max_attempts: self.webhook_max_attempts,

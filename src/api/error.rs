@@ -14,6 +14,10 @@ use crate::task::TaskState;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The `Retry-After` of a write refused for space: no estimate exists of when an operator
+/// frees some, so a pace that keeps a waiting client's retries cheap.
+const STORAGE_FULL_RETRY: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -70,6 +74,7 @@ fn engine_status(error: &EngineError) -> StatusCode {
         EngineError::Draining | EngineError::Store(StoreError::Closed) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        EngineError::Store(StoreError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
         EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -88,6 +93,7 @@ fn engine_code(error: &EngineError) -> &'static str {
         EngineError::QueueForbidden(_) => "queue_forbidden",
         EngineError::Draining => "draining",
         EngineError::Store(StoreError::Closed) => "unavailable",
+        EngineError::Store(StoreError::StorageFull(_)) => "storage_full",
         EngineError::Store(_) => "internal",
     }
 }
@@ -197,6 +203,9 @@ impl ApiError {
                 | EngineError::Store(StoreError::Closed),
             )
             | ApiError::NotReady => Some(Duration::from_secs(1)),
+            ApiError::Engine(EngineError::Store(StoreError::StorageFull(_))) => {
+                Some(STORAGE_FULL_RETRY)
+            }
             _ => None,
         }
     }
@@ -226,6 +235,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let detail = match &self {
+            // Said once (and then counted) by the store's space watch, not once per request.
+            ApiError::Engine(EngineError::Store(StoreError::StorageFull(_))) => {
+                "the server's storage is full: nothing was stored; retry later".to_owned()
+            }
             ApiError::Engine(EngineError::Store(error)) => {
                 // The cause goes to the log; the client gets no internals.
                 tracing::error!(%error, "store failure");

@@ -1,5 +1,6 @@
 //! Our own extractors, so that every rejection shares the problem+json shape and says exactly
-//! what is wrong: malformed JSON (400) versus JSON of the wrong shape (422, naming the field).
+//! what is wrong: malformed JSON (400) versus JSON of the wrong shape (422, naming the field),
+//! and a string holding U+0000 anywhere (422, naming the field: see [`super::nul`]).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -57,6 +58,7 @@ where
                 message: "must be a JSON object".to_owned(),
             });
         }
+        super::nul::refuse_nul(&bytes)?;
         parse_json(&bytes).map(Json)
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod extract;
 mod hosts;
+mod nul;
 mod queues;
 mod submit;
 mod system;

@@ -31,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::QueueScope;
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
+use crate::store::space::Space;
 use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
-    TaskStore,
+    TaskStore, Watched,
 };
 use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
 
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// How long finished tasks are kept.
     pub retention: Duration,
+    /// The most a `Retry-After` estimate may say.
+    pub max_retry_after: Duration,
     /// Completion webhooks: the outbound client and how patiently to deliver.
     pub webhooks: WebhookConfig,
 }
@@ -174,6 +177,8 @@ struct Inner {
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
     ready: AtomicBool,
+    /// Whether the store takes writes; the store notes each write's outcome in it.
+    space: Arc<Space>,
     draining: CancellationToken,
     /// Stops the dispatcher from claiming (shutdown, step one).
     stop_claiming: CancellationToken,
@@ -197,12 +202,19 @@ impl Engine {
         registry: Registry,
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
+        let space = Arc::new(Space::default());
+        let store: Arc<dyn TaskStore> = Arc::new(Watched::new(store, Arc::clone(&space)));
         // A shared database's running tasks may belong to live nodes: those are rescued
         // only when their lease expires.
-        let recovered = if store.single_node() {
-            store.recover_running().await?
-        } else {
-            Vec::new()
+        let recovered = match store.single_node() {
+            true => match store.recover_running().await {
+                Ok(recovered) => recovered,
+                // On a full disk the server still comes up to serve reads and health; the
+                // orphans are rescued when their leases expire, like a dead node's.
+                Err(StoreError::StorageFull(_)) => Vec::new(),
+                Err(error) => return Err(error),
+            },
+            false => Vec::new(),
         };
         if !recovered.is_empty() {
             tracing::warn!(
@@ -215,7 +227,7 @@ impl Engine {
             registry,
             waiters: waiters::Waiters::new(config.max_waiters),
             hub: Arc::default(),
-            meter: meter::Meter::default(),
+            meter: meter::Meter::new(config.max_retry_after),
             wake: Notify::new(),
             reschedule: Notify::new(),
             deliveries: Notify::new(),
@@ -225,6 +237,7 @@ impl Engine {
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             ready: AtomicBool::new(false),
+            space,
             draining: CancellationToken::new(),
             stop_claiming: CancellationToken::new(),
             abort_running: CancellationToken::new(),
@@ -520,7 +533,8 @@ impl Engine {
     }
 
     /// An estimate of how long until a task with `waiting_before` tasks ahead of it in
-    /// `queue` starts, from the queue's recent throughput; at least one second.
+    /// `queue` starts, from the queue's recent throughput; at least one second, at most
+    /// `max_retry_after`.
     pub fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
         self.inner.estimate_wait(queue, waiting_before)
     }
@@ -580,7 +594,9 @@ impl Engine {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire) && !self.is_draining()
+        self.inner.ready.load(Ordering::Acquire)
+            && !self.is_draining()
+            && self.inner.space.writable()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -707,12 +723,6 @@ impl Inner {
     }
 
     fn estimate_wait(&self, queue: &QueueName, waiting_before: u64) -> Duration {
-        let per_second = self.meter.rate(queue);
-        let seconds = if per_second > 0.0 {
-            waiting_before as f64 / per_second
-        } else {
-            1.0
-        };
-        Duration::from_secs_f64(seconds.clamp(1.0, 3600.0))
+        self.meter.estimate_wait(queue, waiting_before)
     }
 }

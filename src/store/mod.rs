@@ -7,7 +7,11 @@
 
 mod keys;
 pub mod postgres;
+pub mod space;
 pub mod sqlite;
+mod watched;
+
+pub use watched::Watched;
 
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ use crate::task::{
     TaskState,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Admission control refused the task; nothing was written.
     #[error("queue `{queue}` holds {limit} waiting tasks, its limit")]
@@ -34,6 +38,10 @@ pub enum StoreError {
     /// The store was shut down (or its writer died); the operation did not happen.
     #[error("the store is closed")]
     Closed,
+    /// The database refused a write for want of space (a full disk, SQLite's page limit,
+    /// PostgreSQL's `disk_full`); nothing of that write was stored. Reads still work.
+    #[error("the database is out of space: {0}")]
+    StorageFull(String),
     /// The database failed; the details are for the log, not for clients.
     #[error("database error: {0}")]
     Backend(String),
@@ -46,6 +54,14 @@ pub enum StoreError {
     /// This store does not implement the operation yet.
     #[error("this store does not support {0} yet")]
     Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// Whether every write would fail alike now (the store is closed or out of space), so
+    /// retrying the parts of a combined write one by one cannot save any of them.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreError::Closed | StoreError::StorageFull(_))
+    }
 }
 
 /// What an insert did with one submission.

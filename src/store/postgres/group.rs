@@ -6,6 +6,11 @@
 //! are waiting and stores them in one transaction (each still all or nothing), so a lock,
 //! a commit and an fsync are paid per batch, not per submit. As in the SQLite store, an answer
 //! is sent only once its batch committed.
+//!
+//! A submit never fails for another's sake: if the combined transaction fails for a reason
+//! that may be one job's (a value a column refuses), each job is stored again alone, so only
+//! the job at fault fails. Failures every job would meet alike (the database is gone or
+//! full) are answered at once, without the retries.
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -74,23 +79,41 @@ async fn run(pool: PgPool, mut waiting: mpsc::Receiver<Request>, stop: Cancellat
             }
         }
         let (jobs, answers): (Vec<Job>, Vec<oneshot::Sender<Answer>>) = batch.into_iter().unzip();
-        let stored = async {
-            let mut conn = pool.acquire().await?;
-            insert_jobs(&mut conn, &jobs).await
-        };
-        match stored.await {
-            Ok(stored) => {
-                for (answer, stored) in answers.into_iter().zip(stored) {
-                    // The submitter may have gone (client disconnected); the tasks stand.
-                    let _ = answer.send(stored);
+        let stored = store(&pool, &jobs).await;
+        let stored = match stored {
+            Err(error) if jobs.len() > 1 && !error.is_shared() => {
+                // One job's rows may have failed the combined statement (a value the column
+                // refuses, a CHECK): each job is decided alone, so only its submitter fails.
+                let mut alone = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    alone.push(store(&pool, std::slice::from_ref(job)).await.and_then(only));
                 }
+                alone
             }
             Err(error) => {
-                tracing::error!(%error, submits = answers.len(), "cannot store submitted tasks");
-                for answer in answers {
-                    let _ = answer.send(Err(StoreError::Backend(error.to_string())));
+                if !matches!(error, StoreError::StorageFull(_)) {
+                    tracing::error!(%error, submits = answers.len(), "cannot store submitted tasks");
                 }
+                (0..jobs.len()).map(|_| Err(error.clone())).collect()
             }
+            Ok(stored) => stored,
+        };
+        for (answer, stored) in answers.into_iter().zip(stored) {
+            // The submitter may have gone (client disconnected); the tasks stand.
+            let _ = answer.send(stored);
         }
     }
+}
+
+/// Stores `jobs` in one transaction on a connection of the pool.
+async fn store(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Answer>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    insert_jobs(&mut conn, jobs).await
+}
+
+/// The one answer of a transaction of one job.
+fn only(mut answers: Vec<Answer>) -> Answer {
+    answers
+        .pop()
+        .unwrap_or(Err(StoreError::Backend("no answer for a job".into())))
 }

@@ -340,7 +340,31 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(error.to_string())
             }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| refused_for_space(&c)) => {
+                StoreError::StorageFull(error.to_string())
+            }
             other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Whether a SQLSTATE says the server refused for want of space: `53100` disk_full, or the
+/// bare class code `53000` insufficient_resources. The rest of class 53 (out of memory, too
+/// many connections, a configured limit) is no question of space, and stays a backend error.
+fn refused_for_space(sqlstate: &str) -> bool {
+    matches!(sqlstate, "53100" | "53000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_for_space;
+
+    #[test]
+    fn disk_full_sqlstates_are_space_and_others_are_not() {
+        assert!(refused_for_space("53100"));
+        assert!(refused_for_space("53000"));
+        for other in ["53200", "53300", "53400", "23505", "22021", "08006"] {
+            assert!(!refused_for_space(other), "{other}");
         }
     }
 }

@@ -7,8 +7,10 @@
 //! the rows, as most of the writer's time. Now a queue's admission is read once per job and
 //! counted on in memory, and the pages are journaled once per job.
 //!
-//! A call is refused before anything is written, so refusals need no rollback; a failing
-//! INSERT undoes itself (statement rollback) and fails every call it carried.
+//! A call is refused before anything is written, so refusals need no rollback. The rows are
+//! written inside a savepoint: if writing them fails, it is undone and every call is decided
+//! and written again on its own, so a call whose rows the database refuses fails alone and
+//! never the others that shared its job (out of space excepted: that fails every call alike).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -108,45 +110,33 @@ impl Drop for Taker {
 
 /// A queue's admission as this job counts it: read once, then counted on in memory.
 type Admissions = HashMap<QueueName, Admission>;
+/// Keys admitted in this job: a repeat within the job replays them like a stored one.
+type Keyed = HashMap<String, (Task, String)>;
+/// What one call is told, unless the commit fails.
+type Outcome = Result<Vec<Inserted>, StoreError>;
 
 /// Decides every call, writes the admitted tasks, and returns the reply that answers each
 /// call once the batch committed.
 fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) -> Reply {
-    let mut admissions = Admissions::new();
-    // Keys admitted in this job: a repeat within the job replays them like a stored one.
-    let mut keyed: HashMap<String, (Task, String)> = HashMap::new();
-    let mut writes = Vec::new();
-    let mut decided = Vec::with_capacity(calls.len());
-    for call in calls {
-        let outcome = decide(
-            conn,
-            call.tasks,
-            default_max_queued,
-            &mut admissions,
-            &mut keyed,
-        )
-        .map(|(inserted, rows)| {
-            writes.extend(rows);
-            inserted
-        });
-        decided.push((call.answer, outcome));
-    }
-    let written = if writes.is_empty() {
-        Ok(())
-    } else {
-        rows::task_insert_rows(conn, &writes)
+    let (answers, tasks): (Vec<Answer>, Vec<Vec<NewTask>>) = calls
+        .into_iter()
+        .map(|call| (call.answer, call.tasks))
+        .unzip();
+    let outcomes = match together(conn, &tasks, default_max_queued) {
+        Ok(outcomes) => outcomes,
+        // A call's rows may have failed the combined statements (a CHECK, a value the
+        // column refuses): each call is decided alone, so only the call at fault fails.
+        Err(error) if tasks.len() > 1 && !error.is_shared() => {
+            alone(conn, &tasks, default_max_queued)
+        }
+        Err(error) => tasks.iter().map(|_| Err(error.clone())).collect(),
     };
-    Box::new(move |commit_error: Option<&str>| {
-        let failed = match (&written, commit_error) {
-            (Err(error), _) => Some(error.to_string()),
-            (Ok(()), Some(error)) => Some(error.to_owned()),
-            (Ok(()), None) => None,
-        };
-        for (answer, outcome) in decided {
-            let outcome = match (&failed, outcome) {
+    Box::new(move |commit_error: Option<&StoreError>| {
+        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            let outcome = match (commit_error, outcome) {
                 // A refused call wrote nothing either way: its refusal stands.
                 (_, Err(refused)) => Err(refused),
-                (Some(error), Ok(_)) => Err(StoreError::Backend(error.clone())),
+                (Some(error), Ok(_)) => Err(error.clone()),
                 (None, inserted) => inserted,
             };
             // The caller may have gone away (client disconnected); the write stands.
@@ -155,14 +145,77 @@ fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) ->
     })
 }
 
+/// Runs `f` inside a savepoint that is rolled back if `f` fails, so a failed write leaves
+/// the batch's transaction as it was.
+fn savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("SAVEPOINT inserts")?.execute([])?;
+    let outcome = f();
+    if outcome.is_err() {
+        conn.prepare_cached("ROLLBACK TO inserts")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE inserts")?.execute([])?;
+    outcome
+}
+
+/// Every call decided, and all admitted rows written with as few statements as can be.
+/// `Err`: the writing failed, and nothing of any call was written.
+fn together(
+    conn: &Connection,
+    calls: &[Vec<NewTask>],
+    default_max_queued: u64,
+) -> Result<Vec<Outcome>, StoreError> {
+    savepoint(conn, || {
+        let (mut admissions, mut keyed) = (Admissions::new(), Keyed::new());
+        let mut writes = Vec::new();
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for tasks in calls {
+            let decided = decide(conn, tasks, default_max_queued, &mut admissions, &mut keyed);
+            outcomes.push(decided.map(|(inserted, rows)| {
+                writes.extend(rows);
+                inserted
+            }));
+        }
+        if !writes.is_empty() {
+            rows::task_insert_rows(conn, &writes)?;
+        }
+        Ok(outcomes)
+    })
+}
+
+/// Every call decided and written on its own: a call whose rows fail is undone alone, and
+/// counts neither for admission nor as a first use of its keys for the calls after it.
+fn alone(conn: &Connection, calls: &[Vec<NewTask>], default_max_queued: u64) -> Vec<Outcome> {
+    let (mut admissions, mut keyed) = (Admissions::new(), Keyed::new());
+    let mut outcomes = Vec::with_capacity(calls.len());
+    for tasks in calls {
+        let before = (admissions.clone(), keyed.clone());
+        let outcome = savepoint(conn, || {
+            let (inserted, rows) =
+                decide(conn, tasks, default_max_queued, &mut admissions, &mut keyed)?;
+            if !rows.is_empty() {
+                rows::task_insert_rows(conn, &rows)?;
+            }
+            Ok(inserted)
+        });
+        if outcome.is_err() {
+            (admissions, keyed) = before;
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
 /// One call, all or nothing: its answer and the rows to write, or why it is refused.
 /// Admission counts and known keys change only when the whole call is admitted.
 fn decide(
     conn: &Connection,
-    tasks: Vec<NewTask>,
+    tasks: &[NewTask],
     default_max_queued: u64,
     admissions: &mut Admissions,
-    keyed: &mut HashMap<String, (Task, String)>,
+    keyed: &mut Keyed,
 ) -> Result<(Vec<Inserted>, Vec<InsertRow>), StoreError> {
     let mut taken: HashMap<QueueName, u64> = HashMap::new();
     let mut new_keys: Vec<(String, Task, String)> = Vec::new();
@@ -201,11 +254,13 @@ fn decide(
         let waiting = admission.waiting + before;
         if waiting >= admission.limit {
             return Err(StoreError::QueueFull {
-                queue: new.queue,
+                queue: new.queue.clone(),
                 limit: admission.limit,
             });
         }
-        let (task, request_hash) = new.into_task(now_millis(), admission.callback.clone());
+        let (task, request_hash) = new
+            .clone()
+            .into_task(now_millis(), admission.callback.clone());
         // A new task is queued or scheduled: waiting, either way.
         *taken.entry(task.queue.clone()).or_default() += 1;
         if let (Some(key), Some(hash)) = (&task.idempotency_key, &request_hash) {

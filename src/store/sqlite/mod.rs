@@ -79,7 +79,8 @@ struct ReaderPool {
 }
 
 enum Location {
-    File(PathBuf),
+    /// A file, and `max_page_count` if the URL caps its size (`?max_page_count=N`).
+    File(PathBuf, Option<u64>),
     Memory,
 }
 
@@ -92,11 +93,20 @@ fn parse_url(url: &str) -> Result<Location, StoreError> {
     }
     // `sqlite://taskd.db` is relative, `sqlite:///var/lib/taskd.db` absolute.
     let path = rest.strip_prefix("//").unwrap_or(rest);
-    let path = path.split('?').next().unwrap_or_default();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     if path.is_empty() {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
     }
-    Ok(Location::File(PathBuf::from(path)))
+    // The one option read here; other parameters are left to SQLite's defaults, as before.
+    let max_page_count = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("max_page_count="))
+        .map(|n| {
+            n.parse()
+                .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))
+        })
+        .transpose()?;
+    Ok(Location::File(PathBuf::from(path), max_page_count))
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -106,7 +116,32 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     enable_wal(conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    persist_wal(conn);
     tune(conn)
+}
+
+/// Keeps the `-wal` and `-shm` files when the last connection closes. SQLite deletes them on
+/// a clean close and creates them again on the next open, and creating the WAL index means
+/// allocating it: on a full disk that fails, and a server restarted there could not even
+/// read. Kept, a restart on a full disk opens, serves reads and waits for space.
+fn persist_wal(conn: &Connection) {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the handle is live for the call; PERSIST_WAL takes a pointer to an int that it
+    // reads (and may write) during the call only.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::warn!(
+            rc,
+            "SQLite will not keep its WAL files; a restart needs disk space"
+        );
+    }
 }
 
 /// How long opening waits for another process that is switching the same file to WAL.
@@ -175,9 +210,14 @@ impl SqliteStore {
                 tune(&conn)?;
                 (conn, None)
             }
-            Location::File(path) => {
+            Location::File(path, max_page_count) => {
                 let conn = Connection::open(&path)?;
                 configure(&conn)?;
+                if let Some(pages) = max_page_count {
+                    // A cap on the file's size (SQLite keeps it at least the current size):
+                    // writes beyond it fail as on a full disk.
+                    conn.pragma_update(None, "max_page_count", pages)?;
+                }
                 let pool = ReaderPool {
                     path,
                     idle: Mutex::new(Vec::new()),
@@ -485,14 +525,19 @@ mod tests {
     #[test]
     fn urls_name_a_file_or_memory() {
         assert!(matches!(parse_url("sqlite::memory:"), Ok(Location::Memory)));
-        let Ok(Location::File(path)) = parse_url("sqlite://taskd.db") else {
+        let Ok(Location::File(path, None)) = parse_url("sqlite://taskd.db") else {
             panic!("a relative file")
         };
         assert_eq!(path, PathBuf::from("taskd.db"));
-        let Ok(Location::File(path)) = parse_url("sqlite:///var/lib/t.db?mode=rwc") else {
+        let Ok(Location::File(path, None)) = parse_url("sqlite:///var/lib/t.db?mode=rwc") else {
             panic!("an absolute file")
         };
         assert_eq!(path, PathBuf::from("/var/lib/t.db"));
+        let Ok(Location::File(_, Some(9))) = parse_url("sqlite://t.db?mode=rwc&max_page_count=9")
+        else {
+            panic!("a capped file")
+        };
+        assert!(parse_url("sqlite://t.db?max_page_count=many").is_err());
         assert!(parse_url("sqlite://").is_err());
         assert!(parse_url("postgres://x").is_err());
     }

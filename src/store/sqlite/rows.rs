@@ -114,6 +114,7 @@ pub(super) fn to_json(value: &impl serde::Serialize) -> String {
 
 /// What admitting a task to `queue` needs to know, in one read: how many tasks wait there
 /// (queued or scheduled), how many may, and the queue's default callback.
+#[derive(Clone)]
 pub struct Admission {
     pub waiting: u64,
     pub limit: u64,

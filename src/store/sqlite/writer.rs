@@ -23,7 +23,7 @@ const QUEUE_CAPACITY: usize = 4096;
 /// Runs a job's SQL; returns what to tell the caller once the batch committed (or not).
 pub type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 /// Answers a job's callers, given the commit's error if it failed.
-pub type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+pub type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A handle on the writer thread. Cloning shares the thread; it exits when the last handle
 /// (the last `Sender`) is dropped and the queue is drained.
@@ -59,9 +59,9 @@ impl Writer {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = in_savepoint(conn, f);
-            Box::new(move |commit_error: Option<&str>| {
+            Box::new(move |commit_error: Option<&StoreError>| {
                 let outcome = match commit_error {
-                    Some(error) => Err(StoreError::Backend(error.to_owned())),
+                    Some(error) => Err(error.clone()),
                     None => outcome,
                 };
                 // The caller may have gone away (client disconnected); the write stands.
@@ -114,8 +114,10 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut begin| begin.execute([]))
     {
-        let error = error.to_string();
-        tracing::error!(%error, "cannot begin a write transaction");
+        let error = store_error(conn, error);
+        if !error.is_shared() {
+            tracing::error!(%error, "cannot begin a write transaction");
+        }
         for job in batch.drain(..) {
             // Run nothing; tell every caller the write did not happen.
             drop(job);
@@ -127,18 +129,45 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         .prepare_cached("COMMIT")
         .and_then(|mut commit| commit.execute([]));
     let commit_error = committed.err().map(|error| {
-        let error = error.to_string();
-        tracing::error!(%error, jobs = replies.len(), "commit failed; the batch is rolled back");
+        let error = store_error(conn, error);
+        // Out of space is said once by the store's space watch, not once per batch.
+        if !error.is_shared() {
+            tracing::error!(%error, jobs = replies.len(), "commit failed; the batch is rolled back");
+        }
         let _ = conn.execute_batch("ROLLBACK");
         error
     });
     for reply in replies {
-        reply(commit_error.as_deref());
+        reply(commit_error.as_ref());
+    }
+}
+
+/// An error of the writer's connection: as `From` maps it, except that an I/O error whose
+/// cause was ENOSPC (SQLite says SQLITE_FULL for most, but not for every file it writes,
+/// such as the WAL index) is out of space too.
+fn store_error(conn: &Connection, error: rusqlite::Error) -> StoreError {
+    // SAFETY: the handle is only read for its last errno, on the thread that owns `conn`.
+    let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.code == rusqlite::ErrorCode::SystemIoFailure && errno == libc::ENOSPC =>
+        {
+            StoreError::StorageFull(error.to_string())
+        }
+        _ => error.into(),
     }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Backend(error.to_string())
+        match &error {
+            // SQLITE_FULL: the disk is full, or the database reached `max_page_count`.
+            rusqlite::Error::SqliteFailure(failure, _)
+                if failure.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::StorageFull(error.to_string())
+            }
+            _ => StoreError::Backend(error.to_string()),
+        }
     }
 }

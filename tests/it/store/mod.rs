@@ -4,6 +4,7 @@
 //! it, as several nodes would. `conformance!` runs each case on SQLite and on PostgreSQL (a
 //! PostgreSQL case fails when the server cannot be reached; it is never skipped).
 
+mod isolation;
 mod keys;
 mod moves;
 mod observer;
@@ -164,6 +165,7 @@ mod cases {
         tasks::a_new_attempt_starts_without_progress,
         tasks::a_failed_attempt_backs_off_then_fails_then_retries,
         tasks::nul_characters_round_trip,
+        isolation::a_refused_row_fails_only_its_own_call,
         moves::cancel_in_every_state,
         moves::release_gives_the_attempt_back,
         moves::expired_leases_are_rescued_and_renewed_ones_are_not,
