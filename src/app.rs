@@ -8,7 +8,7 @@ use crate::api::{self, ApiConfig};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, OwnAddrs};
 use crate::store::{self, StoreError};
 use crate::task::Backoff;
 
@@ -33,8 +33,10 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
-    // One client for webhooks and the `http` kind: one allow-list, one connection pool.
-    let outbound = Outbound::new(config.allow_outbound.clone())?;
+    // One client for webhooks and the `http` kind: one allow-list, one connection pool. It
+    // refuses taskd's own API and database unless the list names them exactly.
+    let own = OwnAddrs::of(listener.local_addr()?, &config.database.url).await;
+    let outbound = Outbound::new(config.allow_outbound.clone(), own)?;
     let registry = registry.with_http(outbound.clone());
     let engine = Engine::start(store, registry, config.engine(outbound)).await?;
     let api_config = ApiConfig {
