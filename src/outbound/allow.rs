@@ -164,6 +164,13 @@ impl AllowList {
             .any(|e| e.takes_port(port) && e.names(&host))
     }
 
+    /// Whether any address on `port` could be allowed for `host`: it is listed by name, or
+    /// some network is listed for the port. If not, a name need not even be looked up.
+    pub fn may_allow(&self, host: &str, port: u16) -> bool {
+        self.allows_name(host, port)
+            || (self.entries.iter()).any(|e| matches!(e.host, Host::Net(_)) && e.takes_port(port))
+    }
+
     /// Whether `ip` lies in a network listed for `port`. The never-allowed addresses are
     /// the policy's to refuse, not the list's.
     pub fn allows_ip(&self, ip: IpAddr, port: u16) -> bool {

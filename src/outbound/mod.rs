@@ -97,6 +97,7 @@ impl Resolve for Screening {
                 let refused = Refused("requests go through `Outbound::send`".to_owned());
                 return Err(refused.into());
             };
+            policy.screen_name(&host, port)?;
             let found = tokio::net::lookup_host((host.as_str(), port)).await?;
             let allowed = policy.screen(&host, port, found.map(|addr| addr.ip()))?;
             tracing::debug!(%host, ?allowed, "outbound host resolved and allowed");

@@ -70,6 +70,19 @@ impl Policy {
         self.admit(None, SocketAddr::new(ip, port))
     }
 
+    /// Refuses `host` on `port` before it is looked up, when no address it could resolve to
+    /// would be allowed: a lookup that fails (or is slow) must not decide the answer.
+    pub fn screen_name(&self, host: &str, port: u16) -> Result<(), Refused> {
+        self.on()?;
+        if self.allow.may_allow(host, port) {
+            Ok(())
+        } else {
+            Err(Refused(format!(
+                "`{host}` on port {port} is not allowed by {FLAG}"
+            )))
+        }
+    }
+
     /// The addresses `host` resolved to that may be connected to on `port`. A host listed by
     /// name (for this port) may use any of its addresses but the never-allowed ones; any
     /// other host is refused unless every address it has is allowed (one bad address is

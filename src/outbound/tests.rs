@@ -121,7 +121,13 @@ fn every_ip_spelling_is_normalised_before_the_check() {
             .check_url(&url("http://localhost.:8080/"))
             .is_ok()
     );
+    refused(other_port.screen_name("localhost.", 8080));
     refused(other_port.screen("localhost.", 8080, [ip("127.0.0.1")]));
+    assert!(other_port.screen_name("localhost.", 9000).is_ok());
+    assert!(
+        other_port.screen_name("any.example", 9000).is_ok(),
+        "a network on 9000"
+    );
     assert!(
         other_port
             .screen("localhost.", 9000, [ip("127.0.0.1")])

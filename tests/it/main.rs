@@ -14,6 +14,7 @@ mod http_kind;
 mod management;
 mod multinode;
 mod openapi;
+mod outbound;
 mod pool;
 mod queues;
 mod receiver;
