@@ -12,7 +12,7 @@ use crate::api::{self, AllowedHosts, ApiConfig};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, OwnAddrs};
 use crate::store::{self, StoreError};
 use crate::task::Backoff;
 
@@ -47,8 +47,10 @@ pub async fn run(
     store.migrate().await?;
     let address = listener.local_addr()?;
     check_auth(config.auth, address, store.keys_exist().await?)?;
-    // One client for webhooks and the `http` kind: one allow-list, one connection pool.
-    let outbound = Outbound::new(config.allow_outbound.clone())?;
+    // One client for webhooks and the `http` kind: one allow-list, one connection pool. It
+    // refuses taskd's own API and database unless the list names them exactly.
+    let own = OwnAddrs::of(address, &config.database.url).await;
+    let outbound = Outbound::new(config.allow_outbound.clone(), own)?;
     let registry = registry.with_http(outbound.clone());
     let engine = Engine::start(store, registry, config.engine(outbound)).await?;
     let api_config = ApiConfig {

@@ -131,11 +131,14 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_BACKOFF_CAP", default_value = "1h", value_parser = humantime::parse_duration)]
     pub backoff_cap: Duration,
 
-    /// Which hosts webhooks and the `http` kind may reach: comma-separated host names
-    /// (`api.example.com`, `*.example.com`) and addresses or CIDRs (`10.0.0.0/8`, `::1`). A
-    /// host is reached only if listed by name or if every address it resolves to is listed;
-    /// link-local and cloud metadata addresses never are. Default: this machine only.
-    #[arg(long, env = "TASKD_ALLOW_OUTBOUND", default_value = DEFAULT_ALLOW_OUTBOUND)]
+    /// Which hosts and ports webhooks and the `http` kind may reach: comma-separated entries
+    /// `host`, `*.domain`, an address or CIDR (`10.0.0.0/8`, `[::1]`), each with an optional
+    /// `:port` (`127.0.0.1:9000`, `*.example.com:443`, `[::1]:9000`; none: every port). A host
+    /// is reached only if listed by name or if every address it resolves to is listed;
+    /// link-local and cloud metadata addresses never are, taskd's own listen and database
+    /// addresses only by an entry naming exactly that host and port. Default: none, so
+    /// outbound requests are refused.
+    #[arg(long, env = "TASKD_ALLOW_OUTBOUND", default_value = DEFAULT_ALLOW_OUTBOUND, hide_default_value = true)]
     pub allow_outbound: AllowList,
 
     /// When requests need an API key (`Authorization: Bearer …`): `auto` asks for one on

@@ -42,16 +42,17 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     app
 }
 
-/// A server on an existing database (a restart), configured by `adjust`.
+/// A server on an existing database (a restart), configured by `adjust`. It is bound first,
+/// so `adjust` finds the server's own address in `config.listen`.
 pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let database_url = database_url.to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut config = ServeConfig::defaults();
-    config.database.url = database_url.clone();
+    config.listen = listener.local_addr().expect("address");
+    config.database.url = database_url.to_owned();
     config.workers = 4;
     config.shutdown_grace = Duration::from_secs(5);
     adjust(&mut config);
     let database_url = config.database.url.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -1,10 +1,16 @@
 //! The `http` kind against a local server: a success records `{status, headers, body}`; a
 //! 4xx fails at once; a 5xx is retried; the allow-list, timeouts and cancellation hold.
+//! Outbound is deny-by-default, so each test allows its receiver by name and port.
 
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use crate::receiver::{Receiver, Reply};
+
+/// A server that may reach `receiver` (and nothing else).
+async fn spawn_app_reaching(receiver: &Receiver) -> TestApp {
+    spawn_app_with(|config| config.allow_outbound = receiver.allow()).await
+}
 
 /// Submits an `http` task with fast retries; returns its id.
 async fn submit_http(app: &TestApp, input: Value, max_attempts: u32) -> String {
@@ -23,7 +29,7 @@ async fn submit_http(app: &TestApp, input: Value, max_attempts: u32) -> String {
 async fn a_request_succeeds_with_the_answer_as_result() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Json(201, json!({"created": 7}))]);
-    let app = spawn_app().await;
+    let app = spawn_app_reaching(&receiver).await;
     let id = submit_http(
         &app,
         json!({"method": "post", "url": receiver.url("/things"),
@@ -62,7 +68,7 @@ async fn a_request_succeeds_with_the_answer_as_result() {
 async fn a_4xx_fails_at_once() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Text(404, "no such thing")]);
-    let app = spawn_app().await;
+    let app = spawn_app_reaching(&receiver).await;
     let id = submit_http(&app, json!({"url": receiver.url("/missing")}), 3).await;
     let done = app.wait_terminal(&id).await;
     assert_eq!(done["state"], "failed");
@@ -85,7 +91,7 @@ async fn a_5xx_is_retried() {
         Reply::Text(502, "b"),
         Reply::Text(503, "c"),
     ]);
-    let app = spawn_app().await;
+    let app = spawn_app_reaching(&receiver).await;
     let id = submit_http(&app, json!({"url": receiver.url("/flaky")}), 3).await;
     let done = app.wait_terminal(&id).await;
     assert_eq!(done["state"], "failed");
@@ -122,7 +128,7 @@ async fn a_refused_host_fails_without_a_connection() {
 async fn timeouts_and_cancels_end_a_hanging_request() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Hang, Reply::Hang]);
-    let app = spawn_app().await;
+    let app = spawn_app_reaching(&receiver).await;
     let id = submit_http(
         &app,
         json!({"url": receiver.url("/h"), "timeout_ms": 200}),

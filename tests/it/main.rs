@@ -16,6 +16,7 @@ mod http_kind;
 mod management;
 mod multinode;
 mod openapi;
+mod outbound;
 mod poison;
 mod pool;
 mod queues;

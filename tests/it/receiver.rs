@@ -1,6 +1,7 @@
 //! A local HTTP receiver for the outbound tests: an axum server on 127.0.0.1:0 that records
 //! every request, answers from a script, and counts the TCP connections it accepted (so a
-//! test can prove that a refused request never reached it).
+//! test can prove that a refused request never reached it). Outbound is deny-by-default, so a
+//! test names the receiver with `config.allow_outbound = receiver.allow()`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
+use taskd::outbound::AllowList;
 use tokio::net::TcpListener;
 
 use crate::helpers::wait_for;
@@ -87,6 +89,19 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        let port = self.base.rsplit(':').next().expect("a port");
+        port.parse().expect("a port number")
+    }
+
+    /// An `--allow-outbound` that names this receiver exactly (host and port).
+    pub fn allow(&self) -> AllowList {
+        format!("127.0.0.1:{}", self.port())
+            .parse()
+            .expect("an allow-list")
     }
 
     /// The TCP connections accepted so far.

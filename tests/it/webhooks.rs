@@ -1,6 +1,8 @@
 //! Completion webhooks through real HTTP: a local receiver gets the finished task, signed per
 //! Standard Webhooks; failures are retried under one `webhook-id`; queue defaults apply; the
 //! allow-list refuses before any connection; a pending delivery survives a restart.
+//! Outbound is deny-by-default, so each test allows its receiver by name and port (the
+//! policy's own cases are in `outbound`).
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ fn quick_retries(config: &mut taskd::config::ServeConfig) {
 }
 
 /// Polls until the task's `callback_status` is `status`.
-async fn wait_callback(app: &TestApp, id: &str, status: &str) -> Value {
+pub async fn wait_callback(app: &TestApp, id: &str, status: &str) -> Value {
     wait_for(&format!("callback_status {status}"), || async {
         let task = app.task(id).await;
         (task["callback_status"] == status).then_some(task)
@@ -32,7 +34,7 @@ async fn wait_callback(app: &TestApp, id: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signature_verifies() {
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app_with(|config| config.allow_outbound = receiver.allow()).await;
     let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
     let secret = format!("whsec_{}", BASE64.encode(&key));
     let task = app
@@ -80,7 +82,11 @@ async fn failed_tries_are_retried_under_one_webhook_id() {
         Reply::Text(500, "still down"),
         Reply::Json(200, json!({"thanks": true})),
     ]);
-    let app = spawn_app_with(quick_retries).await;
+    let app = spawn_app_with(|config| {
+        quick_retries(config);
+        config.allow_outbound = receiver.allow();
+    })
+    .await;
     let task = app
         .submit(json!({"kind": "echo", "queue": "hooks", "callback": {"url": receiver.url("/r")}}))
         .await;
@@ -119,6 +125,7 @@ async fn a_delivery_gives_up_after_its_attempts() {
     let app = spawn_app_with(|config| {
         quick_retries(config);
         config.webhook_max_attempts = 3;
+        config.allow_outbound = receiver.allow();
     })
     .await;
     let task = app
@@ -139,7 +146,7 @@ async fn a_delivery_gives_up_after_its_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_default_callback_is_used() {
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app_with(|config| config.allow_outbound = receiver.allow()).await;
     let queue = patch_queue(
         &app,
         "hooked",
@@ -204,7 +211,7 @@ async fn a_refused_host_gets_no_connection() {
 async fn a_pending_delivery_survives_a_restart() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Hang]);
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app_with(|config| config.allow_outbound = receiver.allow()).await;
     let task = app
         .submit(json!({"kind": "echo", "callback": {"url": receiver.url("/slow")}}))
         .await;
@@ -212,7 +219,9 @@ async fn a_pending_delivery_survives_a_restart() {
     let first = receiver.wait_received(1).await.remove(0);
     assert_eq!(app.task(&id).await["callback_status"], "pending");
 
-    let app = app.restart(|_| {}).await;
+    let app = app
+        .restart(|config| config.allow_outbound = receiver.allow())
+        .await;
     let finished = wait_callback(&app, &id, "delivered").await;
     assert_eq!(finished["state"], "succeeded");
     let tries = receiver.received();
