@@ -41,6 +41,12 @@ pub enum ApiError {
     NoResult(TaskState),
     #[error("the server is not ready")]
     NotReady,
+    /// The body did not arrive whole within `--body-timeout`.
+    #[error("the body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
+    /// The bodies being read already take `--max-body-memory`.
+    #[error("too many request bodies are being read; try again shortly")]
+    BodyMemoryFull,
     #[error("no route for this path")]
     RouteNotFound,
 }
@@ -108,7 +114,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoResult(_) => StatusCode::CONFLICT,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::BodyMemoryFull => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
         }
     }
@@ -129,6 +136,8 @@ impl ApiError {
             ApiError::NoResult(TaskState::Cancelled) => "task_cancelled",
             ApiError::NoResult(_) => "task_failed",
             ApiError::NotReady => "not_ready",
+            ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::BodyMemoryFull => "body_memory_full",
             ApiError::RouteNotFound => "route_not_found",
         }
     }
@@ -160,7 +169,8 @@ impl ApiError {
                 | EngineError::Draining
                 | EngineError::Store(StoreError::Closed),
             )
-            | ApiError::NotReady => Some(Duration::from_secs(1)),
+            | ApiError::NotReady
+            | ApiError::BodyMemoryFull => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

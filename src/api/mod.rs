@@ -4,10 +4,13 @@
 //! it. The same list is [`route_table`], which a test holds against `openapi.yaml`, so the
 //! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
 
+mod body;
+mod conn;
 pub mod error;
 mod events;
 mod extract;
 mod queues;
+mod serve;
 mod submit;
 mod system;
 mod tasks;
@@ -33,9 +36,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
 use crate::task::Backoff;
+use body::BodyBudget;
 use error::{ApiError, PROBLEM_JSON, problem, problem_response};
 use extract::BodyLimit;
 
+pub use serve::{ServeLimits, default_max_connections, serve};
 pub use tasks::MAX_WAIT_SECS;
 
 /// What every handler shares: one cloneable state.
@@ -49,6 +54,8 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// The bytes of bodies read or parsed at once, over all requests.
+    pub max_body_memory: usize,
     pub request_timeout: Duration,
     /// The retry backoff of a task that sets none.
     pub default_backoff: Backoff,
@@ -134,6 +141,12 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             engine,
             config: Arc::new(config.clone()),
         })
+        // Inside the layers below: a body over --max-body-bytes is a 413 before it takes
+        // any of the budget.
+        .layer(middleware::from_fn_with_state(
+            BodyBudget::new(config.max_body_memory),
+            body::reserve_body_memory,
+        ))
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
             // `problem_for_errors`, and carries the request id.

@@ -11,6 +11,7 @@ mod errors;
 mod events;
 mod helpers;
 mod http_kind;
+mod limits;
 mod management;
 mod multinode;
 mod openapi;
