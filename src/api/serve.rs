@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::body::DeadlineBody;
+use super::body::{self, DeadlineBody};
 use super::conn::{Activity, ConnTimeouts, InFlight, InFlightBody, TimedIo};
 
 /// The limits of the serving layer; each has a flag in `config`.
@@ -77,6 +77,7 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    body::return_large_buffers_to_the_os();
     // One permit per open connection, moved into its task and dropped when it closes.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
