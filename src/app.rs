@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::access::AuthMode;
-use crate::api::{self, AllowedHosts, ApiConfig};
+use crate::api::{self, AllowedHosts, ApiConfig, ServeLimits};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
@@ -55,6 +55,7 @@ pub async fn run(
     let engine = Engine::start(store, registry, config.engine(outbound)).await?;
     let api_config = ApiConfig {
         max_body_bytes: config.max_body_bytes,
+        max_body_memory: config.max_body_memory,
         request_timeout: config.request_timeout,
         default_backoff: Backoff {
             base_ms: config.backoff_base.as_millis() as u64,
@@ -68,14 +69,22 @@ pub async fn run(
         },
     };
     let app = api::router(engine.clone(), &api_config);
+    let limits = ServeLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections.map_or_else(
+            || api::default_max_connections(config.workers),
+            |max| max as usize,
+        ),
+    };
     let stopping = engine.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stopping.shutdown().await;
-        })
-        .await?;
+    api::serve(listener, app, limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stopping.shutdown().await;
+    })
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

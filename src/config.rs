@@ -167,6 +167,34 @@ pub struct ServeConfig {
     /// How long one webhook try may take before it counts as failed.
     #[arg(long, env = "TASKD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
+
+    /// How long a client may take to send a request's head (line and headers), counted from
+    /// the connection's accept or from the first byte of the next request on it; then the
+    /// connection is closed.
+    #[arg(long, env = "TASKD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a request's whole body, on any route, counted from
+    /// its head; then the request answers 408.
+    #[arg(long, env = "TASKD_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// How long a keep-alive connection may sit with no request in flight before it is
+    /// closed. Long-polls and event streams are in flight, so never idle.
+    #[arg(long, env = "TASKD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How many client connections are open at once; beyond it taskd accepts no more until
+    /// one closes. Default: the open-file limit (soft RLIMIT_NOFILE) less 128 and less one per
+    /// worker, kept for the database, outbound requests and files; between 16 and 65,536.
+    #[arg(long, env = "TASKD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// How many bytes of request bodies may be read or parsed at once, over all requests; a
+    /// request that would go beyond (by its Content-Length, or by --max-body-bytes when it
+    /// has none) answers 503 with Retry-After before its body is read. Default: 256 MiB.
+    #[arg(long, env = "TASKD_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_memory: usize,
 }
 
 impl ServeConfig {

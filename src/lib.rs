@@ -12,7 +12,8 @@
 //! - [`engine`]: admission, the dispatcher and the worker pool, waiters, completion
 //!   webhooks, shutdown.
 //! - [`handlers`]: the [`handlers::Handler`] trait and the built-in kinds.
-//! - [`api`]: routes, extractors, problem+json errors, middleware.
+//! - [`api`]: routes, extractors, problem+json errors, middleware, and the serving loop
+//!   with its connection and body limits (`api/serve.rs`, `conn.rs`, `body.rs`).
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
 //!   kind share.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.

@@ -46,6 +46,12 @@ pub enum ApiError {
     NoResult(TaskState),
     #[error("the server is not ready")]
     NotReady,
+    /// The body did not arrive whole within `--body-timeout`.
+    #[error("the body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
+    /// The bodies being read already take `--max-body-memory`.
+    #[error("too many request bodies are being read; try again shortly")]
+    BodyMemoryFull,
     #[error("no route for this path")]
     RouteNotFound,
     /// No key, or one that is unknown, expired or revoked (401).
@@ -130,7 +136,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoResult(_) => StatusCode::CONFLICT,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::BodyMemoryFull => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::MissingScope { .. } => StatusCode::FORBIDDEN,
@@ -154,6 +161,8 @@ impl ApiError {
             ApiError::NoResult(TaskState::Cancelled) => "task_cancelled",
             ApiError::NoResult(_) => "task_failed",
             ApiError::NotReady => "not_ready",
+            ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::BodyMemoryFull => "body_memory_full",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::MissingScope { .. } => "missing_scope",
@@ -202,7 +211,8 @@ impl ApiError {
                 | EngineError::Draining
                 | EngineError::Store(StoreError::Closed),
             )
-            | ApiError::NotReady => Some(Duration::from_secs(1)),
+            | ApiError::NotReady
+            | ApiError::BodyMemoryFull => Some(Duration::from_secs(1)),
             ApiError::Engine(EngineError::Store(StoreError::StorageFull(_))) => {
                 Some(STORAGE_FULL_RETRY)
             }

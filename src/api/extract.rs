@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::body::{self, BodyReservation};
 use super::error::ApiError;
 use crate::task::TaskId;
 
@@ -41,12 +42,18 @@ where
             .extensions()
             .get::<BodyLimit>()
             .map_or(usize::MAX, |limit| limit.0);
+        // This body's share of --max-body-memory (body.rs): given back once it is parsed.
+        let reservation = request.extensions().get::<BodyReservation>().cloned();
+        let mut request = request;
+        request.extensions_mut().remove::<BodyReservation>();
         let bytes =
             Bytes::from_request(request, state)
                 .await
                 .map_err(|rejection: BytesRejection| {
                     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                         ApiError::PayloadTooLarge(limit)
+                    } else if let Some(after) = body::timed_out(&rejection) {
+                        ApiError::BodyTimeout(after)
                     } else {
                         ApiError::MalformedJson(rejection.body_text())
                     }
@@ -59,7 +66,10 @@ where
             });
         }
         super::nul::refuse_nul(&bytes)?;
-        parse_json(&bytes).map(Json)
+        let parsed = parse_json(&bytes).map(Json);
+        drop(bytes);
+        drop(reservation);
+        parsed
     }
 }
 

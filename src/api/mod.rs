@@ -5,12 +5,15 @@
 //! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
 
 mod auth;
+mod body;
+mod conn;
 pub mod error;
 mod events;
 mod extract;
 mod hosts;
 mod nul;
 mod queues;
+mod serve;
 mod submit;
 mod system;
 mod tasks;
@@ -37,11 +40,13 @@ use tower_http::trace::TraceLayer;
 use crate::access::{AuthMode, Scope};
 use crate::engine::Engine;
 use crate::task::Backoff;
+use body::BodyBudget;
 use error::{ApiError, PROBLEM_JSON, problem, problem_response};
 use extract::BodyLimit;
 
 pub use auth::Caller;
 pub use hosts::{AllowedHosts, HostPolicy};
+pub use serve::{ServeLimits, default_max_connections, serve};
 pub use tasks::MAX_WAIT_SECS;
 
 /// What every handler shares: one cloneable state.
@@ -55,6 +60,8 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// The bytes of bodies read or parsed at once, over all requests.
+    pub max_body_memory: usize,
     pub request_timeout: Duration,
     /// The retry backoff of a task that sets none.
     pub default_backoff: Backoff,
@@ -176,6 +183,12 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     router
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state)
+        // Inside the layers below: a body over --max-body-bytes is a 413 before it takes
+        // any of the budget.
+        .layer(middleware::from_fn_with_state(
+            BodyBudget::new(config.max_body_memory),
+            body::reserve_body_memory,
+        ))
         .layer(middleware::from_fn_with_state(
             config.allowed_hosts.clone(),
             hosts::check_host,

@@ -13,6 +13,7 @@ mod errors;
 mod events;
 mod helpers;
 mod http_kind;
+mod limits;
 mod management;
 mod multinode;
 mod openapi;
