@@ -44,6 +44,23 @@ async fn key_with_expiry(
     create_key(store.as_ref(), new).await.unwrap().0
 }
 
+/// The JSON body of a GET that must succeed.
+async fn get_json(client: &Client, url: String) -> Value {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// The string field `key` of every object in the array `items`.
+fn strings(items: &Value, key: &str) -> Vec<String> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A client that sends `secret` with every request.
 fn keyed(secret: &str) -> Client {
     let mut headers = HeaderMap::new();
@@ -250,35 +267,10 @@ async fn a_queue_scoped_key_is_blind_to_other_queues() {
     assert_eq!(response.status(), StatusCode::OK);
 
     // Lists and counts show only its queues; naming another queue is forbidden.
-    let listed: Value = tenant
-        .get(app.url("/v1/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = listed["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [mine.as_str()]);
-    let queues: Value = tenant
-        .get(app.url("/v1/queues"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = queues["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["name"].as_str().unwrap())
-        .collect();
+    let listed = get_json(&tenant, app.url("/v1/tasks")).await;
+    assert_eq!(strings(&listed["tasks"], "id"), [mine.as_str()]);
+    let queues = get_json(&tenant, app.url("/v1/queues")).await;
+    let names = strings(&queues["queues"], "name");
     assert_eq!(names, ["a-1"]);
     for path in ["/v1/tasks?queue=b", "/v1/queues/b", "/v1/events?queue=b"] {
         let response = tenant.get(app.url(path)).send().await.unwrap();
