@@ -93,7 +93,7 @@ async fn a_slowloris_head_is_closed() {
     let (mut reader, mut writer) = stream.split();
     // A byte every 200 ms: each is progress, none completes the head.
     let drip = async {
-        let mut next: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Drip: ";
+        let mut next: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Drip: ";
         while writer.write_all(next).await.is_ok() {
             next = b"x";
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -126,7 +126,7 @@ async fn a_body_that_never_completes_gets_408() {
     let mut stream = connect(&app).await;
     stream
         .write_all(
-            b"POST /v1/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+            b"POST /v1/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{\"kind\":",
         )
         .await
@@ -146,7 +146,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
     let app = spawn_app_with(|config| config.idle_timeout = SHORT).await;
     let mut stream = connect(&app).await;
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let response = read_response(&mut stream).await;
@@ -200,7 +200,7 @@ async fn an_event_stream_outlasts_the_idle_timeout() {
 async fn held_connection(app: &TestApp) -> TcpStream {
     let mut stream = connect(app).await;
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     assert_eq!(status(&read_response(&mut stream).await), 200);
@@ -217,13 +217,13 @@ async fn beyond_max_connections_a_client_waits_and_is_then_served() {
         held.push(held_connection(&app).await);
     }
     let mut late = connect(&app).await;
-    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let late = tokio::spawn(async move { read_response(&mut late).await });
     // An existing client is served while the cap holds the new one back.
     held[0]
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     assert_eq!(status(&read_response(&mut held[0]).await), 200);
@@ -246,7 +246,7 @@ async fn beyond_the_body_memory_budget_a_request_gets_503() {
     // the server say when it starts reading the body: by then the share is reserved.
     let mut slow = connect(&app).await;
     slow.write_all(
-        b"POST /v1/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+        b"POST /v1/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 40960\r\nExpect: 100-continue\r\n\r\n",
     )
     .await
