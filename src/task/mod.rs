@@ -5,6 +5,7 @@
 
 mod id;
 mod lifecycle;
+mod moves;
 mod names;
 mod state;
 
@@ -16,6 +17,7 @@ pub use id::{TaskId, TaskIdError};
 pub use lifecycle::{
     AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
 };
+pub use moves::Move;
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
 
