@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::rows::{COLUMNS, query_tasks};
+use crate::store::sql::{self, state_guard};
 use crate::store::{StoreError, fair_shares};
-use crate::task::{Kind, Millis, QueueName, Task, now_millis};
+use crate::task::{Kind, Millis, Move, QueueName, Task, now_millis};
 
 /// A queue with waiting tasks, as the claim sees it.
 struct Candidate {
@@ -32,13 +33,9 @@ fn claim_candidates(conn: &Connection) -> Result<Vec<Candidate>, StoreError> {
         let waiting: i64 = row.get(1)?;
         let running: i64 = row.get(2)?;
         let concurrency: Option<i64> = row.get(3)?;
-        let room = match concurrency {
-            Some(limit) => waiting.min((limit - running).max(0)),
-            None => waiting,
-        };
         Ok(Candidate {
             queue: row.get(0)?,
-            room: room as u64,
+            room: sql::claim_room(waiting, running, concurrency),
         })
     })?;
     Ok(rows
@@ -129,9 +126,10 @@ fn claim_from(
                      THEN MIN(?2, ?3 + timeout_ms) ELSE ?2 END, \
                  started_at = ?3, progress = NULL \
              WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
-                          WHERE state = 'queued' AND queue = ?4 {kind_filter} \
+                          WHERE {claimable} AND queue = ?4 {kind_filter} \
                           ORDER BY priority DESC, id LIMIT ?5) \
-             RETURNING {COLUMNS}"
+             RETURNING {COLUMNS}",
+            claimable = state_guard("state", Move::Claim),
         ),
         params![
             lease,
