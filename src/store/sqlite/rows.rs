@@ -13,7 +13,7 @@ use crate::store::sql::{self, Dialect, state_guard};
 use crate::store::{CancelResult, Changed, StoreError, TaskFilter};
 use crate::task::{
     AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Move, QueueName, Task, TaskId,
-    expire_attempt, lose_attempt, now_millis,
+    expire_attempt, lose_attempt,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -240,7 +240,7 @@ pub fn task_renew(
     Ok(renewed)
 }
 
-pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreError> {
+pub fn task_cancel(conn: &Connection, id: TaskId, now: Millis) -> Result<CancelResult, StoreError> {
     let id_text = id.to_string();
     let cancelled = query_task(
         conn,
@@ -249,7 +249,7 @@ pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreE
              WHERE id = ?1 AND {cancellable} RETURNING {COLUMNS}",
             cancellable = state_guard("state", Move::Cancel),
         ),
-        params![id_text, now_millis()],
+        params![id_text, now],
     )?;
     if let Some(task) = cancelled {
         return Ok(CancelResult::Cancelled(task));
@@ -276,6 +276,7 @@ pub fn task_release(
     conn: &Connection,
     id: TaskId,
     lease: &str,
+    now: Millis,
 ) -> Result<Option<Task>, StoreError> {
     query_task(
         conn,
@@ -287,7 +288,7 @@ pub fn task_release(
              WHERE id = ?2 AND {releasable} AND lease = ?3 RETURNING {COLUMNS}",
             releasable = state_guard("state", Move::Release),
         ),
-        params![now_millis(), id.to_string(), lease],
+        params![now, id.to_string(), lease],
     )
 }
 
@@ -318,8 +319,7 @@ fn end_running(
     Ok(moved)
 }
 
-pub fn task_recover_running(conn: &Connection) -> Result<Vec<Task>, StoreError> {
-    let now = now_millis();
+pub fn task_recover_running(conn: &Connection, now: Millis) -> Result<Vec<Task>, StoreError> {
     end_running(conn, "?1 = ?1", now, |task| lose_attempt(task, now))
 }
 
