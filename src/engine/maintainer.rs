@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+// tokio's clock, not std's: a test that pauses time drives the maintainer's deadlines too.
+use tokio::time::Instant;
 
 use super::Inner;
 use crate::store::Signal;

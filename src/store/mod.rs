@@ -8,6 +8,7 @@
 mod keys;
 pub mod postgres;
 pub mod space;
+pub(crate) mod sql;
 pub mod sqlite;
 mod watched;
 
@@ -118,44 +119,6 @@ pub struct TaskFilter {
     pub limit: usize,
     /// Only tasks of the queues the caller may see (a queue-scoped key).
     pub queues: QueueScope,
-}
-
-impl TaskFilter {
-    /// The SQL condition that keeps a listing inside `queues`, `None` when it is every queue.
-    /// `bind` takes a value and answers its placeholder, so each dialect numbers its own; a
-    /// prefix's length is our own number, written in as a literal.
-    pub(crate) fn queue_condition(&self, mut bind: impl FnMut(String) -> String) -> Option<String> {
-        let QueueScope::Only(patterns) = &self.queues else {
-            return None;
-        };
-        if patterns
-            .iter()
-            .any(|p| p.is_wildcard() && p.prefix().is_empty())
-        {
-            return None;
-        }
-        let alternatives: Vec<String> = patterns
-            .iter()
-            .map(|pattern| {
-                let prefix = pattern.prefix();
-                if pattern.is_wildcard() {
-                    format!(
-                        "substr(queue, 1, {}) = {}",
-                        prefix.len(),
-                        bind(prefix.to_owned())
-                    )
-                } else {
-                    format!("queue = {}", bind(prefix.to_owned()))
-                }
-            })
-            .collect();
-        // No pattern at all matches nothing.
-        Some(if alternatives.is_empty() {
-            "FALSE".to_owned()
-        } else {
-            format!("({})", alternatives.join(" OR "))
-        })
-    }
 }
 
 /// A queue's settings and what it holds.

@@ -5,6 +5,7 @@
 
 mod id;
 mod lifecycle;
+mod moves;
 mod names;
 mod state;
 
@@ -16,15 +17,30 @@ pub use id::{TaskId, TaskIdError};
 pub use lifecycle::{
     AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
 };
+pub use moves::Move;
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
 
 /// Milliseconds since the Unix epoch: how the store keeps every instant.
 pub type Millis = i64;
 
-/// The current wall-clock time in milliseconds.
+/// The current wall-clock time in milliseconds: the one clock every backoff, timeout, lease
+/// and schedule reads.
+///
+/// It is the system's wall clock moved by how far tokio's clock is from the monotonic one.
+/// In a running server the two agree, so this is plain wall time; in a test runtime whose time
+/// is paused (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`), wall time moves
+/// exactly as the test moves tokio's clock, so no test sleeps to see time pass. Code off the
+/// runtime (the SQLite writer thread) reads the plain wall clock: callers there are handed
+/// `now` instead.
 pub fn now_millis() -> Millis {
-    Utc::now().timestamp_millis()
+    let monotonic = std::time::Instant::now();
+    let driven = tokio::time::Instant::now().into_std();
+    let ahead = match driven.checked_duration_since(monotonic) {
+        Some(ahead) => ahead.as_millis() as i64,
+        None => -(monotonic.duration_since(driven).as_millis() as i64),
+    };
+    Utc::now().timestamp_millis() + ahead
 }
 
 /// A submission that passed the edge: names are valid, the input is JSON, the options are in

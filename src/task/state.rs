@@ -1,8 +1,9 @@
 //! Task states and the only legal moves between them.
 //!
 //! [`TaskState::apply`] is the one place that decides whether a move is legal. The stores
-//! encode the same table in the `WHERE` clauses of their guarded `UPDATE`s, and the schema's
-//! CHECK constraints back it, so two writers can never both move one task.
+//! render it (through [`super::Move::from_states`]) into the `WHERE` clauses of their guarded
+//! `UPDATE`s, and the schema's CHECK constraints back it, so two writers can never both move
+//! one task.
 //!
 //! ```text
 //! submit ─► queued ◄── promote (run_at due) ── scheduled ◄── submit with run_at / delay_ms

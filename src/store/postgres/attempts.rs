@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use sqlx::{Acquire, PgConnection};
 
 use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
+use crate::store::sql::state_guard;
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError};
 use crate::task::{
-    AttemptEnd, Millis, Task, TaskId, TaskState, end_attempt, expire_attempt, lose_attempt,
+    AttemptEnd, Millis, Move, Task, TaskId, TaskState, end_attempt, expire_attempt, lose_attempt,
     now_millis,
 };
 
@@ -32,9 +33,10 @@ pub async fn task_finish_many(
     let leases: Vec<String> = attempts.iter().map(|a| a.lease.clone()).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks \
-         WHERE state = 'running' \
+         WHERE {held} \
              AND (id, lease) IN (SELECT * FROM unnest($1::uuid[], $2::text[])) \
-         ORDER BY id FOR UPDATE"
+         ORDER BY id FOR UPDATE",
+        held = state_guard("state", Move::Finish),
     );
     let query = sqlx::query(&sql).bind(&ids).bind(&leases);
     let mut held: HashMap<TaskId, Task> = fetch_tasks(&mut tx, query)
@@ -81,26 +83,28 @@ async fn write_ends(
         columns.run_ats.push(end.run_at);
         columns.finished_ats.push(end.finished_at);
     }
-    let written: Vec<(String, Option<String>)> = sqlx::query_as(
+    let sql = format!(
         "UPDATE tasks SET state = ended.state, result = ended.result, error = ended.error, \
              errors = ended.errors, run_at = ended.run_at, finished_at = ended.finished_at, \
              lease = NULL, lease_expires_at = NULL \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::bigint[], $8::bigint[]) \
              AS ended (id, lease, state, result, error, errors, run_at, finished_at) \
-         WHERE tasks.id = ended.id AND tasks.state = 'running' AND tasks.lease = ended.lease \
+         WHERE tasks.id = ended.id AND {held} AND tasks.lease = ended.lease \
          RETURNING tasks.id::text, tasks.callback_status",
-    )
-    .bind(columns.ids)
-    .bind(columns.leases)
-    .bind(columns.states)
-    .bind(columns.results)
-    .bind(columns.errors)
-    .bind(columns.histories)
-    .bind(columns.run_ats)
-    .bind(columns.finished_ats)
-    .fetch_all(conn)
-    .await?;
+        held = state_guard("tasks.state", Move::Finish),
+    );
+    let written: Vec<(String, Option<String>)> = sqlx::query_as(&sql)
+        .bind(columns.ids)
+        .bind(columns.leases)
+        .bind(columns.states)
+        .bind(columns.results)
+        .bind(columns.errors)
+        .bind(columns.histories)
+        .bind(columns.run_ats)
+        .bind(columns.finished_ats)
+        .fetch_all(conn)
+        .await?;
     let mut written: HashMap<String, Option<String>> = written.into_iter().collect();
     Ok(ends
         .into_iter()
@@ -141,16 +145,18 @@ pub async fn task_renew(
 ) -> Result<u64, StoreError> {
     let ids: Vec<String> = leases.iter().map(|(id, _)| id.to_string()).collect();
     let tokens: Vec<String> = leases.iter().map(|(_, lease)| lease.clone()).collect();
-    let renewed = sqlx::query(
+    let sql = format!(
         "UPDATE tasks SET lease_expires_at = $3 \
          FROM unnest($1::uuid[], $2::text[]) AS held (id, lease) \
-         WHERE tasks.id = held.id AND tasks.state = 'running' AND tasks.lease = held.lease",
-    )
-    .bind(ids)
-    .bind(tokens)
-    .bind(lease_expires_at)
-    .execute(conn)
-    .await?;
+         WHERE tasks.id = held.id AND {running} AND tasks.lease = held.lease",
+        running = state_guard("tasks.state", Move::Finish),
+    );
+    let renewed = sqlx::query(&sql)
+        .bind(ids)
+        .bind(tokens)
+        .bind(lease_expires_at)
+        .execute(conn)
+        .await?;
     Ok(renewed.rows_affected())
 }
 
@@ -159,11 +165,13 @@ pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelRe
     // one is asked to stop. (Two statements could miss a task released in between.)
     let sql = format!(
         "UPDATE tasks SET \
-             state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END, \
-             run_at = CASE WHEN state = 'running' THEN run_at END, \
-             finished_at = CASE WHEN state = 'running' THEN finished_at ELSE $2 END, \
-             cancel_requested = cancel_requested OR state = 'running' \
-         WHERE id = $1::uuid AND state IN ('queued', 'scheduled', 'running') RETURNING {COLUMNS}"
+             state = CASE WHEN {stoppable} THEN state ELSE 'cancelled' END, \
+             run_at = CASE WHEN {stoppable} THEN run_at END, \
+             finished_at = CASE WHEN {stoppable} THEN finished_at ELSE $2 END, \
+             cancel_requested = cancel_requested OR {stoppable} \
+         WHERE id = $1::uuid AND ({cancellable} OR {stoppable}) RETURNING {COLUMNS}",
+        stoppable = state_guard("state", Move::RequestCancel),
+        cancellable = state_guard("state", Move::Cancel),
     );
     // A finished task retried between the update and the read is tried again, a few times.
     for _ in 0..3 {
@@ -196,7 +204,8 @@ pub async fn task_release(
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
              finished_at = CASE WHEN cancel_requested THEN $1 END, \
              lease = NULL, lease_expires_at = NULL, attempt = attempt - 1 \
-         WHERE id = $2::uuid AND state = 'running' AND lease = $3 RETURNING {COLUMNS}"
+         WHERE id = $2::uuid AND {releasable} AND lease = $3 RETURNING {COLUMNS}",
+        releasable = state_guard("state", Move::Release),
     );
     let query = sqlx::query(&sql)
         .bind(now_millis())
@@ -216,8 +225,9 @@ pub async fn task_lose_running(
     let mut tx = conn.begin().await?;
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks \
-         WHERE state = 'running' AND ($1::bigint IS NULL OR lease_expires_at < $1) \
-         FOR UPDATE SKIP LOCKED"
+         WHERE {lost} AND ($1::bigint IS NULL OR lease_expires_at < $1) \
+         FOR UPDATE SKIP LOCKED",
+        lost = state_guard("state", Move::Recover),
     );
     let lost = fetch_tasks(&mut tx, sqlx::query(&sql).bind(expired_before)).await?;
     let now = expired_before.unwrap_or_else(now_millis);
@@ -240,31 +250,31 @@ pub async fn task_lose_running(
 
 pub async fn task_promote_due(conn: &mut PgConnection, now: Millis) -> Result<u64, StoreError> {
     // Several nodes promote at once; each takes the rows the others are not taking.
-    let promoted = sqlx::query(
+    let sql = format!(
         "UPDATE tasks SET state = 'queued', run_at = NULL \
-         WHERE id = ANY(ARRAY(SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
+         WHERE id = ANY(ARRAY(SELECT id FROM tasks WHERE {due} AND run_at <= $1 \
                               FOR UPDATE SKIP LOCKED)) \
-             AND state = 'scheduled'",
-    )
-    .bind(now)
-    .execute(conn)
-    .await?;
+             AND {due}",
+        due = state_guard("state", Move::Promote),
+    );
+    let promoted = sqlx::query(&sql).bind(now).execute(conn).await?;
     Ok(promoted.rows_affected())
 }
 
 pub async fn task_next_due(conn: &mut PgConnection) -> Result<Option<Millis>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT min(run_at) FROM tasks WHERE state = 'scheduled'")
-            .fetch_one(conn)
-            .await?,
-    )
+    let sql = format!(
+        "SELECT min(run_at) FROM tasks WHERE {due}",
+        due = state_guard("state", Move::Promote),
+    );
+    Ok(sqlx::query_scalar(&sql).fetch_one(conn).await?)
 }
 
 pub async fn task_retry(conn: &mut PgConnection, id: TaskId) -> Result<Changed, StoreError> {
     let sql = format!(
         "UPDATE tasks SET state = 'queued', attempt = 0, error = NULL, result = NULL, \
              cancel_requested = false, finished_at = NULL \
-         WHERE id = $1::uuid AND state IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+         WHERE id = $1::uuid AND {retryable} RETURNING {COLUMNS}",
+        retryable = state_guard("state", Move::Retry),
     );
     let retried = fetch_task(conn, sqlx::query(&sql).bind(id.to_string())).await?;
     if retried.is_some() {
@@ -277,13 +287,14 @@ pub async fn task_retry(conn: &mut PgConnection, id: TaskId) -> Result<Changed, 
 }
 
 pub async fn task_delete(conn: &mut PgConnection, id: TaskId) -> Result<Changed, StoreError> {
-    let deleted = sqlx::query(
-        "DELETE FROM tasks \
-         WHERE id = $1::uuid AND state IN ('succeeded', 'failed', 'cancelled')",
-    )
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
+    let sql = format!(
+        "DELETE FROM tasks WHERE id = $1::uuid AND {deletable}",
+        deletable = state_guard("state", Move::Delete),
+    );
+    let deleted = sqlx::query(&sql)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
     if deleted.rows_affected() > 0 {
         return Ok(Changed::Done(None));
     }

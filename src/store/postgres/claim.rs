@@ -12,8 +12,9 @@ use sqlx::{Acquire, PgConnection, Row};
 use uuid::Uuid;
 
 use super::rows::{COLUMNS, fetch_tasks};
+use crate::store::sql::{self, state_guard};
 use crate::store::{StoreError, fair_shares};
-use crate::task::{Kind, Millis, QueueName, Task, now_millis};
+use crate::task::{Kind, Millis, Move, QueueName, Task, now_millis};
 
 /// The first key of the advisory locks that guard one queue's concurrency ("cnc").
 const CONCURRENCY_LOCK: i32 = 0x636e63;
@@ -30,11 +31,7 @@ struct Candidate {
 impl Candidate {
     /// How many it may start now: waiting tasks, capped by its concurrency.
     fn room(&self) -> u64 {
-        let room = match self.concurrency {
-            Some(limit) => self.waiting.min((limit - self.running).max(0)),
-            None => self.waiting,
-        };
-        room.max(0) as u64
+        sql::claim_room(self.waiting, self.running, self.concurrency)
     }
 }
 
@@ -102,12 +99,13 @@ async fn claim_from(
                  THEN LEAST($2, $3 + timeout_ms) ELSE $2 END, \
              started_at = $3, progress = NULL \
          WHERE id = ANY(ARRAY(SELECT id FROM tasks \
-                              WHERE state = 'queued' AND queue = $4 \
+                              WHERE {claimable} AND queue = $4 \
                                   AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \
                               ORDER BY priority DESC, id LIMIT $5 \
                               FOR UPDATE SKIP LOCKED)) \
-             AND state = 'queued' \
-         RETURNING {COLUMNS}"
+             AND {claimable} \
+         RETURNING {COLUMNS}",
+        claimable = state_guard("state", Move::Claim),
     );
     let kinds: Option<Vec<String>> =
         kinds.map(|kinds| kinds.iter().map(|k| k.to_string()).collect());

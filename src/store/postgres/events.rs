@@ -6,8 +6,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::rows::{COLUMNS, fetch_task};
+use crate::store::sql::{DeliveryColumns, state_guard};
 use crate::store::{Delivery, DeliveryOutcome, EventFilter, StoreError};
-use crate::task::{Kind, Millis, Progress, QueueName, TaskEvent, TaskId};
+use crate::task::{Kind, Millis, Move, Progress, QueueName, TaskEvent, TaskId};
 
 /// How long a delivery handed to one node is hidden from the others: longer than a try may
 /// take (`--webhook-timeout`, 10 s by default), so two nodes do not POST the same delivery at
@@ -94,16 +95,18 @@ pub async fn record_progress(
         .iter()
         .map(|(_, _, progress)| serde_json::to_string(progress).unwrap_or_default())
         .collect();
-    let recorded = sqlx::query(
+    let sql = format!(
         "UPDATE tasks SET progress = report.progress \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS report (id, lease, progress) \
-         WHERE tasks.id = report.id AND tasks.state = 'running' AND tasks.lease = report.lease",
-    )
-    .bind(ids)
-    .bind(leases)
-    .bind(reports)
-    .execute(conn)
-    .await?;
+         WHERE tasks.id = report.id AND {held} AND tasks.lease = report.lease",
+        held = state_guard("tasks.state", Move::Finish),
+    );
+    let recorded = sqlx::query(&sql)
+        .bind(ids)
+        .bind(leases)
+        .bind(reports)
+        .execute(conn)
+        .await?;
     Ok(recorded.rows_affected())
 }
 
@@ -148,17 +151,7 @@ pub async fn delivery_tried(
     id: &str,
     outcome: &DeliveryOutcome,
 ) -> Result<(), StoreError> {
-    let (state, status, error, next_at) = match outcome {
-        DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
-        DeliveryOutcome::Retry {
-            status,
-            error,
-            next_at,
-        } => ("pending", *status, Some(error.as_str()), Some(*next_at)),
-        DeliveryOutcome::GaveUp { status, error } => {
-            ("failed", *status, Some(error.as_str()), None)
-        }
-    };
+    let tried = DeliveryColumns::of(outcome);
     // One statement: the delivery and its task's `callback_status` change together.
     sqlx::query(
         "WITH tried AS ( \
@@ -168,10 +161,10 @@ pub async fn delivery_tried(
          UPDATE tasks SET callback_status = $2 FROM tried WHERE tasks.id = tried.task_id",
     )
     .bind(id)
-    .bind(state)
-    .bind(status.map(i32::from))
-    .bind(error)
-    .bind(next_at)
+    .bind(tried.state)
+    .bind(tried.status.map(i32::from))
+    .bind(tried.error)
+    .bind(tried.next_at)
     .execute(conn)
     .await?;
     Ok(())

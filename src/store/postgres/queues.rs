@@ -2,12 +2,11 @@
 //! trigger-kept `queue_counts`, summed; see the migration for why it holds changes rather than
 //! totals), and the fold that keeps that table short.
 
-use std::collections::BTreeMap;
+use sqlx::{Acquire, PgConnection};
 
-use sqlx::{Acquire, PgConnection, Row};
-
-use crate::store::{CallbackCounts, QueueInfo, QueuePatch, StoreError};
-use crate::task::{Callback, QueueName, TaskState, now_millis};
+use crate::store::sql;
+use crate::store::{QueueInfo, QueuePatch, StoreError};
+use crate::task::{Callback, QueueName, now_millis};
 
 pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<QueueInfo, StoreError> {
     type Settings = (
@@ -27,20 +26,13 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
     .await?;
     let (paused, concurrency, max_queued, callback_url, callback_secret, remote) =
         settings.unwrap_or_default();
-    let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
-    let rows = sqlx::query(
+    let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, sum(n)::bigint AS n FROM queue_counts WHERE queue = $1 GROUP BY state",
     )
     .bind(name.as_str())
     .fetch_all(&mut *conn)
     .await?;
-    for row in rows {
-        let state: String = row.try_get("state")?;
-        let n: i64 = row.try_get("n")?;
-        if let Ok(state) = state.parse::<TaskState>() {
-            counts.insert(state, n.max(0) as u64);
-        }
-    }
+    let counts = sql::state_counts(rows);
     let (oldest_queued_at, finished_last_minute): (Option<i64>, i64) = sqlx::query_as(
         "SELECT (SELECT min(created_at) FROM tasks WHERE queue = $1 AND state = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE finished_at >= $2 AND queue = $1)",
@@ -51,7 +43,6 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
     .await?;
     // Every task whose callback status is set has exactly one delivery in the same state
     // (the trigger and `delivery_tried` write both), and deliveries are few: count those.
-    let mut callbacks = CallbackCounts::default();
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT d.state, count(*) FROM webhook_deliveries d JOIN tasks t ON t.id = d.task_id \
          WHERE t.queue = $1 GROUP BY d.state",
@@ -59,14 +50,7 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
     .bind(name.as_str())
     .fetch_all(&mut *conn)
     .await?;
-    for (status, n) in rows {
-        match status.as_str() {
-            "pending" => callbacks.pending = n as u64,
-            "delivered" => callbacks.delivered = n as u64,
-            "failed" => callbacks.failed = n as u64,
-            _ => {}
-        }
-    }
+    let callbacks = sql::callback_counts(rows);
     Ok(QueueInfo {
         name,
         paused,

@@ -8,6 +8,8 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 
+pub(crate) use crate::store::sql::to_json;
+use crate::store::sql::{self, Dialect};
 use crate::store::{StoreError, TaskFilter};
 use crate::task::{Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId};
 
@@ -100,81 +102,19 @@ pub async fn fetch_task(
         .transpose()
 }
 
-pub fn to_json(value: &impl serde::Serialize) -> String {
-    // Serializing our own plain data (maps of strings, JSON values) cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
-}
-
 pub async fn task_get(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1::uuid");
     fetch_task(conn, sqlx::query(&sql).bind(id.to_string())).await
-}
-
-/// The text a label `key: value` is stored as inside the labels column: `"key":"value"`.
-///
-/// The filter matches that text after a `{` or a `,` instead of casting the column to jsonb,
-/// which would fail for every row whose labels hold "\u0000" (text keeps it; jsonb refuses).
-/// It is exact: labels are always written by `to_json` from a map (compact, one form per
-/// string), and a `{` or `,` followed by `"` can only stand outside a string.
-fn label_needle(key: &str, value: &str) -> String {
-    format!("{}:{}", to_json(&key), to_json(&value))
 }
 
 pub async fn task_list(
     conn: &mut PgConnection,
     filter: &TaskFilter,
 ) -> Result<Vec<Task>, StoreError> {
-    // Only the filters given become conditions, so the planner can pick the matching index.
-    let mut conditions: Vec<String> = Vec::new();
-    let mut values: Vec<String> = Vec::new();
-    let mut bind = |value: String| {
-        values.push(value);
-        format!("${}", values.len())
-    };
-    if let Some(state) = filter.state {
-        conditions.push(format!("state = {}", bind(state.as_str().to_owned())));
-    }
-    if let Some(kind) = &filter.kind {
-        conditions.push(format!("kind = {}", bind(kind.to_string())));
-    }
-    if let Some(queue) = &filter.queue {
-        conditions.push(format!("queue = {}", bind(queue.to_string())));
-    }
-    if let Some(scope) = filter.queue_condition(&mut bind) {
-        conditions.push(scope);
-    }
-    if let Some((key, value)) = &filter.label {
-        let needle = bind(label_needle(key, value));
-        conditions.push(format!(
-            "(strpos(labels, '{{' || {needle}) > 0 OR strpos(labels, ',' || {needle}) > 0)"
-        ));
-    }
-    if let Some(before) = filter.before {
-        conditions.push(format!("id < {}::uuid", bind(before.to_string())));
-    }
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-    let query = values
+    let list = sql::task_list(Dialect::Postgres, COLUMNS, filter);
+    let query = list
+        .values
         .into_iter()
-        .fold(sqlx::query(&sql), |query, value| query.bind(value));
+        .fold(sqlx::query(&list.sql), |query, value| query.bind(value));
     fetch_tasks(conn, query).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_needles_are_the_stored_text() {
-        let labels: crate::task::Labels = [("a\"b".to_owned(), "x\0y".to_owned())]
-            .into_iter()
-            .collect();
-        let stored = to_json(&labels);
-        assert!(stored.contains(&format!("{{{}", label_needle("a\"b", "x\0y"))));
-        assert!(!stored.contains(&label_needle("a\"b", "x")));
-    }
 }

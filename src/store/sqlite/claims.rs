@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::rows::{COLUMNS, query_tasks};
+use crate::store::sql::{self, state_guard};
 use crate::store::{StoreError, fair_shares};
-use crate::task::{Kind, Millis, QueueName, Task, now_millis};
+use crate::task::{Kind, Lease, Millis, Move, QueueName, Task};
 
 /// A queue with waiting tasks, as the claim sees it.
 struct Candidate {
@@ -32,13 +33,9 @@ fn claim_candidates(conn: &Connection) -> Result<Vec<Candidate>, StoreError> {
         let waiting: i64 = row.get(1)?;
         let running: i64 = row.get(2)?;
         let concurrency: Option<i64> = row.get(3)?;
-        let room = match concurrency {
-            Some(limit) => waiting.min((limit - running).max(0)),
-            None => waiting,
-        };
         Ok(Candidate {
             queue: row.get(0)?,
-            room: room as u64,
+            room: sql::claim_room(waiting, running, concurrency),
         })
     })?;
     Ok(rows
@@ -52,11 +49,12 @@ pub fn task_claim(
     conn: &Connection,
     limit: usize,
     lease_expires_at: Millis,
+    now: Millis,
 ) -> Result<Vec<Task>, StoreError> {
     let candidates = claim_candidates(conn)?;
     let rooms: Vec<u64> = candidates.iter().map(|c| c.room).collect();
     let shares = fair_shares(&rooms, limit);
-    let lease = Uuid::new_v4().to_string();
+    let lease = new_lease(lease_expires_at);
     let mut claimed = Vec::new();
     for (candidate, take) in candidates.iter().zip(shares) {
         if take > 0 {
@@ -66,7 +64,7 @@ pub fn task_claim(
                 None,
                 take,
                 &lease,
-                lease_expires_at,
+                now,
                 false,
             )?);
         }
@@ -82,6 +80,7 @@ pub fn task_claim_queue(
     kinds: Option<&[Kind]>,
     limit: usize,
     lease_expires_at: Millis,
+    now: Millis,
 ) -> Result<Vec<Task>, StoreError> {
     let paused: bool = conn
         .prepare_cached("SELECT paused FROM queues WHERE name = ?1")?
@@ -91,20 +90,27 @@ pub fn task_claim_queue(
     if paused {
         return Ok(Vec::new());
     }
-    let lease = Uuid::new_v4().to_string();
     claim_from(
         conn,
         queue.as_str(),
         kinds,
         limit as u64,
-        &lease,
-        lease_expires_at,
+        &new_lease(lease_expires_at),
+        now,
         true,
     )
 }
 
+/// A fresh lease token, expiring at `expires_at`.
+fn new_lease(expires_at: Millis) -> Lease {
+    Lease {
+        token: Uuid::new_v4().to_string(),
+        expires_at,
+    }
+}
+
 /// Moves the first `take` queued tasks of `queue` (priority, then FIFO) to running under
-/// `lease`, counting the attempt. A `remote` lease never outlives the attempt's deadline
+/// `lease` from `started_at`, counting the attempt. A `remote` lease never outlives the attempt's deadline
 /// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
 /// its own and renews its leases regardless.
 fn claim_from(
@@ -112,8 +118,8 @@ fn claim_from(
     queue: &str,
     kinds: Option<&[Kind]>,
     take: u64,
-    lease: &str,
-    lease_expires_at: Millis,
+    lease: &Lease,
+    started_at: Millis,
     remote: bool,
 ) -> Result<Vec<Task>, StoreError> {
     // Kinds are validated names (letters, digits, `_-.`), so quoting them inline is safe.
@@ -129,14 +135,15 @@ fn claim_from(
                      THEN MIN(?2, ?3 + timeout_ms) ELSE ?2 END, \
                  started_at = ?3, progress = NULL \
              WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
-                          WHERE state = 'queued' AND queue = ?4 {kind_filter} \
+                          WHERE {claimable} AND queue = ?4 {kind_filter} \
                           ORDER BY priority DESC, id LIMIT ?5) \
-             RETURNING {COLUMNS}"
+             RETURNING {COLUMNS}",
+            claimable = state_guard("state", Move::Claim),
         ),
         params![
-            lease,
-            lease_expires_at,
-            now_millis(),
+            lease.token,
+            lease.expires_at,
+            started_at,
             queue,
             take as i64,
             remote

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::rows::{COLUMNS, query_task, query_tasks, to_json};
+use crate::store::sql::state_guard;
 use crate::store::{EndedAttempt, StoreError};
-use crate::task::{AttemptEnd, Outcome, Task, TaskId, end_attempt};
+use crate::task::{AttemptEnd, Move, Outcome, Task, TaskId, end_attempt};
 
 /// The most successes one UPDATE takes. A batch goes in chunks of 32, 16, 8, 4, 2 and 1
 /// rows (at most one of each size below 32), so a statement is prepared once per size and
@@ -73,10 +74,11 @@ fn finish_successes(
             "UPDATE tasks SET state = 'succeeded', result = e.column3, finished_at = e.column4, \
                  lease = NULL, lease_expires_at = NULL \
              FROM (VALUES {}) AS e \
-             WHERE tasks.id = e.column1 AND +tasks.state = 'running' \
+             WHERE tasks.id = e.column1 AND {held} \
                AND tasks.lease = e.column2 AND tasks.cancel_requested = 0 \
              RETURNING {COLUMNS}",
             vec!["(?, ?, ?, ?)"; rows].join(", "),
+            held = state_guard("+tasks.state", Move::Finish),
         )
     };
     let mut ended = HashMap::with_capacity(successes.len());
@@ -112,7 +114,8 @@ fn finish_read_first(
         conn,
         &format!(
             "SELECT {COLUMNS} FROM tasks \
-             WHERE id IN (SELECT value FROM json_each(?1)) AND +state = 'running'"
+             WHERE id IN (SELECT value FROM json_each(?1)) AND {held}",
+            held = state_guard("+state", Move::Finish),
         ),
         [to_json(&ids)],
     )?
@@ -153,8 +156,9 @@ fn finish_read_first(
                           value ->> 'error' AS error, value ->> 'errors' AS errors, \
                           value ->> 'run_at' AS run_at, value ->> 'finished_at' AS finished_at \
                    FROM json_each(?1)) AS e \
-             WHERE tasks.id = e.end_id AND +tasks.state = 'running' AND tasks.lease = e.end_lease \
-             RETURNING {COLUMNS}"
+             WHERE tasks.id = e.end_id AND {held} AND tasks.lease = e.end_lease \
+             RETURNING {COLUMNS}",
+            held = state_guard("+tasks.state", Move::Finish),
         ),
         [serde_json::Value::Array(ends).to_string()],
     )?
@@ -176,7 +180,8 @@ pub(super) fn write_end(
         &format!(
             "UPDATE tasks SET state = ?3, result = ?4, error = ?5, errors = ?6, run_at = ?7, \
                  finished_at = ?8, lease = NULL, lease_expires_at = NULL \
-             WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING {COLUMNS}"
+             WHERE id = ?1 AND {held} AND lease = ?2 RETURNING {COLUMNS}",
+            held = state_guard("state", Move::Finish),
         ),
         params![
             id.to_string(),

@@ -4,8 +4,9 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{COLUMNS, query_tasks};
+use crate::store::sql::{DeliveryColumns, state_guard};
 use crate::store::{Delivery, DeliveryOutcome, EventFilter, StoreError};
-use crate::task::{Kind, Millis, Progress, QueueName, TaskEvent, TaskId};
+use crate::task::{Kind, Millis, Move, Progress, QueueName, TaskEvent, TaskId};
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<TaskEvent> {
     fn bad(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -71,9 +72,10 @@ pub fn record_progress(
     conn: &Connection,
     updates: &[(TaskId, String, Progress)],
 ) -> Result<u64, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "UPDATE tasks SET progress = ?3 WHERE id = ?1 AND state = 'running' AND lease = ?2",
-    )?;
+    let mut statement = conn.prepare_cached(&format!(
+        "UPDATE tasks SET progress = ?3 WHERE id = ?1 AND {held} AND lease = ?2",
+        held = state_guard("state", Move::Finish),
+    ))?;
     let mut recorded = 0;
     for (id, lease, progress) in updates {
         let progress = serde_json::to_string(progress).unwrap_or_default();
@@ -128,28 +130,21 @@ pub fn delivery_tried(
     id: &str,
     outcome: &DeliveryOutcome,
 ) -> Result<(), StoreError> {
-    let (state, status, error, next_at) = match outcome {
-        DeliveryOutcome::Delivered { status } => ("delivered", Some(*status), None, None),
-        DeliveryOutcome::Retry {
-            status,
-            error,
-            next_at,
-        } => ("pending", *status, Some(error.as_str()), Some(*next_at)),
-        DeliveryOutcome::GaveUp { status, error } => {
-            ("failed", *status, Some(error.as_str()), None)
-        }
-    };
+    let tried = DeliveryColumns::of(outcome);
     let task_id: Option<String> = conn
         .prepare_cached(
             "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, \
                  last_status = ?3, last_error = ?4, next_at = IFNULL(?5, next_at) \
              WHERE id = ?1 AND state = 'pending' RETURNING task_id",
         )?
-        .query_row(params![id, state, status, error, next_at], |row| row.get(0))
+        .query_row(
+            params![id, tried.state, tried.status, tried.error, tried.next_at],
+            |row| row.get(0),
+        )
         .optional()?;
     if let Some(task_id) = task_id {
         conn.prepare_cached("UPDATE tasks SET callback_status = ?2 WHERE id = ?1")?
-            .execute(params![task_id, state])?;
+            .execute(params![task_id, tried.state])?;
     }
     Ok(())
 }

@@ -321,8 +321,10 @@ impl TaskStore for SqliteStore {
     }
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
+        // The writer thread is off the runtime, so the time comes from here (`now_millis`).
+        let now = now_millis();
         self.writer
-            .run(move |conn| claims::task_claim(conn, limit, lease_expires_at))
+            .run(move |conn| claims::task_claim(conn, limit, lease_expires_at, now))
             .await
     }
 
@@ -367,20 +369,25 @@ impl TaskStore for SqliteStore {
     }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
+        let now = now_millis();
         self.writer
-            .run(move |conn| rows::task_cancel(conn, id))
+            .run(move |conn| rows::task_cancel(conn, id, now))
             .await
     }
 
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
         let lease = lease.to_owned();
+        let now = now_millis();
         self.writer
-            .run(move |conn| rows::task_release(conn, id, &lease))
+            .run(move |conn| rows::task_release(conn, id, &lease, now))
             .await
     }
 
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
-        self.writer.run(rows::task_recover_running).await
+        let now = now_millis();
+        self.writer
+            .run(move |conn| rows::task_recover_running(conn, now))
+            .await
     }
 
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
@@ -442,9 +449,11 @@ impl TaskStore for SqliteStore {
         limit: usize,
         lease_expires_at: Millis,
     ) -> Result<Vec<Task>, StoreError> {
+        let now = now_millis();
         self.writer
             .run(move |conn| {
-                claims::task_claim_queue(conn, &queue, kinds.as_deref(), limit, lease_expires_at)
+                let kinds = kinds.as_deref();
+                claims::task_claim_queue(conn, &queue, kinds, limit, lease_expires_at, now)
             })
             .await
     }

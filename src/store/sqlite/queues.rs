@@ -1,12 +1,11 @@
 //! The SQLite queue queries: settings (the `queues` table) and what each queue holds (the
 //! trigger-kept `queue_counts`, plus two indexed reads for age and throughput).
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{CallbackCounts, QueueInfo, QueuePatch, StoreError};
-use crate::task::{Callback, QueueName, TaskState, now_millis};
+use crate::store::sql;
+use crate::store::{QueueInfo, QueuePatch, StoreError};
+use crate::task::{Callback, QueueName, now_millis};
 
 /// A queue's stored settings.
 #[derive(Default)]
@@ -49,18 +48,11 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         callback,
         remote,
     } = settings(conn, &name)?;
-    let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
-    let mut statement =
-        conn.prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")?;
-    let rows = statement.query_map([name.as_str()], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (state, n) = row?;
-        if let Ok(state) = state.parse::<TaskState>() {
-            counts.insert(state, n as u64);
-        }
-    }
+    let counts = sql::state_counts(count_rows(
+        conn,
+        "SELECT state, n FROM queue_counts WHERE queue = ?1",
+        &name,
+    )?);
     let oldest_queued_at: Option<i64> = conn
         .prepare_cached("SELECT MIN(created_at) FROM tasks WHERE queue = ?1 AND state = 'queued'")?
         .query_row([name.as_str()], |row| row.get(0))?;
@@ -69,23 +61,12 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         .query_row(params![name.as_str(), now_millis() - 60_000], |row| {
             row.get(0)
         })?;
-    let mut callbacks = CallbackCounts::default();
-    let mut statement = conn.prepare_cached(
+    let callbacks = sql::callback_counts(count_rows(
+        conn,
         "SELECT callback_status, COUNT(*) FROM tasks \
          WHERE queue = ?1 AND callback_status IS NOT NULL GROUP BY callback_status",
-    )?;
-    let rows = statement.query_map([name.as_str()], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (status, n) = row?;
-        match status.as_str() {
-            "pending" => callbacks.pending = n as u64,
-            "delivered" => callbacks.delivered = n as u64,
-            "failed" => callbacks.failed = n as u64,
-            _ => {}
-        }
-    }
+        &name,
+    )?);
     Ok(QueueInfo {
         name,
         paused,
@@ -143,4 +124,15 @@ pub fn queue_update(
         remote,
     ])?;
     queue_get(conn, name)
+}
+
+/// The `(name, count)` rows a per-queue count answers.
+fn count_rows(
+    conn: &Connection,
+    sql: &str,
+    queue: &QueueName,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map([queue.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -8,10 +8,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 
 use super::ends;
+pub(super) use crate::store::sql::to_json;
+use crate::store::sql::{self, Dialect, state_guard};
 use crate::store::{CancelResult, Changed, StoreError, TaskFilter};
 use crate::task::{
-    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, expire_attempt,
-    lose_attempt, now_millis,
+    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Move, QueueName, Task, TaskId,
+    expire_attempt, lose_attempt,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
@@ -105,11 +107,6 @@ pub(super) fn query_task(
         .query_row(params, task_from_row)
         .optional()
         .map_err(corrupt)
-}
-
-pub(super) fn to_json(value: &impl serde::Serialize) -> String {
-    // Serializing our own plain data (maps of strings, JSON values) cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// What admitting a task to `queue` needs to know, in one read: how many tasks wait there
@@ -223,43 +220,8 @@ pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreErro
 }
 
 pub fn task_list(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-    // Only the filters given become conditions, so SQLite can pick the matching index.
-    let mut conditions: Vec<String> = Vec::new();
-    let mut values: Vec<String> = Vec::new();
-    let mut bind = |value: String| {
-        values.push(value);
-        format!("?{}", values.len())
-    };
-    if let Some(state) = filter.state {
-        conditions.push(format!("state = {}", bind(state.as_str().to_owned())));
-    }
-    if let Some(kind) = &filter.kind {
-        conditions.push(format!("kind = {}", bind(kind.to_string())));
-    }
-    if let Some(queue) = &filter.queue {
-        conditions.push(format!("queue = {}", bind(queue.to_string())));
-    }
-    if let Some(scope) = filter.queue_condition(&mut bind) {
-        conditions.push(scope);
-    }
-    if let Some((key, value)) = &filter.label {
-        // The key is quoted as a JSON path member, so any characters in it are safe.
-        let path = bind(format!("$.{}", to_json(key)));
-        conditions.push(format!(
-            "json_extract(labels, {path}) = {}",
-            bind(value.clone())
-        ));
-    }
-    if let Some(before) = filter.before {
-        conditions.push(format!("id < {}", bind(before.to_string())));
-    }
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-    query_tasks(conn, &sql, rusqlite::params_from_iter(values))
+    let list = sql::task_list(Dialect::Sqlite, COLUMNS, filter);
+    query_tasks(conn, &list.sql, rusqlite::params_from_iter(list.values))
 }
 
 pub fn task_renew(
@@ -267,9 +229,10 @@ pub fn task_renew(
     leases: &[(TaskId, String)],
     lease_expires_at: Millis,
 ) -> Result<u64, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "UPDATE tasks SET lease_expires_at = ?3 WHERE id = ?1 AND state = 'running' AND lease = ?2",
-    )?;
+    let mut statement = conn.prepare_cached(&format!(
+        "UPDATE tasks SET lease_expires_at = ?3 WHERE id = ?1 AND {held} AND lease = ?2",
+        held = state_guard("state", Move::Finish),
+    ))?;
     let mut renewed = 0;
     for (id, lease) in leases {
         renewed += statement.execute(params![id.to_string(), lease, lease_expires_at])? as u64;
@@ -277,15 +240,16 @@ pub fn task_renew(
     Ok(renewed)
 }
 
-pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreError> {
+pub fn task_cancel(conn: &Connection, id: TaskId, now: Millis) -> Result<CancelResult, StoreError> {
     let id_text = id.to_string();
     let cancelled = query_task(
         conn,
         &format!(
             "UPDATE tasks SET state = 'cancelled', run_at = NULL, finished_at = ?2 \
-             WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {COLUMNS}"
+             WHERE id = ?1 AND {cancellable} RETURNING {COLUMNS}",
+            cancellable = state_guard("state", Move::Cancel),
         ),
-        params![id_text, now_millis()],
+        params![id_text, now],
     )?;
     if let Some(task) = cancelled {
         return Ok(CancelResult::Cancelled(task));
@@ -294,7 +258,8 @@ pub fn task_cancel(conn: &Connection, id: TaskId) -> Result<CancelResult, StoreE
         conn,
         &format!(
             "UPDATE tasks SET cancel_requested = 1 \
-             WHERE id = ?1 AND state = 'running' RETURNING {COLUMNS}"
+             WHERE id = ?1 AND {stoppable} RETURNING {COLUMNS}",
+            stoppable = state_guard("state", Move::RequestCancel),
         ),
         [&id_text],
     )?;
@@ -311,6 +276,7 @@ pub fn task_release(
     conn: &Connection,
     id: TaskId,
     lease: &str,
+    now: Millis,
 ) -> Result<Option<Task>, StoreError> {
     query_task(
         conn,
@@ -319,9 +285,10 @@ pub fn task_release(
                  state = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'queued' END, \
                  finished_at = CASE cancel_requested WHEN 1 THEN ?1 END, \
                  lease = NULL, lease_expires_at = NULL, attempt = attempt - 1 \
-             WHERE id = ?2 AND state = 'running' AND lease = ?3 RETURNING {COLUMNS}"
+             WHERE id = ?2 AND {releasable} AND lease = ?3 RETURNING {COLUMNS}",
+            releasable = state_guard("state", Move::Release),
         ),
-        params![now_millis(), id.to_string(), lease],
+        params![now, id.to_string(), lease],
     )
 }
 
@@ -335,7 +302,10 @@ fn end_running(
 ) -> Result<Vec<Task>, StoreError> {
     let lost = query_tasks(
         conn,
-        &format!("SELECT {COLUMNS} FROM tasks WHERE state = 'running' AND {condition}"),
+        &format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {lost} AND {condition}",
+            lost = state_guard("state", Move::Recover),
+        ),
         [now],
     )?;
     let mut moved = Vec::with_capacity(lost.len());
@@ -349,8 +319,7 @@ fn end_running(
     Ok(moved)
 }
 
-pub fn task_recover_running(conn: &Connection) -> Result<Vec<Task>, StoreError> {
-    let now = now_millis();
+pub fn task_recover_running(conn: &Connection, now: Millis) -> Result<Vec<Task>, StoreError> {
     end_running(conn, "?1 = ?1", now, |task| lose_attempt(task, now))
 }
 
@@ -363,17 +332,20 @@ pub fn task_rescue_expired(conn: &Connection, now: Millis) -> Result<Vec<Task>, 
 
 pub fn task_promote_due(conn: &Connection, now: Millis) -> Result<u64, StoreError> {
     let promoted = conn
-        .prepare_cached(
-            "UPDATE tasks SET state = 'queued', run_at = NULL \
-             WHERE state = 'scheduled' AND run_at <= ?1",
-        )?
+        .prepare_cached(&format!(
+            "UPDATE tasks SET state = 'queued', run_at = NULL WHERE {due} AND run_at <= ?1",
+            due = state_guard("state", Move::Promote),
+        ))?
         .execute([now])?;
     Ok(promoted as u64)
 }
 
 pub fn task_next_due(conn: &Connection) -> Result<Option<Millis>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT MIN(run_at) FROM tasks WHERE state = 'scheduled'")?
+        .prepare_cached(&format!(
+            "SELECT MIN(run_at) FROM tasks WHERE {due}",
+            due = state_guard("state", Move::Promote),
+        ))?
         .query_row([], |row| row.get(0))?)
 }
 
@@ -383,7 +355,8 @@ pub fn task_retry(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> 
         &format!(
             "UPDATE tasks SET state = 'queued', attempt = 0, error = NULL, result = NULL, \
                  cancel_requested = 0, finished_at = NULL \
-             WHERE id = ?1 AND state IN ('failed', 'cancelled') RETURNING {COLUMNS}"
+             WHERE id = ?1 AND {retryable} RETURNING {COLUMNS}",
+            retryable = state_guard("state", Move::Retry),
         ),
         [id.to_string()],
     )?;
@@ -398,9 +371,10 @@ pub fn task_retry(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> 
 
 pub fn task_delete(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> {
     let deleted = conn
-        .prepare_cached(
-            "DELETE FROM tasks WHERE id = ?1 AND state IN ('succeeded', 'failed', 'cancelled')",
-        )?
+        .prepare_cached(&format!(
+            "DELETE FROM tasks WHERE id = ?1 AND {deletable}",
+            deletable = state_guard("state", Move::Delete),
+        ))?
         .execute([id.to_string()])?;
     if deleted > 0 {
         return Ok(Changed::Done(None));
