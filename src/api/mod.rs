@@ -35,7 +35,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::access::{AuthMode, Scope};
 use crate::engine::Engine;
@@ -198,7 +198,13 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             // `problem_for_errors`, and carries the request id.
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
+                // A failed answer is not logged here at ERROR: real internal errors are logged
+                // where they happen, and a full disk or a full body budget is said once and
+                // then counted, not once per refused request.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem_for_errors))
                 .layer(CatchPanicLayer::new())
