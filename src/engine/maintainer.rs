@@ -60,7 +60,7 @@ async fn promote(inner: &Inner) {
     match inner.store.promote_due(now_millis()).await {
         Ok(0) => {}
         Ok(_) => inner.work_available(),
-        Err(error) => tracing::error!(%error, "cannot promote due tasks"),
+        Err(error) => super::log_store_failure(&error, "cannot promote due tasks"),
     }
 }
 
@@ -74,14 +74,14 @@ async fn housekeeping(inner: &Inner) {
             inner.work_available();
         }
         Ok(_) => {}
-        Err(error) => tracing::error!(%error, "cannot rescue expired leases"),
+        Err(error) => super::log_store_failure(&error, "cannot rescue expired leases"),
     }
     inner.refresh_remote_queues().await;
     let before = now_millis() - inner.config.retention.as_millis() as i64;
     match inner.store.purge_finished(before, PURGE_BATCH).await {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, "deleted finished tasks past their retention"),
-        Err(error) => tracing::error!(%error, "cannot delete old tasks"),
+        Err(error) => super::log_store_failure(&error, "cannot delete old tasks"),
     }
 }
 
@@ -97,7 +97,7 @@ async fn renew(inner: &Inner) {
     }
     let expires_at = now_millis() + inner.config.lease.as_millis() as i64;
     if let Err(error) = inner.store.renew(leases, expires_at).await {
-        tracing::error!(%error, "cannot renew leases");
+        super::log_store_failure(&error, "cannot renew leases");
     }
 }
 

@@ -650,6 +650,16 @@ impl Engine {
     }
 }
 
+/// Logs a failed store call of a background loop at ERROR, unless the store is out of space:
+/// that is said once, then counted, by the store's space watch, not on every tick.
+fn log_store_failure(error: &StoreError, what: &'static str) {
+    if matches!(error, StoreError::StorageFull(_)) {
+        tracing::debug!(%error, what);
+    } else {
+        tracing::error!(%error, what);
+    }
+}
+
 impl Inner {
     /// A task as clients may read it: its kind's secrets hidden (the `http` kind's
     /// credentials). Every task the engine hands out goes through here, webhooks included;

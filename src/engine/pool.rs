@@ -85,7 +85,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
         let claimed = match inner.store.claim(held.len(), lease_expires_at).await {
             Ok(claimed) => claimed,
             Err(error) => {
-                tracing::error!(%error, "claim failed");
+                super::log_store_failure(&error, "claim failed");
                 drop(held);
                 tokio::select! {
                     () = tokio::time::sleep(ERROR_BACKOFF) => continue,
