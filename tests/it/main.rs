@@ -7,6 +7,7 @@ mod backpressure;
 mod cancel;
 mod child;
 mod cli;
+mod contract;
 mod disk_full;
 mod durability;
 mod errors;
