@@ -249,3 +249,23 @@ pub fn check_body(
         errors.join("\n")
     );
 }
+
+/// Holds one received SSE event against `StreamEvent`, the `x-itemSchema` of the event
+/// streams (its `data` as the JSON document the data line holds).
+#[track_caller]
+pub fn check_stream_event(event: &str, id: Option<&str>, data: &Value) {
+    let mut item = serde_json::json!({ "event": event, "data": data });
+    if let Some(id) = id {
+        item["id"] = Value::String(id.to_owned());
+    }
+    let validator = Contract::get().validator("/components/schemas/StreamEvent");
+    let errors: Vec<String> = validator
+        .iter_errors(&item)
+        .map(|error| format!("  at `{}`: {error}", error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "an SSE event does not fit StreamEvent in openapi.yaml:\n{}\nevent: {item}",
+        errors.join("\n")
+    );
+}

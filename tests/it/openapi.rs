@@ -222,6 +222,47 @@ async fn every_documented_operation_is_served() {
     }
 }
 
+/// A query parameter an operation does not document answers 400 `invalid_query`, on every
+/// route; the parameters each route takes are exactly those the contract documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_are_refused_everywhere() {
+    let contract = Contract::get();
+    for (method, path, taken) in taskd::api::route_queries() {
+        let operation = &contract.0["paths"][path][method.as_str().to_lowercase()];
+        let documented: BTreeSet<String> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|parameter| contract.resolve(parameter))
+            .filter(|parameter| parameter["in"] == "query")
+            .filter_map(|parameter| parameter["name"].as_str().map(str::to_owned))
+            .collect();
+        let taken: BTreeSet<String> = taken.iter().map(|name| (*name).to_owned()).collect();
+        assert_eq!(taken, documented, "{method} {path}: query parameters");
+    }
+    let app = spawn_app().await;
+    for (method, path) in contract.operations() {
+        let url_path = format!("{}?bogus=1", fill(&path, FRESH_ID));
+        let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
+        let answer = send(&app, &method, &url_path, body.as_ref()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {url_path}"
+        );
+        assert_eq!(answer.code(), Some("invalid_query"), "{method} {url_path}");
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bogus"),
+            "{method} {url_path}: {}",
+            answer.body
+        );
+        assert_documented(contract, (&method, &path), &answer);
+    }
+}
+
 /// Sends requests and holds each answer against the contract.
 struct Probe<'a> {
     app: &'a TestApp,
