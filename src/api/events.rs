@@ -7,7 +7,12 @@
 //! from the event log — memory stays bounded and no event is skipped. Both streams resume
 //! after `Last-Event-ID`; a firehose resume from before the oldest retained event first gets
 //! a `reset` (reason `expired`): the events in between are gone with their tasks.
+//!
+//! The firehose's `label=key:value` filter looks each task up once (labels never change after
+//! submit) rather than widening every event and the event log with the task's labels: only
+//! label-filtered streams pay, one read per task, not per event.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -42,6 +47,7 @@ pub(super) fn routes() -> Vec<Route> {
             .long_poll(),
         Route::get("/v1/events", axum::routing::get(firehose))
             .scope(Scope::Read)
+            .query(&["queue", "kind", "state", "label"])
             .long_poll(),
     ]
 }
@@ -53,6 +59,9 @@ struct Selector {
     queue: Option<QueueName>,
     kind: Option<Kind>,
     state: Option<TaskState>,
+    /// `key:value`: only events of tasks with this label. Events do not carry labels (the
+    /// log stays narrow); the forwarder looks the task up, see [`LabelCache`].
+    label: Option<(String, String)>,
 }
 
 impl Selector {
@@ -61,6 +70,39 @@ impl Selector {
             && self.queue.as_ref().is_none_or(|q| &event.queue == q)
             && self.kind.as_ref().is_none_or(|k| &event.kind == k)
             && self.state.is_none_or(|s| event.state == s)
+    }
+}
+
+/// Which tasks of a label-filtered stream carry the label. Labels are set at submit and never
+/// change, so one lookup per task answers for all its events; a task already deleted has no
+/// events worth sending. Bounded: past `LABEL_CACHE` entries it starts over, which costs
+/// lookups, never correctness.
+#[derive(Debug, Default)]
+struct LabelCache(HashMap<TaskId, bool>);
+
+/// Tasks whose label verdict one stream remembers.
+const LABEL_CACHE: usize = 10_000;
+
+impl LabelCache {
+    async fn carries(
+        &mut self,
+        engine: &Engine,
+        scope: &QueueScope,
+        id: TaskId,
+        (key, value): &(String, String),
+    ) -> bool {
+        if let Some(&carries) = self.0.get(&id) {
+            return carries;
+        }
+        let carries = engine
+            .get(id, scope)
+            .await
+            .is_ok_and(|task| task.labels.get(key) == Some(value));
+        if self.0.len() >= LABEL_CACHE {
+            self.0.clear();
+        }
+        self.0.insert(id, carries);
+        carries
     }
 }
 
@@ -141,6 +183,8 @@ struct Forwarder {
     end_on_terminal: bool,
     /// Ends the stream once the log is read (a resume of a task that already finished).
     log_only: bool,
+    /// The label verdicts of the tasks seen (used only with a label filter).
+    labels: LabelCache,
 }
 
 enum Flow {
@@ -155,6 +199,14 @@ impl Forwarder {
         }
         self.last = event.seq;
         if !self.selector.matches(event) {
+            return Flow::Continue;
+        }
+        if let Some(label) = &self.selector.label
+            && !self
+                .labels
+                .carries(&self.engine, &self.scope, event.task_id, label)
+                .await
+        {
             return Flow::Continue;
         }
         if self.out.send(task_event(event)).await.is_err() {
@@ -281,6 +333,7 @@ async fn task_events(
         end_on_terminal: true,
         // Finished already: what follows `last` is all in the log; then the stream ends.
         log_only: task.state.is_terminal(),
+        labels: LabelCache::default(),
     };
     tokio::spawn(forwarder.run());
     Ok(sse(receiver))
@@ -291,6 +344,8 @@ struct FirehoseQuery {
     queue: Option<String>,
     kind: Option<String>,
     state: Option<String>,
+    /// `key:value`
+    label: Option<String>,
 }
 
 async fn firehose(
@@ -319,6 +374,16 @@ async fn firehose(
             .map(|s| s.parse::<TaskState>())
             .transpose()
             .map_err(|e| invalid("state", &e))?,
+        label: query
+            .label
+            .map(|label| {
+                label
+                    .split_once(':')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or("expected key:value")
+            })
+            .transpose()
+            .map_err(|e| invalid("label", &e))?,
     };
     let resume = last_event_id(&headers)?;
     let engine = state.engine;
@@ -343,6 +408,7 @@ async fn firehose(
         last,
         end_on_terminal: false,
         log_only: false,
+        labels: LabelCache::default(),
     };
     tokio::spawn(forwarder.run());
     Ok(sse(receiver))

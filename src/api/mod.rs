@@ -7,11 +7,13 @@
 mod auth;
 mod body;
 mod conn;
+mod cursor;
 pub mod error;
 mod events;
 mod extract;
 mod hosts;
 mod nul;
+mod params;
 mod queues;
 mod serve;
 mod submit;
@@ -81,6 +83,8 @@ pub struct Route {
     /// The scope a caller's key needs; `None`: open to anyone (health, the contract, the
     /// dashboard's page, which asks for a key itself).
     scope: Option<Scope>,
+    /// The query parameters it takes; any other answers 400 (see [`params`]).
+    query: &'static [&'static str],
 }
 
 impl Route {
@@ -108,7 +112,14 @@ impl Route {
             long_poll: false,
             // A route that names no scope is for admins only: forgetting fails closed.
             scope: Some(Scope::Admin),
+            query: &[],
         }
+    }
+
+    /// Takes these query parameters (and no others).
+    fn query(mut self, names: &'static [&'static str]) -> Route {
+        self.query = names;
+        self
     }
 
     fn scope(mut self, scope: Scope) -> Route {
@@ -153,6 +164,14 @@ pub fn route_scopes() -> Vec<(Method, &'static str, Option<Scope>)> {
         .collect()
 }
 
+/// Every route with the query parameters it takes, for the contract test.
+pub fn route_queries() -> Vec<(Method, &'static str, &'static [&'static str])> {
+    routes()
+        .into_iter()
+        .map(|route| (route.method, route.path, route.query))
+        .collect()
+}
+
 /// The whole API with its middleware, ready to serve.
 pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let state = AppState {
@@ -169,6 +188,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 config.request_timeout,
             ))
         };
+        handler = handler.layer(middleware::from_fn_with_state(
+            route.query,
+            params::refuse_unknown,
+        ));
         // Outside the timeout: a key lookup is part of the request like anything else.
         if let Some(scope) = route.scope {
             handler = handler.layer(middleware::from_fn_with_state(

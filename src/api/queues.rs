@@ -2,8 +2,9 @@
 //! default callback).
 
 use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -11,8 +12,8 @@ use super::extract::Json;
 use super::submit::CallbackRequest;
 use super::{AppState, Route};
 use crate::access::Scope;
-use crate::store::{QueueInfo, QueuePatch};
-use crate::task::{QueueName, now_millis};
+use crate::store::{CallbackCounts, QueueInfo, QueuePatch};
+use crate::task::{Callback, QueueName, TaskState, now_millis};
 
 /// The largest per-queue `max_queued` accepted (a trillion: beyond any real backlog).
 const MAX_QUEUED_LIMIT: u64 = 1_000_000_000_000;
@@ -25,19 +26,42 @@ pub(super) fn routes() -> Vec<Route> {
     ]
 }
 
-fn render(info: QueueInfo) -> Value {
-    json!({
-        "name": info.name,
-        "paused": info.paused,
-        "concurrency": info.concurrency,
-        "max_queued": info.max_queued,
-        "remote": info.remote,
-        "callback": info.callback,
-        "callbacks": info.callbacks,
-        "counts": info.counts,
-        "oldest_queued_age_ms": info.oldest_queued_at.map(|at| (now_millis() - at).max(0)),
-        "finished_last_minute": info.finished_last_minute,
-    })
+/// A queue as served (`Queue` in openapi.yaml, which lists exactly these fields).
+#[derive(Debug, Serialize)]
+struct QueueBody {
+    name: QueueName,
+    paused: bool,
+    concurrency: Option<u32>,
+    max_queued: Option<u64>,
+    remote: bool,
+    callback: Option<Callback>,
+    callbacks: CallbackCounts,
+    counts: BTreeMap<TaskState, u64>,
+    oldest_queued_age_ms: Option<i64>,
+    finished_last_minute: u64,
+}
+
+impl From<QueueInfo> for QueueBody {
+    fn from(info: QueueInfo) -> QueueBody {
+        QueueBody {
+            name: info.name,
+            paused: info.paused,
+            concurrency: info.concurrency,
+            max_queued: info.max_queued,
+            remote: info.remote,
+            callback: info.callback,
+            callbacks: info.callbacks,
+            counts: info.counts,
+            oldest_queued_age_ms: info.oldest_queued_at.map(|at| (now_millis() - at).max(0)),
+            finished_last_minute: info.finished_last_minute,
+        }
+    }
+}
+
+/// The answer of `GET /v1/queues`.
+#[derive(Debug, Serialize)]
+struct QueueList {
+    queues: Vec<QueueBody>,
 }
 
 fn queue_name(raw: String) -> Result<QueueName, ApiError> {
@@ -47,15 +71,15 @@ fn queue_name(raw: String) -> Result<QueueName, ApiError> {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<axum::Json<Value>, ApiError> {
-    let queues: Vec<Value> = state
+) -> Result<axum::Json<QueueList>, ApiError> {
+    let queues = state
         .engine
         .queues(&caller.queues)
         .await?
         .into_iter()
-        .map(render)
+        .map(QueueBody::from)
         .collect();
-    Ok(axum::Json(json!({ "queues": queues })))
+    Ok(axum::Json(QueueList { queues }))
 }
 
 /// Queues exist from their first use; one never used answers with zero counts.
@@ -63,12 +87,12 @@ async fn get_queue(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<QueueBody>, ApiError> {
     let info = state
         .engine
         .queue(queue_name(name)?, &caller.queues)
         .await?;
-    Ok(axum::Json(render(info)))
+    Ok(axum::Json(info.into()))
 }
 
 /// The body of `PATCH /v1/queues/{name}`: absent fields stay as they are; `null` clears a
@@ -102,7 +126,7 @@ async fn update(
     caller: Caller,
     Path(name): Path<String>,
     Json(update): Json<QueueUpdate>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<QueueBody>, ApiError> {
     if let Some(Some(max_queued)) = update.max_queued
         && max_queued > MAX_QUEUED_LIMIT
     {
@@ -126,5 +150,5 @@ async fn update(
         .engine
         .update_queue(queue_name(name)?, patch, &caller.queues)
         .await?;
-    Ok(axum::Json(render(info)))
+    Ok(axum::Json(info.into()))
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
+use super::cursor::{Cursor, Filters};
 use super::error::ApiError;
 use super::extract::{Json, Query, TaskIdPath};
 use super::submit::{self, SubmitRequest};
@@ -32,9 +33,12 @@ pub(super) fn routes() -> Vec<Route> {
             .scope(Scope::Submit)
             .long_poll(),
         Route::post("/v1/tasks/batch", axum::routing::post(submit_batch)).scope(Scope::Submit),
-        Route::get("/v1/tasks", axum::routing::get(list)).scope(Scope::Read),
+        Route::get("/v1/tasks", axum::routing::get(list))
+            .scope(Scope::Read)
+            .query(&["state", "kind", "queue", "label", "limit", "cursor"]),
         Route::get("/v1/tasks/{id}", axum::routing::get(get_task))
             .scope(Scope::Read)
+            .query(&["wait"])
             .long_poll(),
         Route::delete("/v1/tasks/{id}", axum::routing::delete(delete_task)).scope(Scope::Manage),
         Route::get("/v1/tasks/{id}/result", axum::routing::get(result)).scope(Scope::Read),
@@ -263,7 +267,8 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(self) -> Result<TaskFilter, ApiError> {
+    /// The filter to list with, and the filters to carry in the next page's cursor.
+    fn parse(self) -> Result<(TaskFilter, Filters), ApiError> {
         let invalid = |name: &str, error: &dyn std::fmt::Display| {
             ApiError::InvalidQuery(format!("{name}: {error}"))
         };
@@ -271,24 +276,48 @@ impl ListQuery {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(invalid("limit", &format!("must be from 1 to {MAX_PAGE}")));
         }
-        Ok(TaskFilter {
-            state: self
+        let asked = Filters {
+            state: self.state,
+            kind: self.kind,
+            queue: self.queue,
+            label: self.label,
+        };
+        let (filters, before) = match self.cursor {
+            None => (asked, None),
+            Some(cursor) => {
+                let cursor = Cursor::decode(&cursor).map_err(|e| invalid("cursor", &e))?;
+                let before = cursor
+                    .before
+                    .parse::<TaskId>()
+                    .map_err(|e| invalid("cursor", &e))?;
+                let filters = asked
+                    .continue_from(cursor.filters)
+                    .map_err(|e| invalid("cursor", &e))?;
+                (filters, Some(before))
+            }
+        };
+        let filter = TaskFilter {
+            state: filters
                 .state
+                .clone()
                 .map(|s| s.parse::<TaskState>())
                 .transpose()
                 .map_err(|e| invalid("state", &e))?,
-            kind: self
+            kind: filters
                 .kind
+                .clone()
                 .map(Kind::parse)
                 .transpose()
                 .map_err(|e| invalid("kind", &e))?,
-            queue: self
+            queue: filters
                 .queue
+                .clone()
                 .map(QueueName::parse)
                 .transpose()
                 .map_err(|e| invalid("queue", &e))?,
-            label: self
+            label: filters
                 .label
+                .as_deref()
                 .map(|label| {
                     label
                         .split_once(':')
@@ -297,15 +326,12 @@ impl ListQuery {
                 })
                 .transpose()
                 .map_err(|e| invalid("label", &e))?,
-            before: self
-                .cursor
-                .map(|c| c.parse::<TaskId>())
-                .transpose()
-                .map_err(|e| invalid("cursor", &e))?,
+            before,
             limit,
             // The engine narrows it to the caller's queues.
             queues: QueueScope::All,
-        })
+        };
+        Ok((filter, filters))
     }
 }
 
@@ -314,12 +340,21 @@ async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let filter = query.parse()?;
+    let (filter, filters) = query.parse()?;
     let limit = filter.limit;
     let tasks = state.engine.list(filter, &caller.queues).await?;
-    // A full page may have a next one; its cursor is the last id of this page.
+    // A full page may have a next one; its cursor is the last id of this page, with the
+    // filters, so the next page lists the same tasks.
     let next_cursor = (tasks.len() == limit)
-        .then(|| tasks.last().map(|task| task.id.to_string()))
+        .then(|| {
+            tasks.last().map(|task| {
+                Cursor {
+                    before: task.id.to_string(),
+                    filters,
+                }
+                .encode()
+            })
+        })
         .flatten();
     Ok(axum::Json(
         json!({ "tasks": tasks, "next_cursor": next_cursor }),

@@ -6,8 +6,8 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -68,15 +68,38 @@ fn default_lease_ms() -> u64 {
     30_000
 }
 
-/// A leased task: the task, plus what the worker needs to hold it.
-fn leased(task: Task) -> Value {
-    let lease = task.lease.clone();
-    let mut value = serde_json::to_value(&task).unwrap_or_default();
-    if let Some(lease) = lease {
-        value["lease"] = json!(lease.token);
-        value["lease_expires_at"] = json!(rfc3339_string(lease.expires_at));
+/// A leased task as served (`LeasedTask`): the task, plus what the worker needs to hold it.
+#[derive(Debug, Serialize)]
+struct LeasedTask {
+    #[serde(flatten)]
+    task: Task,
+    lease: String,
+    lease_expires_at: String,
+}
+
+impl LeasedTask {
+    /// `None` for a task without a lease, which a lease never hands out.
+    fn new(task: Task) -> Option<LeasedTask> {
+        let lease = task.lease.clone()?;
+        Some(LeasedTask {
+            task,
+            lease: lease.token,
+            lease_expires_at: rfc3339_string(lease.expires_at),
+        })
     }
-    value
+}
+
+/// The answer of a lease that got tasks (`LeaseResponse`).
+#[derive(Debug, Serialize)]
+struct LeaseResponse {
+    tasks: Vec<LeasedTask>,
+}
+
+/// The answer of a heartbeat (`HeartbeatResponse`).
+#[derive(Debug, Serialize)]
+struct HeartbeatResponse {
+    cancel_requested: bool,
+    lease_expires_at: String,
 }
 
 async fn lease(
@@ -126,8 +149,8 @@ async fn lease(
     if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tasks: Vec<Value> = tasks.into_iter().map(leased).collect();
-    Ok(axum::Json(json!({ "tasks": tasks })).into_response())
+    let tasks = tasks.into_iter().filter_map(LeasedTask::new).collect();
+    Ok(axum::Json(LeaseResponse { tasks }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +175,7 @@ async fn heartbeat(
     caller: Caller,
     TaskIdPath(id): TaskIdPath,
     Json(request): Json<HeartbeatRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
     let lease_ms = within("lease_ms", request.lease_ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
     let progress = request
         .progress
@@ -177,10 +200,10 @@ async fn heartbeat(
             &caller.queues,
         )
         .await?;
-    Ok(axum::Json(json!({
-        "cancel_requested": beat.cancel_requested,
-        "lease_expires_at": rfc3339_string(beat.lease_expires_at),
-    })))
+    Ok(axum::Json(HeartbeatResponse {
+        cancel_requested: beat.cancel_requested,
+        lease_expires_at: rfc3339_string(beat.lease_expires_at),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,7 @@ impl SseStream {
                     continue; // a keep-alive comment
                 }
                 event.data = serde_json::from_str(&data).unwrap();
+                crate::contract::check_stream_event(&event.event, event.id.as_deref(), &event.data);
                 return Some(event);
             }
             let chunk = self.response.chunk().await.ok()??;
@@ -151,6 +152,31 @@ async fn the_firehose_filters_by_queue_and_state() {
     assert_eq!(event.data["task_id"], mine["id"]);
     assert_eq!(event.data["queue"], "a");
     assert_eq!(event.data["state"], "succeeded");
+}
+
+/// `label=key:value` narrows the firehose to the events of tasks with that label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firehose_filters_by_label() {
+    let app = spawn_app().await;
+    let mut stream = SseStream::open(&app, "/v1/events?label=group:1&state=succeeded", None).await;
+    for group in ["2", "1:x"] {
+        let other = app
+            .submit(json!({"kind": "echo", "labels": {"group": group}}))
+            .await;
+        app.wait_terminal(other["id"].as_str().unwrap()).await;
+    }
+    let unlabelled = app.submit(json!({"kind": "echo"})).await;
+    app.wait_terminal(unlabelled["id"].as_str().unwrap()).await;
+    let mine = app
+        .submit(json!({"kind": "echo", "labels": {"group": "1", "other": "y"}}))
+        .await;
+    let event = stream.next().await.unwrap();
+    assert_eq!(event.data["task_id"], mine["id"], "{:?}", event.data);
+    assert_eq!(event.data["state"], "succeeded");
+    for query in ["label=group", "bogus=1", "label=group:1&label=group:2"] {
+        let response = app.get(&format!("/v1/events?{query}")).await;
+        crate::helpers::expect_problem(response, 400, "invalid_query").await;
+    }
 }
 
 /// A client that reconnects with Last-Event-ID — even to a restarted server — gets every

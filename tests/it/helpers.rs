@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::Value;
 use taskd::config::ServeConfig;
 use taskd::handlers::Registry;
@@ -20,7 +21,8 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct TestApp {
     pub base: String,
-    pub client: Client,
+    /// Every answer it receives is held against openapi.yaml (see `contract`).
+    pub client: CheckedClient,
     pub database_url: String,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
@@ -65,7 +67,7 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConf
     });
     TestApp {
         base,
-        client: Client::new(),
+        client: CheckedClient(Client::new()),
         database_url,
         shutdown,
         server: Some(server),
@@ -164,6 +166,109 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A `reqwest::Client` whose every answer is checked against the contract before the test
+/// sees it: its status and content type are documented for the operation, and a JSON body
+/// fits the documented schema. An event stream is handed over unread.
+#[derive(Clone)]
+pub struct CheckedClient(pub Client);
+
+impl CheckedClient {
+    pub fn get(&self, url: impl AsRef<str>) -> CheckedRequest {
+        self.request(Method::GET, url)
+    }
+
+    pub fn post(&self, url: impl AsRef<str>) -> CheckedRequest {
+        self.request(Method::POST, url)
+    }
+
+    pub fn patch(&self, url: impl AsRef<str>) -> CheckedRequest {
+        self.request(Method::PATCH, url)
+    }
+
+    pub fn put(&self, url: impl AsRef<str>) -> CheckedRequest {
+        self.request(Method::PUT, url)
+    }
+
+    pub fn delete(&self, url: impl AsRef<str>) -> CheckedRequest {
+        self.request(Method::DELETE, url)
+    }
+
+    pub fn request(&self, method: Method, url: impl AsRef<str>) -> CheckedRequest {
+        CheckedRequest {
+            method: method.clone(),
+            inner: self.0.request(method, url.as_ref()),
+        }
+    }
+}
+
+/// A request of a [`CheckedClient`]; `send` checks the answer.
+pub struct CheckedRequest {
+    method: Method,
+    inner: reqwest::RequestBuilder,
+}
+
+impl CheckedRequest {
+    pub fn header<K, V>(self, key: K, value: V) -> CheckedRequest
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<axum::http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<axum::http::Error>,
+    {
+        self.map(|inner| inner.header(key, value))
+    }
+
+    pub fn json<T: serde::Serialize + ?Sized>(self, body: &T) -> CheckedRequest {
+        self.map(|inner| inner.json(body))
+    }
+
+    pub fn body(self, body: impl Into<reqwest::Body>) -> CheckedRequest {
+        self.map(|inner| inner.body(body))
+    }
+
+    pub fn timeout(self, timeout: Duration) -> CheckedRequest {
+        self.map(|inner| inner.timeout(timeout))
+    }
+
+    fn map(self, f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder) -> Self {
+        CheckedRequest {
+            method: self.method,
+            inner: f(self.inner),
+        }
+    }
+
+    /// Sends the request; a non-stream answer is read whole, checked, and handed back as a
+    /// response with the same status, headers and body.
+    pub async fn send(self) -> reqwest::Result<Response> {
+        let response = self.inner.send().await?;
+        let media_type = media_type(response.headers());
+        if media_type == "text/event-stream" {
+            return Ok(response);
+        }
+        let (status, url, headers) = (
+            response.status(),
+            response.url().clone(),
+            response.headers().clone(),
+        );
+        let body = response.bytes().await?;
+        crate::contract::check_answer(self.method.as_str(), url.path(), status, &media_type, &body);
+        let mut rebuilt = axum::http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.headers_mut() = headers;
+        Ok(Response::from(rebuilt))
+    }
+}
+
+/// The media type of a response, without parameters.
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map_or("", str::trim)
+        .to_owned()
 }
 
 pub fn is_terminal(task: &Value) -> bool {

@@ -8,6 +8,7 @@ mod cancel;
 mod child;
 mod cli;
 mod clock;
+mod contract;
 mod disk_full;
 mod durability;
 mod errors;

@@ -8,91 +8,14 @@ use reqwest::header::{ALLOW, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::contract::{Contract, Operation, PROBLEM_JSON, SPEC_FILE, check_body};
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
-const SPEC_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 /// A well-formed task id that no test ever submits.
 const FRESH_ID: &str = "00000000-0000-7000-8000-000000000000";
 /// A valid queue name for the `{name}` of queue routes.
 const PROBE_QUEUE: &str = "probe";
-const PROBLEM_JSON: &str = "application/problem+json";
 const EVENT_STREAM: &str = "text/event-stream";
-/// The keys of a path item that are operations.
-const METHODS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
-
-/// One documented operation: an upper-case method and a path in OpenAPI syntax.
-type Operation = (String, String);
-
-/// The parsed contract. YAML is read into JSON values: every key of an OpenAPI document is a
-/// string, and a `$ref` is then a JSON pointer.
-struct Contract(Value);
-
-impl Contract {
-    fn load() -> Contract {
-        let text = std::fs::read_to_string(SPEC_FILE).expect("openapi.yaml is readable");
-        Contract(serde_yaml_ng::from_str(&text).expect("openapi.yaml parses"))
-    }
-
-    fn operations(&self) -> BTreeSet<Operation> {
-        let paths = self.0["paths"].as_object().expect("`paths` is a mapping");
-        paths
-            .iter()
-            .flat_map(|(path, item)| {
-                METHODS
-                    .iter()
-                    .filter(|method| item.get(**method).is_some())
-                    .map(move |method| (method.to_uppercase(), path.clone()))
-            })
-            .collect()
-    }
-
-    /// The documented methods of `path`, upper case.
-    fn methods_of(&self, path: &str) -> BTreeSet<String> {
-        self.operations()
-            .into_iter()
-            .filter(|(_, documented)| documented == path)
-            .map(|(method, _)| method)
-            .collect()
-    }
-
-    /// Follows `$ref`s within the document.
-    fn resolve<'a>(&'a self, mut value: &'a Value) -> &'a Value {
-        while let Some(reference) = value.get("$ref").and_then(Value::as_str) {
-            let pointer = reference
-                .strip_prefix('#')
-                .unwrap_or_else(|| panic!("only local $refs: {reference}"));
-            value = self
-                .0
-                .pointer(pointer)
-                .unwrap_or_else(|| panic!("dangling $ref {reference}"));
-        }
-        value
-    }
-
-    /// The documented response of an operation for a status, resolved.
-    fn response(&self, (method, path): (&str, &str), status: StatusCode) -> Option<&Value> {
-        let operation = &self.0["paths"][path][method.to_lowercase()];
-        assert!(operation.is_object(), "{method} {path} is not documented");
-        operation["responses"]
-            .get(status.as_str())
-            .map(|response| self.resolve(response))
-    }
-
-    /// The problem codes a documented response allows (its `code` enum).
-    fn codes(&self, response: &Value) -> Vec<String> {
-        let schema = self.resolve(&response["content"][PROBLEM_JSON]["schema"]);
-        let narrowings = schema["allOf"].as_array().cloned().unwrap_or_default();
-        std::iter::once(schema)
-            .chain(narrowings.iter())
-            .map(|part| self.resolve(part))
-            .filter_map(|part| part["properties"]["code"]["enum"].as_array())
-            .flatten()
-            .filter_map(|code| code.as_str().map(str::to_owned))
-            .collect()
-    }
-}
 
 /// An answer, read whole — but for an event stream, which does not end, only its status and
 /// headers.
@@ -100,6 +23,8 @@ struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Value,
+    /// The body as received (empty for a stream).
+    raw: Vec<u8>,
 }
 
 impl Answer {
@@ -108,6 +33,7 @@ impl Answer {
             status: response.status(),
             headers: response.headers().clone(),
             body: Value::Null,
+            raw: Vec::new(),
         };
         // A stream would be read forever: keep its head, and drop the response, which closes
         // the connection and ends the stream on the server.
@@ -116,6 +42,7 @@ impl Answer {
         }
         let bytes = response.bytes().await.expect("a body");
         answer.body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        answer.raw = bytes.to_vec();
         answer
     }
 
@@ -169,6 +96,10 @@ fn assert_documented(contract: &Contract, operation: (&str, &str), answer: &Answ
             "{method} {path} {status} answered {content_type:?}; documented: {:?}",
             content.keys().collect::<Vec<_>>()
         );
+    }
+    // A stream's head is checked here; its events by the tests that read them.
+    if answer.content_type() != EVENT_STREAM {
+        check_body(operation, status, answer.content_type(), &answer.raw);
     }
     if let Some(code) = answer.code() {
         let documented = contract.codes(response);
@@ -288,6 +219,47 @@ async fn every_documented_operation_is_served() {
             answer.body
         );
         assert_documented(&contract, (&method, &path), &answer);
+    }
+}
+
+/// A query parameter an operation does not document answers 400 `invalid_query`, on every
+/// route; the parameters each route takes are exactly those the contract documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_are_refused_everywhere() {
+    let contract = Contract::get();
+    for (method, path, taken) in taskd::api::route_queries() {
+        let operation = &contract.0["paths"][path][method.as_str().to_lowercase()];
+        let documented: BTreeSet<String> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|parameter| contract.resolve(parameter))
+            .filter(|parameter| parameter["in"] == "query")
+            .filter_map(|parameter| parameter["name"].as_str().map(str::to_owned))
+            .collect();
+        let taken: BTreeSet<String> = taken.iter().map(|name| (*name).to_owned()).collect();
+        assert_eq!(taken, documented, "{method} {path}: query parameters");
+    }
+    let app = spawn_app().await;
+    for (method, path) in contract.operations() {
+        let url_path = format!("{}?bogus=1", fill(&path, FRESH_ID));
+        let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
+        let answer = send(&app, &method, &url_path, body.as_ref()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {url_path}"
+        );
+        assert_eq!(answer.code(), Some("invalid_query"), "{method} {url_path}");
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bogus"),
+            "{method} {url_path}: {}",
+            answer.body
+        );
+        assert_documented(contract, (&method, &path), &answer);
     }
 }
 

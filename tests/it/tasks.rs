@@ -210,6 +210,79 @@ async fn list_filters_and_pages() {
     assert_eq!(other["tasks"][0]["kind"], "fail");
 }
 
+/// The cursor carries the filters: `?cursor=…` alone goes on listing the same state and
+/// kind (the README's walk-through), repeating them is fine, and changing one is 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_keeps_the_filters_of_its_listing() {
+    let app = spawn_app().await;
+    let mut wanted = Vec::new();
+    for n in 0..3 {
+        let task = app
+            .submit(json!({"kind": "sha256", "input": {"data": "x"}}))
+            .await;
+        wanted.push(task["id"].as_str().unwrap().to_owned());
+        let echo = app.submit(json!({"kind": "echo", "input": n})).await;
+        let failed = app
+            .submit(json!({"kind": "fail", "input": {"message": "no"}}))
+            .await;
+        for id in [&echo["id"], &failed["id"]] {
+            app.wait_terminal(id.as_str().unwrap()).await;
+        }
+    }
+    for id in &wanted {
+        app.wait_terminal(id).await;
+    }
+    let page: Value = app
+        .get("/v1/tasks?state=succeeded&kind=sha256&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<Value> = page["tasks"].as_array().unwrap().clone();
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a full page")
+        .to_owned();
+    let next: Value = app
+        .get(&format!("/v1/tasks?cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    listed.extend(next["tasks"].as_array().unwrap().iter().cloned());
+    assert!(next["next_cursor"].is_null(), "{next}");
+    let kinds: Vec<(&Value, &Value)> = listed.iter().map(|t| (&t["kind"], &t["state"])).collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|(k, s)| *k == "sha256" && *s == "succeeded"),
+        "{kinds:?}"
+    );
+    let mut ids: Vec<&str> = listed.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    ids.reverse();
+    assert_eq!(ids, wanted);
+
+    let repeated = app
+        .get(&format!(
+            "/v1/tasks?state=succeeded&limit=5&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(repeated.status(), StatusCode::OK);
+    for changed in ["state=failed", "kind=echo", "queue=default", "label=a:b"] {
+        let response = app
+            .get(&format!("/v1/tasks?{changed}&cursor={cursor}"))
+            .await;
+        let problem = crate::helpers::expect_problem(response, 400, "invalid_query").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("cursor"),
+            "{problem}"
+        );
+    }
+    // A bare task id is not a cursor (it would carry no filters).
+    let response = app.get(&format!("/v1/tasks?cursor={}", wanted[0])).await;
+    crate::helpers::expect_problem(response, 400, "invalid_query").await;
+}
+
 /// /v1/kinds lists the built-in kinds, each with a JSON Schema of its input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_are_described_with_schemas() {
