@@ -5,6 +5,7 @@
 //! contract and the router cannot drift apart. Handlers call the engine; none writes SQL.
 
 mod auth;
+pub mod codes;
 pub mod error;
 mod events;
 mod extract;
@@ -37,7 +38,8 @@ use tower_http::trace::TraceLayer;
 use crate::access::{AuthMode, Scope};
 use crate::engine::Engine;
 use crate::task::Backoff;
-use error::{ApiError, PROBLEM_JSON, problem, problem_response};
+use codes::ErrorCode;
+use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
 
 pub use auth::Caller;
@@ -187,7 +189,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(problem_for_errors))
+                .layer(middleware::from_fn_with_state(
+                    BodyLimit(limit),
+                    problem_for_errors,
+                ))
                 .layer(CatchPanicLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit))
                 .layer(AddExtensionLayer::new(BodyLimit(limit))),
@@ -197,7 +202,12 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
 
 /// Turns any error response that is not yet problem+json (axum's 405, a layer's 413 or 408,
 /// a caught panic's 500) into one, keeping its status and headers such as `Allow`.
-async fn problem_for_errors(request: Request, next: Next) -> Response {
+/// `limit` is the body limit in force, so a 413 says it.
+async fn problem_for_errors(
+    axum::extract::State(limit): axum::extract::State<BodyLimit>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_problem = response
@@ -207,19 +217,18 @@ async fn problem_for_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
-    let (code, detail) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "this route does not take this method")
+    let code = ErrorCode::of_layer_status(status);
+    let detail = match code {
+        ErrorCode::MethodNotAllowed => "this route does not take this method".to_owned(),
+        ErrorCode::PayloadTooLarge => {
+            format!("the body is larger than the limit of {} bytes", limit.0)
         }
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is larger than the limit"),
-        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
-        StatusCode::INTERNAL_SERVER_ERROR => {
-            ("internal", "the server could not complete the request")
-        }
-        _ => ("error", status.canonical_reason().unwrap_or("error")),
+        ErrorCode::RequestTimeout => "the request took too long".to_owned(),
+        ErrorCode::Internal => "the server could not complete the request".to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let (mut parts, _) = response.into_parts();
-    let rendered = problem_response(status, &problem(status, code, detail));
+    let rendered = problem_response(status, &problem_with_status(status, code, &detail));
     let (rendered, body) = rendered.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     for (name, value) in &rendered.headers {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, NoResult};
 use super::extract::{Json, Query, TaskIdPath};
 use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
@@ -208,7 +208,11 @@ async fn result(
     let task = state.engine.get(id, &caller.queues).await?;
     match task.state {
         TaskState::Succeeded => Ok(axum::Json(task.result.unwrap_or_default()).into_response()),
-        TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(task.state)),
+        TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(Box::new(NoResult {
+            id: task.id,
+            state: task.state,
+            error: task.error,
+        }))),
         TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
             // A scheduled task has nothing to show before its time; anything else may end
             // any moment.

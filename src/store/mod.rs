@@ -42,9 +42,11 @@ pub enum StoreError {
     /// PostgreSQL's `disk_full`); nothing of that write was stored. Reads still work.
     #[error("the database is out of space: {0}")]
     StorageFull(String),
-    /// The database failed; the details are for the log, not for clients.
+    /// The database failed; the details are for the log, not for clients. The cause is kept
+    /// as the error's `source` (shared, not boxed alone, because one failed group commit
+    /// answers every write of its batch with a clone).
     #[error("database error: {0}")]
-    Backend(String),
+    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// A stored row could not be read back as a task.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -57,6 +59,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A database failure with its cause: a driver's error, or a sentence for a failure
+    /// found by our own code.
+    pub fn backend(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Backend(Arc::from(cause.into()))
+    }
+
     /// Whether every write would fail alike now (the store is closed or out of space), so
     /// retrying the parts of a combined write one by one cannot save any of them.
     pub fn is_shared(&self) -> bool {

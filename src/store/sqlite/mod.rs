@@ -200,7 +200,7 @@ impl SqliteStore {
         let location = parse_url(url)?;
         tokio::task::spawn_blocking(move || Self::open_blocking(location))
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .map_err(StoreError::backend)?
     }
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
@@ -226,7 +226,7 @@ impl SqliteStore {
                 (conn, Some(Arc::new(pool)))
             }
         };
-        let writer = Writer::spawn(conn).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let writer = Writer::spawn(conn).map_err(StoreError::backend)?;
         Ok(SqliteStore {
             writer,
             inserts: inserts::Inserts::default(),
@@ -263,7 +263,7 @@ impl SqliteStore {
             outcome
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(StoreError::backend)?
     }
 }
 
