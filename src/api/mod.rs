@@ -11,6 +11,7 @@ mod events;
 mod extract;
 mod hosts;
 mod nul;
+mod plain;
 mod queues;
 mod submit;
 mod system;

@@ -162,9 +162,9 @@ async fn get_task(
         Some(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
             Duration::from_secs_f64(secs)
         }
-        Some(_) => {
+        Some(secs) => {
             return Err(ApiError::InvalidQuery(format!(
-                "wait must be a number of seconds from 0 to {MAX_WAIT_SECS}"
+                "`wait`: must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {secs}"
             )));
         }
         None => Duration::ZERO,
@@ -273,7 +273,10 @@ impl ListQuery {
         };
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(invalid("limit", &format!("must be from 1 to {MAX_PAGE}")));
+            return Err(invalid(
+                "limit",
+                &format!("must be a whole number from 1 to {MAX_PAGE}, got {limit}"),
+            ));
         }
         Ok(TaskFilter {
             state: self

@@ -67,7 +67,7 @@ pub enum EngineError {
     NotFound(TaskId),
     #[error("unknown kind `{0}`")]
     UnknownKind(Kind),
-    #[error("invalid input: {0}")]
+    #[error("{0}")]
     InvalidInput(InvalidInput),
     /// A batch item was invalid; `index` says which.
     #[error("item {index}: {error}")]

@@ -7,6 +7,7 @@ mod id;
 mod lifecycle;
 mod names;
 mod state;
+mod wording;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ pub use lifecycle::{
 };
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
+pub use wording::plain_serde_message;
 
 /// Milliseconds since the Unix epoch: how the store keeps every instant.
 pub type Millis = i64;
