@@ -6,6 +6,7 @@
 //! The store knows nothing of HTTP.
 
 mod keys;
+pub mod migrations;
 pub mod postgres;
 pub mod space;
 pub mod sqlite;
@@ -53,6 +54,19 @@ pub enum StoreError {
     /// An API key not revoked already has this name.
     #[error("a key named `{0}` exists; revoke it first or choose another name")]
     KeyNameTaken(String),
+    /// A migration file differs from the one the database applied: the server must not
+    /// start on a schema no file describes.
+    #[error(
+        "migration {version} ({file}) was edited after this database applied it \
+         (recorded checksum {recorded}, the file's is {found}): restore the file; \
+         a change to the schema goes in a new migration"
+    )]
+    MigrationEdited {
+        version: i64,
+        file: String,
+        recorded: String,
+        found: String,
+    },
     /// This store does not implement the operation yet.
     #[error("this store does not support {0} yet")]
     Unsupported(&'static str),
