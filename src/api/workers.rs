@@ -167,7 +167,7 @@ async fn heartbeat(
                 ));
             }
             Ok(Progress {
-                percent: p.percent,
+                percent: Progress::tidy_percent(p.percent),
                 message: p.message,
                 at: now_millis(),
             })
