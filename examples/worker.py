@@ -7,7 +7,9 @@ under its lease. Usage: worker.py [--url http://127.0.0.1:8080] [--queue py]
 import argparse
 import json
 import os
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -23,6 +25,8 @@ def call(base, path, body):
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+    except (urllib.error.URLError, OSError) as error:  # the server is down or unreachable
+        return None, {"detail": str(error)}
 
 
 def handle(task):
@@ -48,10 +52,21 @@ def main():
     args = parser.parse_args()
     lease = {"worker_id": f"python-{os.getpid()}", "max_tasks": 1,
              "lease_ms": args.lease_ms, "wait_ms": 30000}
+    print(f"worker leasing from {args.url} queue {args.queue}", file=sys.stderr)
+    pause = 1
     while True:
         status, body = call(args.url, f"/v1/queues/{args.queue}/lease", lease)
+        if status == 204:
+            continue  # nothing came within wait_ms; ask again (the long-poll paced us)
         if status != 200:
-            continue  # 204: nothing came within wait_ms; ask again
+            # A refusal (409 queue_not_remote, 401, 403, 5xx) or no server answers at once:
+            # say why, and back off (1 s doubling to 60 s) instead of asking in a busy loop.
+            detail = (body or {}).get("detail", "")
+            print(f"lease refused ({status}): {detail}; retrying in {pause} s", file=sys.stderr)
+            time.sleep(pause)
+            pause = min(pause * 2, 60)
+            continue
+        pause = 1
         for task in body["tasks"]:
             done = threading.Event()
             threading.Thread(target=heartbeat_until, daemon=True,

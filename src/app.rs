@@ -20,6 +20,9 @@ use crate::task::Backoff;
 pub enum AppError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A `TASKD_*` variable did not parse (the embedding API's configuration).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("outbound HTTP client: {0}")]

@@ -9,14 +9,15 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppError};
-use crate::config::ServeConfig;
+use crate::config::{ConfigError, ServeConfig};
 use crate::handlers::{FnHandler, Handler, HandlerError, Registry, TaskContext};
 
 /// The entry point of the embedding API.
 pub struct Taskd;
 
 impl Taskd {
-    /// A builder with the built-in kinds and `taskd serve`'s defaults (environment included).
+    /// A builder with the built-in kinds and `taskd serve`'s defaults (environment included;
+    /// a variable that does not parse is returned by `serve`).
     pub fn builder() -> TaskdBuilder {
         TaskdBuilder {
             config: ServeConfig::defaults(),
@@ -27,26 +28,29 @@ impl Taskd {
 
 /// Configures an embedded taskd; `serve` runs it.
 pub struct TaskdBuilder {
-    config: ServeConfig,
+    /// An environment that did not parse is kept as the error `serve` returns: the builder's
+    /// chain stays infallible, and the host process is never exited.
+    config: Result<ServeConfig, ConfigError>,
     registry: Registry,
 }
 
 impl TaskdBuilder {
     /// Where tasks are stored (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`).
-    pub fn database(mut self, url: impl Into<String>) -> Self {
-        self.config.database.url = url.into();
-        self
+    pub fn database(self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        self.configure(|config| config.database.url = url)
     }
 
     /// How many tasks run at once.
-    pub fn workers(mut self, workers: u32) -> Self {
-        self.config.workers = workers.max(1);
-        self
+    pub fn workers(self, workers: u32) -> Self {
+        self.configure(|config| config.workers = workers.max(1))
     }
 
     /// Any other setting, as `taskd serve` has it.
     pub fn configure(mut self, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
-        adjust(&mut self.config);
+        if let Ok(config) = &mut self.config {
+            adjust(config);
+        }
         self
     }
 
@@ -71,12 +75,13 @@ impl TaskdBuilder {
         self.serve_until(listener, app::shutdown_signal()).await
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves; a `TASKD_*` variable that did not
+    /// parse is returned here as [`AppError::Config`].
     pub async fn serve_until(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        app::run(listener, self.config, self.registry, shutdown).await
+        app::run(listener, self.config?, self.registry, shutdown).await
     }
 }

@@ -197,16 +197,25 @@ pub struct ServeConfig {
     pub max_body_memory: usize,
 }
 
+/// A `TASKD_*` environment variable that does not parse, in clap's words (which name the
+/// option and the value).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the TASKD_* environment does not parse: {0}")]
+pub struct ConfigError(pub String);
+
 impl ServeConfig {
-    /// The defaults, as `taskd serve` with no flags and no env would have them.
-    pub fn defaults() -> ServeConfig {
+    /// The configuration of `taskd serve` with no flags: the defaults, overridden by any
+    /// `TASKD_*` variable set. A variable that does not parse is an error returned to the
+    /// caller — never an exit, since a program that embeds taskd calls this.
+    pub fn defaults() -> Result<ServeConfig, ConfigError> {
         #[derive(Parser)]
         struct Defaults {
             #[command(flatten)]
             config: ServeConfig,
         }
-        // Parsing no arguments cannot fail: every flag has a default or is optional.
-        Defaults::parse_from(["taskd"]).config
+        Defaults::try_parse_from(["taskd"])
+            .map(|defaults| defaults.config)
+            .map_err(|error| ConfigError(error.render().to_string().trim().to_owned()))
     }
 
     /// The engine's configuration; `outbound` is the client that delivers webhooks.
@@ -239,5 +248,36 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// A bad `TASKD_*` variable makes `defaults()` return an error, not exit the process.
+    /// The variable is set for a child run of this very test, so no other test sees it; a
+    /// child that exited (clap's way) would not report the test passed.
+    #[test]
+    fn a_bad_environment_is_an_error_not_an_exit() {
+        const CHILD: &str = "TASKD_TEST_CONFIG_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let error = ServeConfig::defaults().expect_err("TASKD_WORKERS=many is refused");
+            let said = error.to_string();
+            assert!(
+                said.contains("many") && said.contains("--workers"),
+                "{said}"
+            );
+            return;
+        }
+        let name = "config::tests::a_bad_environment_is_an_error_not_an_exit";
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("TASKD_WORKERS", "many")
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(ServeConfig::defaults().is_ok(), "the defaults parse");
     }
 }

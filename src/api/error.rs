@@ -7,10 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::codes::ErrorCode;
 use crate::access::Scope;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, StateRule};
 use crate::store::StoreError;
-use crate::task::TaskState;
+use crate::task::{TaskError, TaskId, TaskState};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -42,8 +43,8 @@ pub enum ApiError {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
     /// `/result` of a task that ended without one.
-    #[error("the task ended {0} and has no result")]
-    NoResult(TaskState),
+    #[error("{0}")]
+    NoResult(Box<NoResult>),
     #[error("the server is not ready")]
     NotReady,
     /// The body did not arrive whole within `--body-timeout`.
@@ -65,42 +66,28 @@ pub enum ApiError {
     HostNotAllowed(String),
 }
 
-fn engine_status(error: &EngineError) -> StatusCode {
+/// The code of an engine error: the one place engine outcomes meet the table of codes.
+fn engine_code(error: &EngineError) -> ErrorCode {
     match error {
-        EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-        EngineError::UnknownKind(_)
-        | EngineError::InvalidInput(_)
-        | EngineError::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        EngineError::InvalidItem { error, .. } => engine_status(error),
-        EngineError::QueueFull { .. } | EngineError::TooManyWaiters => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
-        EngineError::WrongState { .. } | EngineError::NotRemote(_) => StatusCode::CONFLICT,
-        EngineError::QueueForbidden(_) => StatusCode::FORBIDDEN,
-        EngineError::Draining | EngineError::Store(StoreError::Closed) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        EngineError::Store(StoreError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
-        EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn engine_code(error: &EngineError) -> &'static str {
-    match error {
-        EngineError::NotFound(_) => "task_not_found",
-        EngineError::UnknownKind(_) => "unknown_kind",
-        EngineError::InvalidInput(_) => "invalid_input",
+        EngineError::NotFound(_) => ErrorCode::TaskNotFound,
+        EngineError::UnknownKind(_) => ErrorCode::UnknownKind,
+        EngineError::InvalidInput(_) => ErrorCode::InvalidInput,
         EngineError::InvalidItem { error, .. } => engine_code(error),
-        EngineError::IdempotencyConflict(_) => "idempotency_key_reused",
-        EngineError::QueueFull { .. } => "queue_full",
-        EngineError::TooManyWaiters => "too_many_waiters",
-        EngineError::WrongState { code, .. } => code,
-        EngineError::NotRemote(_) => "queue_not_remote",
-        EngineError::QueueForbidden(_) => "queue_forbidden",
-        EngineError::Draining => "draining",
-        EngineError::Store(StoreError::Closed) => "unavailable",
-        EngineError::Store(StoreError::StorageFull(_)) => "storage_full",
-        EngineError::Store(_) => "internal",
+        EngineError::IdempotencyConflict(_) => ErrorCode::IdempotencyKeyReused,
+        EngineError::QueueFull { .. } => ErrorCode::QueueFull,
+        EngineError::TooManyWaiters => ErrorCode::TooManyWaiters,
+        EngineError::WrongState { rule, .. } => match rule {
+            StateRule::CancelFinished => ErrorCode::TaskFinished,
+            StateRule::RetryNotEnded => ErrorCode::TaskNotRetryable,
+            StateRule::DeleteNotFinished => ErrorCode::TaskNotFinished,
+            StateRule::LeaseLost => ErrorCode::LeaseLost,
+        },
+        EngineError::NotRemote(_) => ErrorCode::QueueNotRemote,
+        EngineError::QueueForbidden(_) => ErrorCode::QueueForbidden,
+        EngineError::Draining => ErrorCode::Draining,
+        EngineError::Store(StoreError::Closed) => ErrorCode::Unavailable,
+        EngineError::Store(StoreError::StorageFull(_)) => ErrorCode::StorageFull,
+        EngineError::Store(_) => ErrorCode::Internal,
     }
 }
 
@@ -122,51 +109,59 @@ fn engine_field(error: &EngineError) -> Option<(String, String)> {
     }
 }
 
-impl ApiError {
-    pub fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Engine(error) => engine_status(error),
-            ApiError::MalformedJson(_)
-            | ApiError::InvalidTaskId(_)
-            | ApiError::InvalidPath(_)
-            | ApiError::InvalidHeader(_)
-            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidBatchItem { error, .. } => error.status_code(),
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NoResult(_) => StatusCode::CONFLICT,
-            ApiError::NotReady | ApiError::BodyMemoryFull => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::MissingScope { .. } => StatusCode::FORBIDDEN,
-            ApiError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
+/// A task that ended without a result, and why: a failed task says its error.
+#[derive(Debug)]
+pub struct NoResult {
+    pub id: TaskId,
+    pub state: TaskState,
+    pub error: Option<TaskError>,
+}
+
+impl std::fmt::Display for NoResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "task {} {} and has no result",
+            self.id,
+            self.state.described()
+        )?;
+        match &self.error {
+            Some(error) => write!(f, "; its error ({}): {}", error.error_type, error.message),
+            None => Ok(()),
         }
+    }
+}
+
+impl ApiError {
+    /// The status, derived from the code's row in the table.
+    pub fn status_code(&self) -> StatusCode {
+        self.code().status()
     }
 
     /// The stable, machine-readable code clients branch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Engine(error) => engine_code(error),
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::InvalidField { .. } => "invalid_request",
-            ApiError::InvalidTaskId(_) => "invalid_task_id",
-            ApiError::InvalidPath(_) => "invalid_path",
-            ApiError::InvalidHeader(_) => "invalid_header",
+            ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::InvalidField { .. } => ErrorCode::InvalidRequest,
+            ApiError::InvalidTaskId(_) => ErrorCode::InvalidTaskId,
+            ApiError::InvalidPath(_) => ErrorCode::InvalidPath,
+            ApiError::InvalidHeader(_) => ErrorCode::InvalidHeader,
             ApiError::InvalidBatchItem { error, .. } => error.code(),
-            ApiError::InvalidQuery(_) => "invalid_query",
-            ApiError::NoResult(TaskState::Cancelled) => "task_cancelled",
-            ApiError::NoResult(_) => "task_failed",
-            ApiError::NotReady => "not_ready",
-            ApiError::BodyTimeout(_) => "body_timeout",
-            ApiError::BodyMemoryFull => "body_memory_full",
-            ApiError::RouteNotFound => "route_not_found",
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::MissingScope { .. } => "missing_scope",
-            ApiError::HostNotAllowed(_) => "host_not_allowed",
+            ApiError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            ApiError::NoResult(ended) if ended.state == TaskState::Cancelled => {
+                ErrorCode::TaskCancelled
+            }
+            ApiError::NoResult(_) => ErrorCode::TaskFailed,
+            ApiError::NotReady => ErrorCode::NotReady,
+            ApiError::BodyTimeout(_) => ErrorCode::BodyTimeout,
+            ApiError::BodyMemoryFull => ErrorCode::BodyMemoryFull,
+            ApiError::RouteNotFound => ErrorCode::RouteNotFound,
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::MissingScope { .. } => ErrorCode::MissingScope,
+            ApiError::HostNotAllowed(_) => ErrorCode::HostNotAllowed,
         }
     }
 
@@ -221,13 +216,19 @@ impl ApiError {
     }
 }
 
-/// A problem document with the given status, code and detail.
-pub fn problem(status: StatusCode, code: &str, detail: &str) -> Value {
+/// A problem document with the given code (and its status) and detail.
+pub fn problem(code: ErrorCode, detail: &str) -> Value {
+    problem_with_status(code.status(), code, detail)
+}
+
+/// A problem document that keeps a status a layer answered (see
+/// [`ErrorCode::of_layer_status`]).
+pub fn problem_with_status(status: StatusCode, code: ErrorCode, detail: &str) -> Value {
     json!({
         "type": format!("https://taskd.dev/problems/{code}"),
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
-        "code": code,
+        "code": code.as_str(),
         "detail": detail,
     })
 }
@@ -256,7 +257,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = problem(status, self.code(), &detail);
+        let mut body = problem(self.code(), &detail);
         if let Some((field, message)) = self.field() {
             let mut error = json!({ "field": field, "message": message });
             if let Some(index) = self.index() {

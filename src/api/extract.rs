@@ -83,15 +83,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let message = inner.to_string();
             ApiError::InvalidField {
                 field: crate::task::error_field("", &path, &message),
-                message,
+                message: crate::task::plain_serde_message(&message),
             }
         } else {
-            ApiError::MalformedJson(inner.to_string())
+            ApiError::MalformedJson(super::plain::syntax_message(&inner))
         }
     })?;
     deserializer
         .end()
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        .map_err(|error| ApiError::MalformedJson(super::plain::syntax_message(&error)))?;
     Ok(value)
 }
 
@@ -123,10 +123,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| Query(value))
-            .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))
+        let _ = state;
+        super::plain::parse_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod auth;
 mod body;
+pub mod codes;
 mod conn;
 mod cursor;
 pub mod error;
@@ -14,6 +15,7 @@ mod extract;
 mod hosts;
 mod nul;
 mod params;
+mod plain;
 mod queues;
 mod serve;
 mod submit;
@@ -43,7 +45,8 @@ use crate::access::{AuthMode, Scope};
 use crate::engine::Engine;
 use crate::task::Backoff;
 use body::BodyBudget;
-use error::{ApiError, PROBLEM_JSON, problem, problem_response};
+use codes::ErrorCode;
+use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
 
 pub use auth::Caller;
@@ -229,7 +232,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                         .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(problem_for_errors))
+                .layer(middleware::from_fn_with_state(
+                    BodyLimit(limit),
+                    problem_for_errors,
+                ))
                 .layer(CatchPanicLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit))
                 .layer(AddExtensionLayer::new(BodyLimit(limit))),
@@ -239,7 +245,12 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
 
 /// Turns any error response that is not yet problem+json (axum's 405, a layer's 413 or 408,
 /// a caught panic's 500) into one, keeping its status and headers such as `Allow`.
-async fn problem_for_errors(request: Request, next: Next) -> Response {
+/// `limit` is the body limit in force, so a 413 says it.
+async fn problem_for_errors(
+    axum::extract::State(limit): axum::extract::State<BodyLimit>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_problem = response
@@ -249,19 +260,18 @@ async fn problem_for_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
-    let (code, detail) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "this route does not take this method")
+    let code = ErrorCode::of_layer_status(status);
+    let detail = match code {
+        ErrorCode::MethodNotAllowed => "this route does not take this method".to_owned(),
+        ErrorCode::PayloadTooLarge => {
+            format!("the body is larger than the limit of {} bytes", limit.0)
         }
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is larger than the limit"),
-        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
-        StatusCode::INTERNAL_SERVER_ERROR => {
-            ("internal", "the server could not complete the request")
-        }
-        _ => ("error", status.canonical_reason().unwrap_or("error")),
+        ErrorCode::RequestTimeout => "the request took too long".to_owned(),
+        ErrorCode::Internal => "the server could not complete the request".to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let (mut parts, _) = response.into_parts();
-    let rendered = problem_response(status, &problem(status, code, detail));
+    let rendered = problem_response(status, &problem_with_status(status, code, &detail));
     let (rendered, body) = rendered.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     for (name, value) in &rendered.headers {

@@ -132,7 +132,9 @@ async fn update(
     {
         return Err(ApiError::InvalidField {
             field: "max_queued".to_owned(),
-            message: format!("must be at most {MAX_QUEUED_LIMIT}"),
+            message: format!(
+                "must be a whole number from 0 to {MAX_QUEUED_LIMIT}, got {max_queued}"
+            ),
         });
     }
     let patch = QueuePatch {

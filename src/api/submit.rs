@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::plain::Number;
 use crate::task::{
     Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName,
     now_millis,
@@ -34,11 +35,11 @@ pub struct SubmitRequest {
     input: Value,
     queue: Option<String>,
     priority: Option<i32>,
-    max_attempts: Option<u32>,
+    max_attempts: Option<Number>,
     backoff: Option<BackoffRequest>,
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<Number>,
     run_at: Option<String>,
-    delay_ms: Option<u64>,
+    delay_ms: Option<Number>,
     labels: Option<BTreeMap<String, String>>,
     /// Where to POST the finished task; absent: the queue's default callback, if any.
     callback: Option<CallbackRequest>,
@@ -120,18 +121,17 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+/// A whole number within `min..=max` (all the limits here are far below `i64::MAX`).
+fn in_range(
     field: &str,
-    value: Option<T>,
-    min: T,
-    max: T,
-) -> Result<Option<T>, ApiError> {
-    match value {
-        Some(v) if v < min || v > max => {
-            Err(invalid(field, format!("must be from {min} to {max}")))
-        }
-        other => Ok(other),
-    }
+    value: Option<Number>,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|n| n.whole_in(min as i64, max as i64).map(|n| n as u64))
+        .transpose()
+        .map_err(|message| invalid(field, message))
 }
 
 impl SubmitRequest {
@@ -145,19 +145,27 @@ impl SubmitRequest {
             Some(queue) => QueueName::parse(queue).map_err(name_error("queue"))?,
             None => QueueName::default(),
         };
-        let max_attempts = in_range("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)?;
+        let max_attempts =
+            in_range("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS.into())?.map(|n| n as u32);
         let timeout_ms = in_range("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
         let delay_ms = in_range("delay_ms", self.delay_ms, 0, MAX_DELAY_MS)?;
         let run_at = match (self.run_at, delay_ms) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "run_at",
-                    "give either run_at or delay_ms, not both",
+                    "give either `run_at` or `delay_ms`, not both",
                 ));
             }
             (Some(text), None) => Some(
                 DateTime::parse_from_rfc3339(&text)
-                    .map_err(|e| invalid("run_at", format!("not an RFC 3339 time: {e}")))?
+                    .map_err(|_| {
+                        invalid(
+                            "run_at",
+                            format!(
+                                "must be an RFC 3339 time such as 2025-01-01T12:00:00Z, got `{text}`"
+                            ),
+                        )
+                    })?
                     .timestamp_millis(),
             ),
             (None, Some(delay)) => Some(now_millis() + delay as i64),
@@ -176,7 +184,12 @@ impl SubmitRequest {
                 if base_ms > cap_ms {
                     return Err(invalid("backoff.base_ms", "must not exceed backoff.cap_ms"));
                 }
-                in_range("backoff.cap_ms", Some(cap_ms), 0, MAX_DELAY_MS)?;
+                if cap_ms > MAX_DELAY_MS {
+                    return Err(invalid(
+                        "backoff.cap_ms",
+                        format!("must be a whole number from 0 to {MAX_DELAY_MS}, got {cap_ms}"),
+                    ));
+                }
                 Backoff { base_ms, cap_ms }
             }
         };

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use super::cursor::{Cursor, Filters};
-use super::error::ApiError;
+use super::error::{ApiError, NoResult};
 use super::extract::{Json, Query, TaskIdPath};
 use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
@@ -166,9 +166,9 @@ async fn get_task(
         Some(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
             Duration::from_secs_f64(secs)
         }
-        Some(_) => {
+        Some(secs) => {
             return Err(ApiError::InvalidQuery(format!(
-                "wait must be a number of seconds from 0 to {MAX_WAIT_SECS}"
+                "`wait`: must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {secs}"
             )));
         }
         None => Duration::ZERO,
@@ -212,7 +212,11 @@ async fn result(
     let task = state.engine.get(id, &caller.queues).await?;
     match task.state {
         TaskState::Succeeded => Ok(axum::Json(task.result.unwrap_or_default()).into_response()),
-        TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(task.state)),
+        TaskState::Failed | TaskState::Cancelled => Err(ApiError::NoResult(Box::new(NoResult {
+            id: task.id,
+            state: task.state,
+            error: task.error,
+        }))),
         TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
             // A scheduled task has nothing to show before its time; anything else may end
             // any moment.
@@ -274,7 +278,10 @@ impl ListQuery {
         };
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(invalid("limit", &format!("must be from 1 to {MAX_PAGE}")));
+            return Err(invalid(
+                "limit",
+                &format!("must be a whole number from 1 to {MAX_PAGE}, got {limit}"),
+            ));
         }
         let asked = Filters {
             state: self.state,

@@ -43,7 +43,10 @@ fn within(field: &str, value: u64, min: u64, max: u64) -> Result<u64, ApiError> 
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(invalid(field, format!("must be from {min} to {max}")))
+        Err(invalid(
+            field,
+            format!("must be a whole number from {min} to {max}, got {value}"),
+        ))
     }
 }
 
@@ -181,10 +184,13 @@ async fn heartbeat(
         .progress
         .map(|p| {
             if !(p.percent.is_finite() && (0.0..=100.0).contains(&p.percent)) {
-                return Err(invalid("progress.percent", "must be from 0 to 100"));
+                return Err(invalid(
+                    "progress.percent",
+                    format!("must be a number from 0 to 100, got {}", p.percent),
+                ));
             }
             Ok(Progress {
-                percent: p.percent,
+                percent: Progress::tidy_percent(p.percent),
                 message: p.message,
                 at: now_millis(),
             })

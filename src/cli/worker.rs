@@ -77,6 +77,14 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         .worker_id
         .clone()
         .unwrap_or_else(|| format!("taskd-worker-{}", std::process::id()));
+    tracing::info!(
+        url = %config.url,
+        queue = %config.queue,
+        command = ?config.command,
+        concurrency = config.concurrency.max(1),
+        worker_id = %worker_id,
+        "taskd worker started"
+    );
     let mut loops = tokio::task::JoinSet::new();
     for slot in 0..config.concurrency.max(1) {
         let (client, config, shutdown) = (client.clone(), config.clone(), shutdown.clone());

@@ -132,7 +132,7 @@ pub async fn create_key(
     key: NewKey,
 ) -> Result<(String, KeyRecord), StoreError> {
     let secret = access::generate_secret()
-        .map_err(|error| StoreError::Backend(format!("no randomness for a secret: {error}")))?;
+        .map_err(|error| StoreError::backend(format!("no randomness for a secret: {error}")))?;
     let record = KeyRecord {
         name: key.name,
         hash: access::hash_secret(&secret),

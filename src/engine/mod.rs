@@ -67,7 +67,7 @@ pub enum EngineError {
     NotFound(TaskId),
     #[error("unknown kind `{0}`")]
     UnknownKind(Kind),
-    #[error("invalid input: {0}")]
+    #[error("{0}")]
     InvalidInput(InvalidInput),
     /// A batch item was invalid; `index` says which.
     #[error("item {index}: {error}")]
@@ -83,13 +83,9 @@ pub enum EngineError {
     },
     #[error("idempotency key `{0}` was already used with a different request")]
     IdempotencyConflict(String),
-    /// The task is in a state the operation does not apply to; `code` says which rule.
-    #[error("task {} is {}: {}", .task.id, .task.state, .why)]
-    WrongState {
-        task: Box<Task>,
-        code: &'static str,
-        why: &'static str,
-    },
+    /// The task is in a state the operation does not apply to; `rule` says which rule.
+    #[error("task {} {}: {}", .task.id, .task.state.described(), .rule.why())]
+    WrongState { task: Box<Task>, rule: StateRule },
     /// The caller's key is limited to other queues. Only for a queue the caller named:
     /// a task of another queue is `NotFound`, so ids reveal nothing.
     #[error("this key may not use queue `{0}`: it is limited to other queues")]
@@ -102,6 +98,35 @@ pub enum EngineError {
     Draining,
     #[error(transparent)]
     Store(StoreError),
+}
+
+/// The rule a task's state broke when an operation did not apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateRule {
+    /// A cancel of a task that already finished.
+    CancelFinished,
+    /// A retry of a task that is not failed or cancelled.
+    RetryNotEnded,
+    /// A delete of a task that has not finished.
+    DeleteNotFinished,
+    /// A worker's call under a lease that is not the task's current one.
+    LeaseLost,
+}
+
+impl StateRule {
+    /// The rule in plain words, for the error's message.
+    pub fn why(self) -> &'static str {
+        match self {
+            StateRule::CancelFinished => {
+                "only a queued, scheduled or running task can be cancelled"
+            }
+            StateRule::RetryNotEnded => "only a failed or cancelled task can be retried",
+            StateRule::DeleteNotFinished => "only a finished task can be deleted",
+            StateRule::LeaseLost => {
+                "the lease is not the task's current lease (expired, or never held)"
+            }
+        }
+    }
 }
 
 /// A page of the event log as a caller may see it.
@@ -401,8 +426,7 @@ impl Engine {
             CancelResult::NotFound => Err(EngineError::NotFound(id)),
             CancelResult::Finished(task) => Err(EngineError::WrongState {
                 task: Box::new(task),
-                code: "task_finished",
-                why: "only a queued, scheduled or running task can be cancelled",
+                rule: StateRule::CancelFinished,
             }),
             CancelResult::Cancelled(task) => {
                 self.inner.waiters.notify(&task);
@@ -436,8 +460,7 @@ impl Engine {
             Changed::NotFound | Changed::Done(None) => Err(EngineError::NotFound(id)),
             Changed::WrongState(task) => Err(EngineError::WrongState {
                 task: Box::new(task),
-                code: "task_not_retryable",
-                why: "only a failed or cancelled task can be retried",
+                rule: StateRule::RetryNotEnded,
             }),
         }
     }
@@ -456,8 +479,7 @@ impl Engine {
             Changed::NotFound => Err(EngineError::NotFound(id)),
             Changed::WrongState(task) => Err(EngineError::WrongState {
                 task: Box::new(task),
-                code: "task_not_finished",
-                why: "only a finished task can be deleted",
+                rule: StateRule::DeleteNotFinished,
             }),
         }
     }

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use super::{Inner, Running};
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
-use crate::store::EndedAttempt;
+use crate::store::{EndedAttempt, StoreError};
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 
 /// The most tasks one claim takes.
@@ -187,7 +187,21 @@ async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
     let ended_at = now_millis();
     let (_, running) = inner.running.remove(&task.id)?;
     let cancel_requested = running.cancel_requested();
+    // A report the flusher has not written yet would go with the entry: write it now, while
+    // the lease still holds, so a task that reports and ends at once keeps its last progress.
+    let unwritten = running
+        .progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let lease = running.lease;
+    if let Some(progress) = unwritten {
+        let report = vec![(task.id, lease.clone(), progress)];
+        match inner.store.record_progress(report).await {
+            Ok(_) | Err(StoreError::Unsupported(_)) => {}
+            Err(error) => tracing::warn!(%error, "cannot record the last progress"),
+        }
+    }
     let outcome = if cancel_requested {
         Outcome::Cancelled
     } else {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, StateRule};
 use crate::access::QueueScope;
 use crate::store::StoreError;
 use crate::task::{
@@ -158,8 +158,7 @@ impl Engine {
         match self.get(id, &QueueScope::All).await {
             Ok(task) => EngineError::WrongState {
                 task: Box::new(task),
-                code: "lease_lost",
-                why: "the lease is not the task's current lease (expired, or never held)",
+                rule: StateRule::LeaseLost,
             },
             Err(error) => error,
         }

@@ -134,6 +134,7 @@ pub struct Sha256Input {
     pub data: String,
     /// How many times to hash (1 to 10,000,000).
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10_000_000))]
     pub rounds: u32,
 }
 
@@ -153,7 +154,10 @@ impl Handler for Sha256 {
         if !(1..=MAX_ROUNDS).contains(&input.rounds) {
             return Err(InvalidInput::field(
                 "rounds",
-                format!("must be between 1 and {MAX_ROUNDS}"),
+                format!(
+                    "must be a whole number from 1 to {MAX_ROUNDS}, got {}",
+                    input.rounds
+                ),
             ));
         }
         Ok(())
@@ -177,5 +181,26 @@ impl Handler for Sha256 {
             .await?
             .ok_or_else(HandlerError::cancelled)?;
         Ok(json!({"digest": digest, "rounds": rounds}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema `/v1/kinds` shows for `rounds` is the rule `check` enforces.
+    #[test]
+    fn sha256_rounds_schema_matches_its_check() {
+        let schema = serde_json::to_value(schemars::schema_for!(Sha256Input)).unwrap();
+        let rounds = &schema["properties"]["rounds"];
+        assert_eq!(rounds["minimum"], 1, "{rounds}");
+        assert_eq!(rounds["maximum"], MAX_ROUNDS, "{rounds}");
+        let input = |rounds| Sha256Input {
+            data: String::new(),
+            rounds,
+        };
+        assert!(Sha256.check(&input(0)).is_err());
+        assert!(Sha256.check(&input(1)).is_ok());
+        assert!(Sha256.check(&input(MAX_ROUNDS + 1)).is_err());
     }
 }

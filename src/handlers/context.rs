@@ -40,17 +40,13 @@ impl TaskContext {
         self
     }
 
-    /// Reports how far the attempt got (`percent` is clamped to 0–100). Coalesced: only the
+    /// Reports how far the attempt got (`percent` is clamped to 0–100 and
+    /// rounded to two decimals). Coalesced: only the
     /// latest report is kept until it is written.
     pub fn progress(&self, percent: f64, message: impl Into<Option<String>>) {
         if let Some(sink) = &self.progress {
-            let percent = if percent.is_finite() {
-                percent.clamp(0.0, 100.0)
-            } else {
-                0.0
-            };
             sink(Progress {
-                percent,
+                percent: Progress::tidy_percent(percent),
                 message: message.into(),
                 at: now_millis(),
             });

@@ -61,7 +61,7 @@ impl HandlerError {
 
 /// An input that does not fit its kind: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("`{field}`: {message}")]
 pub struct InvalidInput {
     /// Where in the submission, e.g. `input.ms`.
     pub field: String,
@@ -157,7 +157,7 @@ impl<H: Handler> Typed<H> {
             let message = error.into_inner().to_string();
             InvalidInput {
                 field: crate::task::error_field("input", &path, &message),
-                message,
+                message: crate::task::plain_serde_message(&message),
             }
         })
     }

@@ -6,6 +6,7 @@
 //! The store knows nothing of HTTP.
 
 mod keys;
+pub mod migrations;
 pub mod postgres;
 pub mod space;
 pub(crate) mod sql;
@@ -43,21 +44,42 @@ pub enum StoreError {
     /// PostgreSQL's `disk_full`); nothing of that write was stored. Reads still work.
     #[error("the database is out of space: {0}")]
     StorageFull(String),
-    /// The database failed; the details are for the log, not for clients.
+    /// The database failed; the details are for the log, not for clients. The cause is kept
+    /// as the error's `source` (shared, not boxed alone, because one failed group commit
+    /// answers every write of its batch with a clone).
     #[error("database error: {0}")]
-    Backend(String),
+    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// A stored row could not be read back as a task.
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// An API key not revoked already has this name.
     #[error("a key named `{0}` exists; revoke it first or choose another name")]
     KeyNameTaken(String),
+    /// A migration file differs from the one the database applied: the server must not
+    /// start on a schema no file describes.
+    #[error(
+        "migration {version} ({file}) was edited after this database applied it \
+         (recorded checksum {recorded}, the file's is {found}): restore the file; \
+         a change to the schema goes in a new migration"
+    )]
+    MigrationEdited {
+        version: i64,
+        file: String,
+        recorded: String,
+        found: String,
+    },
     /// This store does not implement the operation yet.
     #[error("this store does not support {0} yet")]
     Unsupported(&'static str),
 }
 
 impl StoreError {
+    /// A database failure with its cause: a driver's error, or a sentence for a failure
+    /// found by our own code.
+    pub fn backend(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Backend(Arc::from(cause.into()))
+    }
+
     /// Whether every write would fail alike now (the store is closed or out of space), so
     /// retrying the parts of a combined write one by one cannot save any of them.
     pub fn is_shared(&self) -> bool {

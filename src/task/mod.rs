@@ -8,6 +8,7 @@ mod lifecycle;
 mod moves;
 mod names;
 mod state;
+mod wording;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ pub use lifecycle::{
 pub use moves::Move;
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
+pub use wording::plain_serde_message;
 
 /// Milliseconds since the Unix epoch: how the store keeps every instant.
 pub type Millis = i64;
@@ -200,6 +202,19 @@ pub struct Progress {
     pub at: Millis,
 }
 
+impl Progress {
+    /// A reported percent as it is recorded: within 0–100 (not a number: 0) and rounded to
+    /// two decimals, so that `1.9999999999999996e-7` — a handler's float arithmetic —
+    /// is kept as `0`, and `33.33333333333333` as `33.33`.
+    pub fn tidy_percent(percent: f64) -> f64 {
+        if !percent.is_finite() {
+            return 0.0;
+        }
+        // `+ 0.0` turns a rounded -0.0 into 0.0.
+        ((percent.clamp(0.0, 100.0) * 100.0).round() / 100.0) + 0.0
+    }
+}
+
 /// One entry of the event log: a state change or a progress report of one task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskEvent {
@@ -355,6 +370,17 @@ pub fn error_field(prefix: &str, path: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::error_field;
+
+    #[test]
+    fn percents_are_recorded_without_float_noise() {
+        use super::Progress;
+        assert_eq!(Progress::tidy_percent(1.999_999_999_999_999_6e-7), 0.0);
+        assert_eq!(Progress::tidy_percent(100.0 / 3.0), 33.33);
+        assert_eq!(Progress::tidy_percent(49.999_999_999_999_99), 50.0);
+        assert_eq!(Progress::tidy_percent(150.0), 100.0);
+        assert_eq!(Progress::tidy_percent(f64::NAN), 0.0);
+        assert_eq!(Progress::tidy_percent(-0.001).to_string(), "0");
+    }
 
     #[test]
     fn error_fields_name_the_field() {

@@ -116,6 +116,18 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
         }
     }
+
+    /// The state as the rest of a sentence about a task: "task … has succeeded".
+    pub fn described(self) -> &'static str {
+        match self {
+            TaskState::Scheduled => "is scheduled",
+            TaskState::Queued => "is queued",
+            TaskState::Running => "is running",
+            TaskState::Succeeded => "has succeeded",
+            TaskState::Failed => "has failed",
+            TaskState::Cancelled => "was cancelled",
+        }
+    }
 }
 
 impl fmt::Display for TaskState {

@@ -433,7 +433,8 @@ async fn the_keys_commands_create_list_and_revoke() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_only_loopback_or_auth_off_serves() {
     let database = TestDatabase::fresh(Backend::from_env()).await;
-    let mut config = taskd::config::ServeConfig::defaults();
+    let mut config =
+        taskd::config::ServeConfig::defaults().expect("the TASKD_* environment parses");
     config.database.url = database.url.clone();
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
     let refused = tokio::time::timeout(

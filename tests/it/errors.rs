@@ -207,3 +207,129 @@ async fn hostile_bodies_do_not_break_the_server() {
     }
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
+
+/// The detail of a problem, after checking its status and code.
+async fn detail_of(response: reqwest::Response, status: u16, code: &str) -> String {
+    let problem = expect_problem(response, status, code).await;
+    problem["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Messages name the field, the rule and the value in plain words, with no Rust or serde
+/// wording (`expected u32`, `invalid float literal`, `premature end of input`, `line 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_name_field_rule_and_value_in_plain_words() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            json!({"kind": "echo", "max_attempts": -1}),
+            "`max_attempts`: must be a whole number from 1 to 100, got -1",
+        ),
+        (
+            json!({"kind": "echo", "max_attempts": 1.5}),
+            "`max_attempts`: must be a whole number from 1 to 100, got 1.5",
+        ),
+        (
+            json!({"kind": "echo", "run_at": "2025-"}),
+            "`run_at`: must be an RFC 3339 time such as 2025-01-01T12:00:00Z, got `2025-`",
+        ),
+        (
+            json!({"kind": "echo", "priority": "high"}),
+            "`priority`: must be a whole number from -2147483648 to 2147483647, got the string \"high\"",
+        ),
+        (json!({"input": {}}), "`kind`: is required"),
+        (
+            json!({"kind": "sleep", "input": {"ms": -5}}),
+            "`input.ms`: must be a whole number, 0 or more, got -5",
+        ),
+    ];
+    for (body, want) in cases {
+        let response = app.post_json("/v1/tasks", &body).await;
+        let status = response.status().as_u16();
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(status, 422, "{body} -> {problem}");
+        assert_eq!(problem["detail"], want, "{body}");
+    }
+    let response = post_raw(&app, "application/json", "{\"kind\":").await;
+    assert_eq!(
+        detail_of(response, 400, "malformed_json").await,
+        "the body is not valid JSON: it ends too early, inside a value (line 1, column 8)"
+    );
+}
+
+/// A query parameter that does not parse names itself, its rule and the value given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_messages_are_plain() {
+    let app = spawn_app().await;
+    let task = app.submit(json!({"kind": "echo"})).await;
+    let id = task["id"].as_str().unwrap();
+    let cases = [
+        (
+            format!("/v1/tasks/{id}?wait=soon"),
+            "invalid query: `wait`: must be a number, got `soon`",
+        ),
+        (
+            format!("/v1/tasks/{id}?wait=99"),
+            "invalid query: `wait`: must be a number of seconds from 0 to 60, got 99",
+        ),
+        (
+            "/v1/tasks?limit=x".to_owned(),
+            "invalid query: `limit`: must be a whole number, got `x`",
+        ),
+        (
+            "/v1/tasks?limit=501".to_owned(),
+            "invalid query: limit: must be a whole number from 1 to 500, got 501",
+        ),
+    ];
+    for (path, want) in cases {
+        assert_eq!(
+            detail_of(app.get(&path).await, 400, "invalid_query").await,
+            want
+        );
+    }
+}
+
+/// A 413 says the limit, whether the layer (by Content-Length) or the reader refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_says_the_limit() {
+    let app = spawn_app_with(|config| config.max_body_bytes = 1024).await;
+    let big = json!({"kind": "echo", "input": {"blob": "x".repeat(4096)}}).to_string();
+    let response = post_raw(&app, "application/json", big.clone()).await;
+    let want = "the body is larger than the limit of 1024 bytes";
+    assert_eq!(detail_of(response, 413, "payload_too_large").await, want);
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(big)]);
+    let response = post_raw(&app, "application/json", reqwest::Body::wrap_stream(stream)).await;
+    assert_eq!(detail_of(response, 413, "payload_too_large").await, want);
+}
+
+/// `/result` of a failed task says its error; a wrong-state answer reads as a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_tasks_say_why_in_words() {
+    let app = spawn_app().await;
+    let failed = app
+        .submit(json!({"kind": "fail", "input": {"message": "disk on fire"}, "max_attempts": 1}))
+        .await;
+    let id = failed["id"].as_str().unwrap();
+    app.wait_terminal(id).await;
+    let detail = detail_of(
+        app.get(&format!("/v1/tasks/{id}/result")).await,
+        409,
+        "task_failed",
+    )
+    .await;
+    assert!(
+        detail.starts_with(&format!("task {id} has failed and has no result")),
+        "{detail}"
+    );
+    assert!(detail.contains("disk on fire"), "{detail}");
+
+    let done = app.submit(json!({"kind": "echo", "input": {}})).await;
+    let id = done["id"].as_str().unwrap();
+    app.wait_terminal(id).await;
+    let response = app
+        .post_json(&format!("/v1/tasks/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(
+        detail_of(response, 409, "task_not_retryable").await,
+        format!("task {id} has succeeded: only a failed or cancelled task can be retried")
+    );
+}

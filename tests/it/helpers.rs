@@ -48,7 +48,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
 /// so `adjust` finds the server's own address in `config.listen`.
 pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut config = ServeConfig::defaults();
+    let mut config = ServeConfig::defaults().expect("the TASKD_* environment parses");
     config.listen = listener.local_addr().expect("address");
     config.database.url = database_url.to_owned();
     config.workers = 4;

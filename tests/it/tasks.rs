@@ -341,3 +341,19 @@ async fn the_dashboard_is_served() {
     let page = response.text().await.unwrap();
     assert!(page.contains("/v1/queues") && page.contains("/v1/events"));
 }
+
+/// A task that reports progress and ends before the next flush keeps its last report, and
+/// percents are recorded without float noise (two decimals at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_progress_survives_a_quick_end() {
+    let app = spawn_app().await;
+    let task = app
+        .submit(json!({"kind": "sleep", "input": {"ms": 20}}))
+        .await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded");
+    let percent = done["progress"]["percent"]
+        .as_f64()
+        .expect("the last progress is kept");
+    assert_eq!((percent * 100.0).round() / 100.0, percent, "{percent}");
+}

@@ -189,7 +189,7 @@ pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelRe
             None => return Ok(CancelResult::NotFound),
         }
     }
-    Err(StoreError::Backend(format!(
+    Err(StoreError::backend(format!(
         "task {id} kept moving during a cancel"
     )))
 }

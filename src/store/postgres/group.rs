@@ -115,5 +115,5 @@ async fn store(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Answer>, StoreError> {
 fn only(mut answers: Vec<Answer>) -> Answer {
     answers
         .pop()
-        .unwrap_or(Err(StoreError::Backend("no answer for a job".into())))
+        .unwrap_or(Err(StoreError::backend("no answer for a job")))
 }

@@ -42,7 +42,7 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<An
         }
         // Lost an idempotency race: dropping `tx` rolls it back; the next try sees the key.
     }
-    Err(StoreError::Backend("idempotency keys kept racing".into()))
+    Err(StoreError::backend("idempotency keys kept racing"))
 }
 
 /// Where the jobs stand while they are planned: what waits in each queue and its limit,

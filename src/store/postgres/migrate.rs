@@ -5,26 +5,8 @@
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::store::StoreError;
+use crate::store::migrations::{self, Step};
 use crate::task::now_millis;
-
-/// The migrations, in order, numbered as SQLite's. Append-only: a change is a new file.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "tasks",
-        include_str!("../../../migrations/postgres/0001_tasks.sql"),
-    ),
-    (
-        2,
-        "events",
-        include_str!("../../../migrations/postgres/0002_events.sql"),
-    ),
-    (
-        4,
-        "api_keys",
-        include_str!("../../../migrations/postgres/0004_api_keys.sql"),
-    ),
-];
 
 /// The advisory lock key that serializes migrations across nodes starting at once
 /// ("taskd" + 1 in ASCII, a constant no other lock of ours uses).
@@ -37,32 +19,51 @@ pub async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await?;
+    // `checksum` is added apart, so a database made before checksums were recorded gains it;
+    // the loop below fills it with the files' sums (trusted on this first start).
     tx.execute(
         "CREATE TABLE IF NOT EXISTS taskd_migrations (
              version    bigint PRIMARY KEY,
              name       text   NOT NULL,
              applied_at bigint NOT NULL
-         )",
+         );
+         ALTER TABLE taskd_migrations ADD COLUMN IF NOT EXISTS checksum text",
     )
     .await?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM taskd_migrations WHERE version = $1")
-                .bind(version)
+    for migration in migrations::POSTGRES {
+        let recorded: Option<Option<String>> =
+            sqlx::query_scalar("SELECT checksum FROM taskd_migrations WHERE version = $1")
+                .bind(migration.version)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if applied.is_none() {
-            tracing::info!(version, name, "applying migration");
-            // A plain string runs as a simple query: several statements in one go.
-            tx.execute(*sql).await?;
-            sqlx::query(
-                "INSERT INTO taskd_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
+        match migration.decide(recorded)? {
+            Step::Apply => {
+                tracing::info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "applying migration"
+                );
+                // A plain string runs as a simple query: several statements in one go.
+                tx.execute(migration.sql).await?;
+                sqlx::query(
+                    "INSERT INTO taskd_migrations (version, name, applied_at, checksum)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(now_millis())
+                .bind(migration.checksum())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Step::Record => {
+                sqlx::query("UPDATE taskd_migrations SET checksum = $2 WHERE version = $1")
+                    .bind(migration.version)
+                    .bind(migration.checksum())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Step::Nothing => {}
         }
     }
     tx.commit().await?;

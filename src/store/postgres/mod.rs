@@ -343,7 +343,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.code().is_some_and(|c| refused_for_space(&c)) => {
                 StoreError::StorageFull(error.to_string())
             }
-            other => StoreError::Backend(other.to_string()),
+            other => StoreError::backend(other),
         }
     }
 }

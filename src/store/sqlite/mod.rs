@@ -26,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::access::KeyRecord;
+use crate::store::migrations::{self, Step};
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
@@ -34,30 +35,6 @@ use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
 };
 use writer::Writer;
-
-/// The migrations, in order. Append-only: a change is a new file with the next number.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "tasks",
-        include_str!("../../../migrations/sqlite/0001_tasks.sql"),
-    ),
-    (
-        2,
-        "events",
-        include_str!("../../../migrations/sqlite/0002_events.sql"),
-    ),
-    (
-        3,
-        "callback_trigger",
-        include_str!("../../../migrations/sqlite/0003_callback_trigger.sql"),
-    ),
-    (
-        4,
-        "api_keys",
-        include_str!("../../../migrations/sqlite/0004_api_keys.sql"),
-    ),
-];
 
 /// How many read connections a file database keeps; reads beyond that wait for one.
 const READERS: usize = 4;
@@ -200,7 +177,7 @@ impl SqliteStore {
         let location = parse_url(url)?;
         tokio::task::spawn_blocking(move || Self::open_blocking(location))
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .map_err(StoreError::backend)?
     }
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
@@ -226,7 +203,7 @@ impl SqliteStore {
                 (conn, Some(Arc::new(pool)))
             }
         };
-        let writer = Writer::spawn(conn).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let writer = Writer::spawn(conn).map_err(StoreError::backend)?;
         Ok(SqliteStore {
             writer,
             inserts: inserts::Inserts::default(),
@@ -263,7 +240,7 @@ impl SqliteStore {
             outcome
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(StoreError::backend)?
     }
 }
 
@@ -272,24 +249,54 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         "CREATE TABLE IF NOT EXISTS taskd_migrations (
              version    INTEGER PRIMARY KEY,
              name       TEXT    NOT NULL,
-             applied_at INTEGER NOT NULL
+             applied_at INTEGER NOT NULL,
+             checksum   TEXT
          )",
     )?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> = conn
+    // A database made before checksums were recorded gains the column; the next loop fills
+    // it with the files' sums (trusted on this first start).
+    let has_checksum: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('taskd_migrations') WHERE name = 'checksum'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_checksum {
+        conn.execute_batch("ALTER TABLE taskd_migrations ADD COLUMN checksum TEXT")?;
+    }
+    for migration in migrations::SQLITE {
+        let recorded: Option<Option<String>> = conn
             .query_row(
-                "SELECT version FROM taskd_migrations WHERE version = ?1",
-                [version],
+                "SELECT checksum FROM taskd_migrations WHERE version = ?1",
+                [migration.version],
                 |row| row.get(0),
             )
             .optional()?;
-        if applied.is_none() {
-            tracing::info!(version, name, "applying migration");
-            conn.execute_batch(sql)?;
-            conn.execute(
-                "INSERT INTO taskd_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![version, name, now_millis()],
-            )?;
+        match migration.decide(recorded)? {
+            Step::Apply => {
+                tracing::info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "applying migration"
+                );
+                conn.execute_batch(migration.sql)?;
+                conn.execute(
+                    "INSERT INTO taskd_migrations (version, name, applied_at, checksum)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        migration.version,
+                        migration.name,
+                        now_millis(),
+                        migration.checksum()
+                    ],
+                )?;
+            }
+            Step::Record => {
+                conn.execute(
+                    "UPDATE taskd_migrations SET checksum = ?2 WHERE version = ?1",
+                    rusqlite::params![migration.version, migration.checksum()],
+                )?;
+            }
+            Step::Nothing => {}
         }
     }
     Ok(())

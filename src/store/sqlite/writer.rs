@@ -167,7 +167,7 @@ impl From<rusqlite::Error> for StoreError {
             {
                 StoreError::StorageFull(error.to_string())
             }
-            _ => StoreError::Backend(error.to_string()),
+            _ => StoreError::backend(error),
         }
     }
 }

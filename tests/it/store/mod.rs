@@ -6,6 +6,7 @@
 
 mod isolation;
 mod keys;
+mod migrations;
 mod moves;
 mod observer;
 mod queues;
@@ -188,6 +189,15 @@ mod starting_together {
     use super::*;
 
     conformance!(run_fresh: shared::migrations_run_once_when_nodes_start_together);
+}
+
+mod migrating {
+    use super::*;
+
+    conformance!(run_shared:
+        migrations::an_edited_migration_is_refused,
+        migrations::a_database_without_checksums_gets_them,
+    );
 }
 
 mod several_nodes {
