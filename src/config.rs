@@ -78,6 +78,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Also serve `GET /metrics` on this address, without keys (for a scraper on a private
+    /// network). Unset: `/metrics` is served only on --listen, behind the `read` scope.
+    #[arg(long, env = "TASKD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

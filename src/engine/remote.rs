@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Engine, EngineError};
 use crate::access::QueueScope;
+use crate::metrics;
 use crate::store::StoreError;
 use crate::task::{
     Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline, now_millis,
@@ -51,6 +52,7 @@ impl Engine {
                 .await
                 .map_err(EngineError::Store)?;
             if !claimed.is_empty() {
+                claimed.iter().for_each(metrics::attempt_started);
                 return Ok(claimed);
             }
             tokio::select! {
