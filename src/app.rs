@@ -43,6 +43,8 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    // Before anything is recorded: until then the `metrics` macros record nowhere.
+    crate::metrics::handle();
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
     let address = listener.local_addr()?;

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Mutex;
 
@@ -49,8 +51,7 @@ pub const OLDEST_QUEUED_AGE: &str = "taskd_oldest_queued_age_seconds";
 
 /// Buckets of the task timings (queue wait, run time, submit → finished): 5 ms to 1 h.
 const TASK_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-    3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 /// Buckets of HTTP latency: 1 ms to 60 s (a long-poll may wait that long).
 const HTTP_BUCKETS: &[f64] = &[
@@ -104,19 +105,50 @@ fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(TASKS_SUBMITTED, "Tasks accepted (replays of an idempotency key excluded).");
-    describe_counter!(ATTEMPTS_STARTED, "Attempts claimed to run, by queue and kind.");
+    describe_counter!(
+        TASKS_SUBMITTED,
+        "Tasks accepted (replays of an idempotency key excluded)."
+    );
+    describe_counter!(
+        ATTEMPTS_STARTED,
+        "Attempts claimed to run, by queue and kind."
+    );
     describe_counter!(
         ATTEMPTS_ENDED,
         "Attempts ended, by queue, kind and outcome (succeeded, failed, retried, timeout, cancelled, lease_expired)."
     );
-    describe_counter!(WEBHOOK_DELIVERIES, "Completion webhook tries, by outcome (delivered, retry, gave_up).");
-    describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route template and status.");
-    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "From submit to the start of the first attempt.");
-    describe_histogram!(RUN_TIME, Unit::Seconds, "How long an attempt ran, by queue, kind and outcome.");
-    describe_histogram!(SUBMIT_TO_FINISH, Unit::Seconds, "From submit to the task's terminal state.");
-    describe_histogram!(HTTP_LATENCY, Unit::Seconds, "Time to the response's head, by method and route template.");
-    describe_gauge!(OPEN_LONG_POLLS, "Requests waiting for a task to finish (?wait=, Prefer: wait).");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Completion webhook tries, by outcome (delivered, retry, gave_up)."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by method, route template and status."
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "From submit to the start of the first attempt."
+    );
+    describe_histogram!(
+        RUN_TIME,
+        Unit::Seconds,
+        "How long an attempt ran, by queue, kind and outcome."
+    );
+    describe_histogram!(
+        SUBMIT_TO_FINISH,
+        Unit::Seconds,
+        "From submit to the task's terminal state."
+    );
+    describe_histogram!(
+        HTTP_LATENCY,
+        Unit::Seconds,
+        "Time to the response's head, by method and route template."
+    );
+    describe_gauge!(
+        OPEN_LONG_POLLS,
+        "Requests waiting for a task to finish (?wait=, Prefer: wait)."
+    );
     describe_gauge!(OPEN_EVENT_STREAMS, "Open server-sent event streams.");
     describe_gauge!(OPEN_CONNECTIONS, "Open HTTP connections.");
 }
@@ -277,7 +309,10 @@ impl Depth {
 fn depth_text(queues: &[QueueInfo], now: Millis) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(text, "# HELP {TASKS} Tasks per queue and state, read from the store.");
+    let _ = writeln!(
+        text,
+        "# HELP {TASKS} Tasks per queue and state, read from the store."
+    );
     let _ = writeln!(text, "# TYPE {TASKS} gauge");
     for queue in queues {
         for state in DEPTH_STATES {

@@ -114,7 +114,10 @@ fn sse(receiver: mpsc::Receiver<Event>) -> Response {
     // The gauge of open streams goes down when the response body (and so this) is dropped.
     let open = crate::metrics::Open::event_stream();
     let stream = futures::stream::unfold((receiver, open), |(mut receiver, open)| async move {
-        receiver.recv().await.map(|event| (Ok(event), (receiver, open)))
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok(event), (receiver, open)))
     });
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream);

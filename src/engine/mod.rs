@@ -30,8 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::QueueScope;
-use crate::metrics;
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
+use crate::metrics;
 use crate::store::space::Space;
 use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,

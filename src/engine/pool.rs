@@ -24,8 +24,8 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Inner, Running};
-use crate::metrics;
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
+use crate::metrics;
 use crate::store::EndedAttempt;
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 

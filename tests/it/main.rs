@@ -16,6 +16,7 @@ mod helpers;
 mod http_kind;
 mod limits;
 mod management;
+mod metrics;
 mod multinode;
 mod openapi;
 mod outbound;
