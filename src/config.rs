@@ -31,7 +31,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API and run tasks.
-    Serve(ServeConfig),
+    /// Boxed: the serve options are many times the size of the other variants.
+    Serve(Box<ServeConfig>),
     /// Apply the database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Serve a remote queue of a taskd server by running a command per task.
