@@ -350,3 +350,48 @@ fn escape(value: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::CallbackCounts;
+    use crate::task::QueueName;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("a\nb"), r"a\nb");
+    }
+
+    #[test]
+    fn depth_lists_each_queue_in_each_exported_state() {
+        let queue = QueueInfo {
+            name: QueueName::parse("emails").unwrap(),
+            paused: false,
+            concurrency: None,
+            max_queued: None,
+            callback: None,
+            callbacks: CallbackCounts::default(),
+            remote: false,
+            counts: BTreeMap::from([(TaskState::Queued, 4), (TaskState::Succeeded, 9)]),
+            oldest_queued_at: Some(1_000),
+            finished_last_minute: 0,
+        };
+        let text = depth_text(&[queue], 3_500);
+        assert!(
+            text.contains(r#"taskd_tasks{queue="emails",state="queued"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"taskd_tasks{queue="emails",state="running"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains("succeeded"), "{text}");
+        assert!(
+            text.contains(r#"taskd_oldest_queued_age_seconds{queue="emails"} 2.5"#),
+            "{text}"
+        );
+    }
+}

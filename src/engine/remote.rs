@@ -41,6 +41,7 @@ impl Engine {
             self.inner.remote_queues.insert(queue.clone(), ());
         }
         let deadline = tokio::time::Instant::now() + wait;
+        let _open = (!wait.is_zero()).then(metrics::Open::long_poll);
         // Subscribe before claiming, so work arriving in between is not missed.
         let mut work = self.inner.work.subscribe();
         loop {

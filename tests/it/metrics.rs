@@ -129,6 +129,39 @@ async fn counters_move_as_tasks_run_and_the_page_parses() {
     assert!(page.contains("taskd_open_connections"), "{page}");
 }
 
+/// Each way an attempt ends is counted under its outcome: retried, then succeeded; failed;
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_counted_by_outcome() {
+    let app = spawn_app().await;
+    let queue = "metrics-outcomes";
+    let quick = json!({"base_ms": 20, "cap_ms": 100});
+    let submissions = [
+        json!({"kind": "fail", "input": {"times": 2}, "backoff": quick, "queue": queue}),
+        json!({"kind": "fail", "max_attempts": 1, "queue": queue}),
+        json!({"kind": "sleep", "input": {"ms": 60_000}, "timeout_ms": 100,
+               "max_attempts": 1, "queue": queue}),
+    ];
+    for body in submissions {
+        let task = app.submit(body).await;
+        app.wait_terminal(task["id"].as_str().unwrap()).await;
+    }
+    let page = scrape(&app).await;
+    let ended = |outcome| {
+        sample(
+            &page,
+            "taskd_attempts_ended_total",
+            &[("queue", queue), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(ended("retried"), 2.0, "{page}");
+    assert_eq!(ended("succeeded"), 1.0, "{page}");
+    assert_eq!(ended("failed"), 1.0, "{page}");
+    assert_eq!(ended("timeout"), 1.0, "{page}");
+    let finished = sample(&page, "taskd_task_total_seconds_count", &[("queue", queue)]);
+    assert_eq!(finished, 3.0, "{page}");
+}
+
 /// Creates a key with `scopes` in the app's database; returns its secret.
 async fn key(app: &TestApp, scopes: &str) -> String {
     // The server answers once it has migrated: only then does the keys table exist.
