@@ -46,6 +46,8 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    // Before anything is recorded: until then the `metrics` macros record nowhere.
+    crate::metrics::handle();
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
     let address = listener.local_addr()?;
@@ -72,6 +74,20 @@ pub async fn run(
         },
     };
     let app = api::router(engine.clone(), &api_config);
+    // Its own address, no keys: bound before the API serves, so a bad address fails start-up.
+    let metrics_server = match config.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await?;
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics without keys");
+            let router = api::metrics_router(engine.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let limits = ServeLimits {
         header_timeout: config.header_timeout,
         body_timeout: config.body_timeout,
@@ -82,12 +98,17 @@ pub async fn run(
         ),
     };
     let stopping = engine.clone();
-    api::serve(listener, app, limits, async move {
+    let served = api::serve(listener, app, limits, async move {
         shutdown.await;
         tracing::info!("shutting down");
         stopping.shutdown().await;
     })
-    .await?;
+    .await;
+    if let Some(metrics_server) = metrics_server {
+        // Nothing to drain: a scrape cut short is retried by the scraper.
+        metrics_server.abort();
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -28,12 +28,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-// Parsed once at start and moved into its subcommand: the size of the enum costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API and run tasks.
-    Serve(ServeConfig),
+    /// Boxed: the serve options are many times the size of the other variants.
+    Serve(Box<ServeConfig>),
     /// Apply the database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Serve a remote queue of a taskd server by running a command per task.
@@ -79,6 +78,11 @@ pub struct ServeConfig {
     /// The address to listen on.
     #[arg(long, env = "TASKD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Also serve `GET /metrics` on this address, without keys (for a scraper on a private
+    /// network). Unset: `/metrics` is served only on --listen, behind the `read` scope.
+    #[arg(long, env = "TASKD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

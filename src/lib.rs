@@ -16,6 +16,7 @@
 //!   with its connection and body limits (`api/serve.rs`, `conn.rs`, `body.rs`).
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
 //!   kind share.
+//! - [`metrics`]: names every metric; the engine and api record into it, `/metrics` renders it.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
 //! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API) and
 //!   `taskd keys` (API keys, in the database).
@@ -64,6 +65,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod handlers;
+pub mod metrics;
 pub mod outbound;
 pub mod store;
 pub mod task;

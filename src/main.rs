@@ -51,7 +51,7 @@ async fn main() -> std::process::ExitCode {
                 }
                 taskd::app::run(
                     listener,
-                    config,
+                    *config,
                     Registry::builtin(),
                     taskd::app::shutdown_signal(),
                 )

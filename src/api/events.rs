@@ -153,8 +153,13 @@ fn lagged_event(last: i64) -> Event {
 }
 
 fn sse(receiver: mpsc::Receiver<Event>) -> Response {
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|event| (Ok(event), receiver))
+    // The gauge of open streams goes down when the response body (and so this) is dropped.
+    let open = crate::metrics::Open::event_stream();
+    let stream = futures::stream::unfold((receiver, open), |(mut receiver, open)| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok(event), (receiver, open)))
     });
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream);

@@ -59,6 +59,24 @@ pub use tasks::MAX_WAIT_SECS;
 pub struct AppState {
     pub engine: Engine,
     pub config: Arc<ApiConfig>,
+    /// This server's per-queue gauges for `/metrics`, read from its store now and then.
+    pub depth: Arc<crate::metrics::Depth>,
+}
+
+/// What `/metrics` needs, on the API's router or on its own (`--metrics-listen`).
+#[derive(Clone)]
+pub struct MetricsState {
+    engine: Engine,
+    depth: Arc<crate::metrics::Depth>,
+}
+
+impl axum::extract::FromRef<AppState> for MetricsState {
+    fn from_ref(state: &AppState) -> MetricsState {
+        MetricsState {
+            engine: state.engine.clone(),
+            depth: Arc::clone(&state.depth),
+        }
+    }
 }
 
 /// The API's limits and defaults; each has a flag in `config`.
@@ -180,6 +198,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let state = AppState {
         engine,
         config: Arc::new(config.clone()),
+        depth: Arc::default(),
     };
     let mut router = Router::new();
     for route in routes() {
@@ -241,6 +260,18 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 .layer(AddExtensionLayer::new(BodyLimit(limit))),
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // Outermost: every answer is counted and timed, by the route template that matched.
+        .layer(middleware::from_fn(crate::metrics::track_http))
+}
+
+/// `/metrics` alone, without keys: what `--metrics-listen` serves on its own address.
+pub fn metrics_router(engine: Engine) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(system::metrics))
+        .with_state(MetricsState {
+            engine,
+            depth: Arc::default(),
+        })
 }
 
 /// Turns any error response that is not yet problem+json (axum's 405, a layer's 413 or 408,

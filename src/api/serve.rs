@@ -122,7 +122,9 @@ pub async fn serve(
             handle(router.clone(), request, in_flight, body_timeout)
         });
         let connection = graceful.watch(http.serve_connection(io, service));
+        let open = crate::metrics::Open::connection();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection closed");
             }

@@ -6,8 +6,8 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{AppState, Route};
-use crate::access::Scope;
+use super::{AppState, MetricsState, Route};
+use crate::access::{QueueScope, Scope};
 
 /// The contract, served as written.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -21,7 +21,23 @@ pub(super) fn routes() -> Vec<Route> {
         Route::get("/readyz", axum::routing::get(readyz)).open(),
         Route::get("/openapi.yaml", axum::routing::get(openapi)).open(),
         Route::get("/v1/kinds", axum::routing::get(kinds)).scope(Scope::Read),
+        Route::get("/metrics", axum::routing::get(metrics)).scope(Scope::Read),
     ]
+}
+
+/// The Prometheus text page: this process's metrics and this server's queue gauges.
+pub(super) async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+    let depth = state
+        .depth
+        .text(|| state.engine.queues(&QueueScope::All))
+        .await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(&depth),
+    )
 }
 
 /// Alive: the process answers. Says nothing of the database.

@@ -68,6 +68,9 @@ async fn housekeeping(inner: &Inner) {
     match inner.store.rescue_expired(now_millis()).await {
         Ok(rescued) if !rescued.is_empty() => {
             tracing::warn!(count = rescued.len(), "rescued tasks whose lease expired");
+            for task in &rescued {
+                crate::metrics::attempt_ended(task, true);
+            }
             for task in rescued.iter().filter(|t| t.state.is_terminal()) {
                 inner.waiters.notify(task);
             }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::QueueScope;
 use crate::handlers::{CpuPool, InvalidInput, KindInfo, Registry};
+use crate::metrics;
 use crate::store::space::Space;
 use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
@@ -241,6 +242,9 @@ impl Engine {
             },
             false => Vec::new(),
         };
+        for task in &recovered {
+            metrics::attempt_ended(task, true);
+        }
         if !recovered.is_empty() {
             tracing::warn!(
                 recovered = recovered.len(),
@@ -339,6 +343,9 @@ impl Engine {
             .insert(tasks, self.inner.config.max_queued)
             .await
             .map_err(|error| self.inner.store_error(error))?;
+        for inserted in inserted.iter().filter(|inserted| !inserted.replayed) {
+            metrics::task_submitted(&inserted.task);
+        }
         if inserted.iter().any(|i| i.task.run_at.is_some()) {
             self.inner.reschedule.notify_one();
         }
@@ -398,6 +405,7 @@ impl Engine {
             .waiters
             .subscribe(id)
             .map_err(|_| EngineError::TooManyWaiters)?;
+        let _open = metrics::Open::long_poll();
         let task = self.get(id, scope).await?;
         if task.state.is_terminal() {
             return Ok(task);
@@ -700,6 +708,7 @@ impl Inner {
 
     /// What follows an attempt's end, wherever it ran: waiters, meters, timers, claims.
     fn ended(&self, task: &Task) {
+        metrics::attempt_ended(task, false);
         if task.state.is_terminal() {
             self.meter.record(&task.queue);
             self.waiters.notify(task);

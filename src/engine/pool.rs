@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use super::{Inner, Running};
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
+use crate::metrics;
 use crate::store::{EndedAttempt, StoreError};
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 
@@ -105,6 +106,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             continue;
         }
         for (task, permit) in claimed.into_iter().zip(held) {
+            metrics::attempt_started(&task);
             // Registered before the worker starts, so a cancel arriving now finds it.
             let cancel = inner.abort_running.child_token();
             let lease = task

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Engine, EngineError, StateRule};
 use crate::access::QueueScope;
+use crate::metrics;
 use crate::store::StoreError;
 use crate::task::{
     Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline, now_millis,
@@ -40,6 +41,7 @@ impl Engine {
             self.inner.remote_queues.insert(queue.clone(), ());
         }
         let deadline = tokio::time::Instant::now() + wait;
+        let _open = (!wait.is_zero()).then(metrics::Open::long_poll);
         // Subscribe before claiming, so work arriving in between is not missed.
         let mut work = self.inner.work.subscribe();
         loop {
@@ -51,6 +53,7 @@ impl Engine {
                 .await
                 .map_err(EngineError::Store)?;
             if !claimed.is_empty() {
+                claimed.iter().for_each(metrics::attempt_started);
                 return Ok(claimed);
             }
             tokio::select! {

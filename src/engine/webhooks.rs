@@ -113,6 +113,11 @@ async fn try_once(inner: Arc<Inner>, mut delivery: Delivery) {
     // The receiver reads the task as any client would: secrets hidden.
     delivery.task = inner.shown(delivery.task);
     let outcome = send(&inner.config.webhooks, &delivery).await;
+    crate::metrics::webhook_delivery(match &outcome {
+        DeliveryOutcome::Delivered { .. } => "delivered",
+        DeliveryOutcome::Retry { .. } => "retry",
+        DeliveryOutcome::GaveUp { .. } => "gave_up",
+    });
     match &outcome {
         DeliveryOutcome::Delivered { status } => {
             tracing::debug!(id = %delivery.id, task = %delivery.task.id, status, "webhook delivered")

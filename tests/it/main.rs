@@ -17,6 +17,7 @@ mod helpers;
 mod http_kind;
 mod limits;
 mod management;
+mod metrics;
 mod multinode;
 mod openapi;
 mod outbound;
