@@ -26,6 +26,18 @@ use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// How log lines are written to stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log shippers). `TASKD_LOG` sets which lines (`info`).
+    #[arg(long, global = true, env = "TASKD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 //! The `taskd` binary: parse the configuration, set up logging, bind, hand over to `app`.
 
 use clap::Parser;
-use taskd::config::{Cli, Command};
+use taskd::config::{Cli, Command, LogFormat};
 use taskd::handlers::Registry;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -9,12 +9,17 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TASKD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env("TASKD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Colour codes only where a person reads them, never into a file or a pipe.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let outcome = match cli.command {
         Command::Migrate(database) => taskd::app::migrate(&database.url).await,
         Command::Keys(keys) => {

@@ -189,6 +189,17 @@ pub fn attempt_ended(task: &Task, expired: bool) {
     counter!(ATTEMPTS_ENDED, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => outcome)
         .increment(1);
     let ended_at = task.finished_at.unwrap_or_else(now_millis);
+    // The attempt's one log line, beside its counters.
+    tracing::info!(
+        target: "taskd::attempt",
+        task = %task.id,
+        queue = %task.queue,
+        kind = %task.kind,
+        attempt = task.attempt,
+        outcome,
+        duration_ms = task.started_at.map(|started| ended_at - started),
+        "attempt ended"
+    );
     if let Some(started) = task.started_at {
         histogram!(RUN_TIME, "queue" => queue.clone(), "kind" => kind, "outcome" => outcome)
             .record(seconds(ended_at - started));
@@ -255,6 +266,8 @@ impl Drop for Open {
 
 /// Middleware: counts every request and times it to its response's head, labelled by the
 /// route template that matched (`/v1/tasks/{id}`), never the raw path; `unmatched` for 404s.
+/// It also writes the request's one log line (at info: request id, method, route, status,
+/// latency), so the log and the metrics name requests alike.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
@@ -266,6 +279,21 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     histogram!(HTTP_LATENCY, "method" => method.clone(), "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "taskd::request",
+        request_id,
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+        "request"
+    );
     counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status).increment(1);
     response
 }

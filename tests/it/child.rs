@@ -2,7 +2,7 @@
 //! or run several of them on one database.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 pub struct Server {
     child: Child,
@@ -13,15 +13,27 @@ impl Server {
     /// Starts `taskd serve` on `database_url` with `--workers` and any further `args`; returns
     /// once it printed the address it listens on.
     pub fn start(database_url: &str, workers: u32, args: &[&str]) -> Server {
+        Server::spawn(database_url, workers, args, "warn", Stdio::inherit())
+    }
+
+    /// As [`Server::start`], logging at `info` into a pipe; returns the server and a reader of
+    /// its log lines (stderr).
+    pub fn start_logging(database_url: &str, args: &[&str]) -> (Server, ChildStderr) {
+        let mut server = Server::spawn(database_url, 2, args, "info", Stdio::piped());
+        let stderr = server.child.stderr.take().expect("stderr");
+        (server, stderr)
+    }
+
+    fn spawn(database_url: &str, workers: u32, args: &[&str], log: &str, stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_taskd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
             .arg(workers.to_string())
             .arg("--database")
             .arg(database_url)
             .args(args)
-            .env("TASKD_LOG", "warn")
+            .env("TASKD_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("taskd starts");
         let stdout = child.stdout.take().expect("stdout");

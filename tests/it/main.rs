@@ -16,6 +16,7 @@ mod events;
 mod helpers;
 mod http_kind;
 mod limits;
+mod logs;
 mod management;
 mod metrics;
 mod multinode;
