@@ -51,6 +51,8 @@ pub enum Command {
     Worker(crate::cli::worker::WorkerConfig),
     /// Create, list and revoke API keys (in the database, like `migrate`).
     Keys(crate::cli::keys::KeysArgs),
+    /// Copy a SQLite database consistently while servers run (PostgreSQL: use pg_dump).
+    Backup(crate::cli::backup::BackupArgs),
 }
 
 /// The options of `taskd serve` as `taskd serve --help` shows them (flag, help, env twin,

@@ -18,8 +18,8 @@
 //!   kind share.
 //! - [`metrics`]: names every metric; the engine and api record into it, `/metrics` renders it.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
-//! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API) and
-//!   `taskd keys` (API keys, in the database).
+//! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API),
+//!   `taskd keys` (API keys, in the database) and `taskd backup` (a copy of a SQLite file).
 //!
 //! # Embedding
 //!

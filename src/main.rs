@@ -22,6 +22,18 @@ async fn main() -> std::process::ExitCode {
     }
     let outcome = match cli.command {
         Command::Migrate(database) => taskd::app::migrate(&database.url).await,
+        Command::Backup(backup) => {
+            return match taskd::cli::backup::run(&backup) {
+                Ok(bytes) => {
+                    println!("backed up to {} ({bytes} bytes)", backup.out.display());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("taskd backup: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Command::Keys(keys) => {
             let mut out = std::io::stdout().lock();
             return match taskd::cli::keys::run(keys, &mut out).await {

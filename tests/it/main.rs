@@ -4,6 +4,7 @@
 mod auth;
 mod backend;
 mod backpressure;
+mod backup;
 mod cancel;
 mod child;
 mod cli;

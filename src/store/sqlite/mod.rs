@@ -172,6 +172,24 @@ fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Writes a consistent copy of the database that `url` names to `out`, while servers may be
+/// using it: `VACUUM INTO` reads one snapshot (WAL readers never block the writer, nor it
+/// them) and writes a compact, self-contained file, which a server can open as it is.
+/// `out` must not exist yet.
+pub fn backup(url: &str, out: &std::path::Path) -> Result<(), StoreError> {
+    let Location::File(path, _) = parse_url(url)? else {
+        return Err(StoreError::Unsupported(
+            "backups of an in-memory database (it is gone with its process)",
+        ));
+    };
+    let conn = open_reader(&path)?;
+    let out = out
+        .to_str()
+        .ok_or_else(|| StoreError::Unsupported("a backup path that is not UTF-8"))?;
+    conn.execute("VACUUM INTO ?1", [out])?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
         let location = parse_url(url)?;
