@@ -28,9 +28,10 @@ use tokio::sync::{broadcast, mpsc};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Query, TaskIdPath};
+use super::tasks::label_filter;
 use super::{AppState, Route};
 use crate::access::{QueueScope, Scope};
-use crate::engine::{Engine, EngineError, Subscription};
+use crate::engine::{Engine, Subscription};
 use crate::store::EventFilter;
 use crate::task::{Kind, QueueName, TaskEvent, TaskId, TaskState};
 
@@ -381,23 +382,14 @@ async fn firehose(
             .map_err(|e| invalid("state", &e))?,
         label: query
             .label
-            .map(|label| {
-                label
-                    .split_once(':')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .ok_or("expected key:value")
-            })
+            .as_deref()
+            .map(label_filter)
             .transpose()
             .map_err(|e| invalid("label", &e))?,
     };
     let resume = last_event_id(&headers)?;
     let engine = state.engine;
-    if let Some(queue) = &selector.queue
-        && !caller.queues.allows(queue)
-    {
-        return Err(EngineError::QueueForbidden(queue.clone()).into());
-    }
-    let live = engine.subscribe(&caller.queues);
+    let live = engine.subscribe(&caller.queues, selector.queue.as_ref())?;
     let last = match resume {
         Some(last) => last,
         // From now on: the newest event so far is the starting point.

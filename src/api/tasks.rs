@@ -47,6 +47,14 @@ pub(super) fn routes() -> Vec<Route> {
     ]
 }
 
+/// A `label=key:value` filter (of a listing or the firehose) as its key and value.
+pub(super) fn label_filter(label: &str) -> Result<(String, String), &'static str> {
+    label
+        .split_once(':')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or("expected key:value")
+}
+
 /// The most tasks one batch may hold.
 const MAX_BATCH: usize = 1000;
 
@@ -325,12 +333,7 @@ impl ListQuery {
             label: filters
                 .label
                 .as_deref()
-                .map(|label| {
-                    label
-                        .split_once(':')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or("expected key:value")
-                })
+                .map(label_filter)
                 .transpose()
                 .map_err(|e| invalid("label", &e))?,
             before,

@@ -6,6 +6,7 @@
 //! time. Unknown secrets are cached too (an attacker's guesses cost one read each per TTL),
 //! and the cache is bounded: past [`MAX_CACHED`] entries it starts afresh.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -22,14 +23,30 @@ const MAX_CACHED: usize = 10_000;
 /// `last_used_at` is written at most this often per key, not on every request.
 const USED_EVERY: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
 pub(super) struct KeyCache {
     /// By the secret's hash: the key (or `None`, unknown) and when it was read.
     entries: DashMap<String, (Option<KeyRecord>, Instant)>,
-    /// Whether any key exists, and when that was read; `None` until first asked.
-    exist: std::sync::Mutex<Option<(bool, Instant)>>,
+    /// Some key exists. Sticky: key rows are never deleted (a revoke keeps its row), so once
+    /// true it stays true, and every request of a keyed server reads one atomic.
+    exist: AtomicBool,
+    /// When a read last found no key, in ms since `born`; -1 before the first read. Atomics,
+    /// not a lock: an open server asks on every request.
+    none_at_ms: AtomicI64,
+    born: Instant,
     /// When each key's `last_used_at` was last written by this node.
     used: DashMap<String, Instant>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            entries: DashMap::new(),
+            exist: AtomicBool::new(false),
+            none_at_ms: AtomicI64::new(-1),
+            born: Instant::now(),
+            used: DashMap::new(),
+        }
+    }
 }
 
 /// What `taskd keys create` asks for.
@@ -45,10 +62,13 @@ impl Engine {
     /// Whether any key exists (so every guarded route needs one). Read at most once per TTL.
     pub async fn keys_exist(&self) -> Result<bool, EngineError> {
         let cache = &self.inner.keys;
-        if let Some((exist, at)) = *lock(&cache.exist)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(exist);
+        if cache.exist.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let now_ms = cache.born.elapsed().as_millis() as i64;
+        let none_at = cache.none_at_ms.load(Ordering::Acquire);
+        if none_at >= 0 && now_ms - none_at < KEY_CACHE_TTL.as_millis() as i64 {
+            return Ok(false);
         }
         let exist = self
             .inner
@@ -56,7 +76,11 @@ impl Engine {
             .keys_exist()
             .await
             .map_err(EngineError::Store)?;
-        *lock(&cache.exist) = Some((exist, Instant::now()));
+        if exist {
+            cache.exist.store(true, Ordering::Release);
+        } else {
+            cache.none_at_ms.store(now_ms, Ordering::Release);
+        }
         Ok(exist)
     }
 
@@ -117,13 +141,6 @@ impl Engine {
             }
         });
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded value is a plain copy, valid even if a holder panicked.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Creates a key in the store and returns its secret, which exists nowhere else after this.

@@ -569,10 +569,17 @@ impl Engine {
         self.inner.estimate_wait(queue, waiting_before)
     }
 
-    /// Live events of the queues in `scope` from now on. Subscribe before reading state,
-    /// so nothing falls between.
-    pub fn subscribe(&self, scope: &QueueScope) -> Subscription {
-        self.inner.hub.subscribe_all(scope.clone())
+    /// Live events of the queues in `scope` from now on; naming a `queue` outside it is
+    /// forbidden, as for a listing. Subscribe before reading state, so nothing falls between.
+    pub fn subscribe(
+        &self,
+        scope: &QueueScope,
+        queue: Option<&QueueName>,
+    ) -> Result<Subscription, EngineError> {
+        if let Some(queue) = queue {
+            Self::check_queue(queue, scope)?;
+        }
+        Ok(self.inner.hub.subscribe_all(scope.clone()))
     }
 
     /// Live events of task `id` from now on. Subscribe before reading state, as above; the

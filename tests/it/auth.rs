@@ -51,6 +51,13 @@ async fn get_json(client: &Client, url: String) -> Value {
     response.json().await.unwrap()
 }
 
+/// The JSON body of a POST that must succeed.
+async fn post_json(client: &Client, url: String, body: Value) -> Value {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
+}
+
 /// The string field `key` of every object in the array `items`.
 fn strings(items: &Value, key: &str) -> Vec<String> {
     items
@@ -112,15 +119,12 @@ async fn every_route_needs_its_scope() {
         .await
         .unwrap();
     assert_eq!(patched.status(), StatusCode::OK);
-    let task: Value = admin
-        .post(app.url("/v1/tasks"))
-        .json(&json!({ "kind": "echo", "input": {}, "queue": "remote" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = post_json(
+        &admin,
+        app.url("/v1/tasks"),
+        json!({ "kind": "echo", "input": {}, "queue": "remote" }),
+    )
+    .await;
     let id = task["id"].as_str().unwrap();
 
     let anonymous = Client::new();
@@ -299,15 +303,12 @@ async fn a_queue_scoped_key_is_blind_to_other_queues() {
     expect_problem(lease, 403, "queue_forbidden").await;
 
     // Its own queue works end to end: lease, complete.
-    let leased: Value = tenant
-        .post(app.url("/v1/queues/a-1/lease"))
-        .json(&json!({ "worker_id": "w", "wait_ms": 5000 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let leased = post_json(
+        &tenant,
+        app.url("/v1/queues/a-1/lease"),
+        json!({ "worker_id": "w", "wait_ms": 5000 }),
+    )
+    .await;
     let task = &leased["tasks"][0];
     assert_eq!(task["id"], mine.as_str());
     let completed = tenant
