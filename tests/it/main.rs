@@ -22,6 +22,7 @@ mod management;
 mod metrics;
 mod multinode;
 mod openapi;
+mod operations;
 mod outbound;
 mod poison;
 mod pool;

@@ -5,7 +5,7 @@
 //! uses a queue of its own (exact counts) or asserts that a shared series grew.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -39,12 +39,11 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Fails unless `promtool check metrics` accepts the page. Without promtool the test fails:
-/// CI installs it (`.ci/run`), and so must a developer (`apt-get install prometheus`).
-#[track_caller]
-fn assert_promtool_accepts(page: &str) {
+/// Runs `promtool ARGS` with `stdin` as its input. Without promtool the test fails: CI
+/// installs it (`.ci/run`), and so must a developer (`apt-get install prometheus`).
+pub fn promtool(args: &[&str], stdin: &str) -> Output {
     let child = Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -52,7 +51,7 @@ fn assert_promtool_accepts(page: &str) {
     let mut child = match child {
         Ok(child) => child,
         Err(error) => panic!(
-            "promtool is needed to check /metrics and could not be started ({error}): \
+            "promtool is needed to check metrics and could not be started ({error}): \
              install it with `apt-get install -y prometheus`"
         ),
     };
@@ -60,9 +59,15 @@ fn assert_promtool_accepts(page: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(page.as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Fails unless `promtool check metrics` accepts the page.
+#[track_caller]
+fn assert_promtool_accepts(page: &str) {
+    let output = promtool(&["check", "metrics"], page);
     assert!(
         output.status.success(),
         "promtool rejects the page: {}{}\n--- page ---\n{page}",
