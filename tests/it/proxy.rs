@@ -33,8 +33,20 @@ struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM, so nginx's master stops its workers (a SIGKILL would orphan them, still
+    /// listening); SIGKILL only if it has not exited within the deadline.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.wait();
     }
 }
