@@ -58,8 +58,10 @@ WORKDIR /data
 USER 10001:10001
 EXPOSE 8080
 
-# Alive means /healthz answers 2xx (curl -f fails on 4xx/5xx). The port is EXPOSE's: a
-# container that moves TASKD_LISTEN elsewhere overrides this check too.
+# Alive means /healthz answers 2xx (curl -f fails on 4xx/5xx); it does from the moment the
+# socket is bound, while the database still migrates. The port is EXPOSE's and the path the
+# root's: a container that moves TASKD_LISTEN elsewhere or sets TASKD_BASE_PATH overrides
+# this check too.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["curl", "-fsS", "--max-time", "2", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
 

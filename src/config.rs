@@ -178,7 +178,12 @@ pub struct ServeConfig {
     /// The path taskd serves under, such as `/taskd` behind a proxy that passes that prefix
     /// on: every route, the dashboard and its links are then below it, and any other path
     /// answers 404. Default: the root. See docs/operations.md, "Reverse proxies".
-    #[arg(long, env = "TASKD_BASE_PATH", default_value = "")]
+    #[arg(
+        long,
+        env = "TASKD_BASE_PATH",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub base_path: BasePath,
 
     /// The peers whose `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Prefix`
@@ -186,7 +191,12 @@ pub struct ServeConfig {
     /// `10.0.0.0/8`): its reverse proxies. From them, links carry the client's scheme, host
     /// and prefix, and `--allowed-hosts` checks `X-Forwarded-Host`. Default: none, so the
     /// headers are ignored from everyone.
-    #[arg(long, env = "TASKD_TRUSTED_PROXIES", default_value = "")]
+    #[arg(
+        long,
+        env = "TASKD_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub trusted_proxies: TrustedProxies,
 
     /// The longest a long-poll waits (`?wait=`, `Prefer: wait=`, a lease's `wait_ms`); a

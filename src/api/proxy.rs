@@ -151,15 +151,17 @@ pub(super) fn enter(config: &ProxyConfig, mut request: Request) -> Result<Reques
     let mut parts = request.uri().clone().into_parts();
     parts.path_and_query = Some(inner);
     *request.uri_mut() = Uri::from_parts(parts).map_err(|_| ApiError::RouteNotFound)?;
-    let origin = (forwarded.proto.is_some() || forwarded.host.is_some())
-        .then(|| {
-            let host = forwarded.host.clone().or_else(|| {
-                let host = request.headers().get(header::HOST)?.to_str().ok()?;
-                Some(host.parse::<Authority>().ok()?.to_string())
-            })?;
-            Some(format!("{}://{host}", forwarded.proto.unwrap_or("http")))
-        })
-        .flatten();
+    // Stated by the proxy, or not at all: without it a path-absolute link is right whatever
+    // name the client used, and taskd does not guess a scheme.
+    let origin = if forwarded.proto.is_some() || forwarded.host.is_some() {
+        let host = forwarded.host.clone().or_else(|| {
+            let host = request.headers().get(header::HOST)?.to_str().ok()?;
+            Some(host.parse::<Authority>().ok()?.to_string())
+        });
+        host.map(|host| format!("{}://{host}", forwarded.proto.unwrap_or("http")))
+    } else {
+        None
+    };
     let links = Links {
         origin,
         prefix: forwarded

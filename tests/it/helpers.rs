@@ -86,10 +86,7 @@ impl TestApp {
             if self.server.as_ref().is_none_or(JoinHandle::is_finished) {
                 panic!("the server stopped while starting");
             }
-            let response = Client::new().get(readyz).send().await.ok()?;
-            let starting = response.status() == StatusCode::SERVICE_UNAVAILABLE
-                && response.json::<Value>().await.ok()?["code"] == "starting";
-            (!starting).then_some(())
+            past_startup(readyz).await.then_some(())
         })
         .await;
     }
@@ -294,6 +291,20 @@ pub fn is_terminal(task: &Value) -> bool {
         task["state"].as_str(),
         Some("succeeded" | "failed" | "cancelled")
     )
+}
+
+/// Whether the server whose `/readyz` is at `readyz` is past start-up: it answers, and not
+/// 503 `starting` (it may be not ready for another reason, such as a full disk).
+pub async fn past_startup(readyz: &str) -> bool {
+    let Ok(response) = Client::new().get(readyz).send().await else {
+        return false;
+    };
+    let starting = response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .json::<Value>()
+            .await
+            .is_ok_and(|problem| problem["code"] == "starting");
+    !starting
 }
 
 /// Retries `probe` until it yields a value; panics with `what` past the deadline.

@@ -393,20 +393,30 @@ async fn through_nginx_at_the_root() {
     exercise(&proxy, "").await;
 }
 
-/// nginx on deploy/nginx/taskd-prefix.conf, taskd under /taskd (--base-path); the bare
-/// prefix redirects to the dashboard.
+/// nginx on deploy/nginx/taskd-prefix.conf, taskd under /taskd (--base-path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_nginx_under_a_prefix() {
     let (_app, port) = upstream("/taskd").await;
     let proxy = Proxy::nginx("taskd-prefix.conf", port).await;
     exercise(&proxy, "/taskd").await;
+    bare_prefix_is_the_dashboard(&proxy).await;
+}
+
+/// `/taskd` without its slash redirects to the dashboard at `/taskd/`.
+async fn bare_prefix_is_the_dashboard(proxy: &Proxy) {
     let bare = client()
         .get(format!("{}/taskd", proxy.origin))
         .send()
         .await
         .unwrap();
-    assert_eq!(bare.status(), StatusCode::OK);
-    assert!(bare.url().path().ends_with("/taskd/"));
+    assert_eq!(bare.status(), StatusCode::OK, "{}", proxy.log());
+    assert_eq!(bare.url().path(), "/taskd/");
+    assert!(
+        bare.text()
+            .await
+            .unwrap()
+            .contains(r#"<base href="/taskd/">"#)
+    );
 }
 
 /// Caddy on deploy/caddy/Caddyfile's root site, taskd at the root.
@@ -423,4 +433,5 @@ async fn through_caddy_under_a_prefix() {
     let (_app, port) = upstream("/taskd").await;
     let proxy = Proxy::caddy(free_port(), port, false).await;
     exercise(&proxy, "/taskd").await;
+    bare_prefix_is_the_dashboard(&proxy).await;
 }
