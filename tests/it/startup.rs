@@ -47,13 +47,13 @@ async fn routes_answer_starting_until_the_store_is_open() {
     );
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_starting(ready, false).await;
-    let submit = client
-        .post(format!("{base}/v1/tasks"))
-        .json(&json!({"kind": "echo"}))
-        .send()
-        .await
-        .unwrap();
-    assert_starting(submit, true).await;
+    let submit = || {
+        client
+            .post(format!("{base}/v1/tasks"))
+            .json(&json!({"kind": "echo"}))
+            .send()
+    };
+    assert_starting(submit().await.unwrap(), true).await;
     // Outside the base path: not found, starting or not.
     let outside = client.get(format!("{base}x/healthz")).send().await.unwrap();
     assert_eq!(outside.status(), StatusCode::NOT_FOUND);
@@ -65,13 +65,7 @@ async fn routes_answer_starting_until_the_store_is_open() {
         (ready.status() == StatusCode::OK).then_some(())
     })
     .await;
-    let submit = client
-        .post(format!("{base}/v1/tasks"))
-        .json(&json!({"kind": "echo"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(submit.status(), StatusCode::ACCEPTED);
+    assert_eq!(submit().await.unwrap().status(), StatusCode::ACCEPTED);
 
     stop.cancel();
     tokio::time::timeout(DEADLINE, server)
