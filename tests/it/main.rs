@@ -26,6 +26,7 @@ mod openapi;
 mod outbound;
 mod poison;
 mod pool;
+mod proxies;
 mod proxy;
 mod queues;
 mod receiver;
