@@ -56,6 +56,8 @@ EXPOSE 8080
 # its libraries would add about as much to the image as taskd itself; /healthz and /readyz
 # answer a request without a Host header. The port is EXPOSE's: a container that moves
 # TASKD_LISTEN elsewhere overrides this check too.
+# It answers from the moment the socket is bound, while the database still migrates; a
+# container that sets TASKD_BASE_PATH overrides the path as well.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && read -r _ status _ <&3 && [ \"$status\" = 200 ]"]
 

@@ -1,4 +1,5 @@
-//! The composition root: open the store, migrate, start the engine, serve, shut down.
+//! The composition root: serve (answering "starting" at first), open the store, migrate,
+//! start the engine, open the API, shut down.
 
 use std::future::Future;
 
@@ -6,9 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::AuthMode;
-use crate::api::{self, AllowedHosts, ApiConfig, ServeLimits};
+use crate::api::{self, AllowedHosts, ApiConfig, FrontDoor, ServeLimits};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
 use crate::handlers::Registry;
@@ -46,11 +49,88 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    run_after(listener, config, registry, shutdown, std::future::ready(())).await
+}
+
+/// Like [`run`], but opens the store only once `open` resolves (an embedding program that
+/// must first wait for something, such as its database's host). The listener is served from
+/// the start: until the store is open, migrated and recovered `/healthz` answers 200 and
+/// everything else 503 `starting` (see `api/front.rs`). `shutdown` is awaited from then on.
+pub async fn run_after(
+    listener: TcpListener,
+    config: ServeConfig,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    open: impl Future<Output = ()> + Send,
+) -> Result<(), AppError> {
     // Before anything is recorded: until then the `metrics` macros record nowhere.
     crate::metrics::handle();
+    let address = listener.local_addr()?;
+    let front = FrontDoor::new(config.proxy());
+    let limits = ServeLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections.map_or_else(
+            || api::default_max_connections(config.workers),
+            |max| max as usize,
+        ),
+    };
+    // Cancelled once the engine has stopped (or start-up failed): the listener stops then.
+    let stop_serving = CancellationToken::new();
+    let serving = tokio::spawn(api::serve(
+        listener,
+        front.clone(),
+        limits,
+        stop_serving.clone().cancelled_owned(),
+    ));
+    // The shutdown future is first polled once started, as before the socket was served
+    // early: a signal during start-up has its default effect (the process ends; a migration
+    // is one transaction, applied whole or not at all).
+    open.await;
+    let started = start(address, config, registry).await;
+    let (engine, router, metrics_server) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            stop_serving.cancel();
+            let _ = joined(serving.await);
+            return Err(error);
+        }
+    };
+    front.open(router);
+    tracing::info!(%address, "ready");
+    shutdown.await;
+    tracing::info!("shutting down");
+    engine.shutdown().await;
+    stop_serving.cancel();
+    let served = joined(serving.await);
+    if let Some(metrics_server) = metrics_server {
+        // Nothing to drain: a scrape cut short is retried by the scraper.
+        metrics_server.abort();
+    }
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The serving loop's outcome; a panic in it is passed on.
+fn joined(outcome: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), AppError> {
+    match outcome {
+        Ok(served) => Ok(served?),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(std::io::Error::other(error).into()),
+    }
+}
+
+/// Start-up: opens and migrates the store, starts the engine (which recovers the tasks of a
+/// previous run) and builds the API's router, with the metrics listener if one is asked for.
+async fn start(
+    address: SocketAddr,
+    config: ServeConfig,
+    registry: Registry,
+) -> Result<(Engine, axum::Router, Option<JoinHandle<()>>), AppError> {
     let store = store::open(&config.database.url).await?;
     store.migrate().await?;
-    let address = listener.local_addr()?;
     check_auth(config.auth, address, store.keys_exist().await?)?;
     // One client for webhooks and the `http` kind: one allow-list, one connection pool. It
     // refuses taskd's own API and database unless the list names them exactly.
@@ -72,9 +152,10 @@ pub async fn run(
             None if address.ip().is_loopback() => Some(Arc::new(AllowedHosts::loopback())),
             None => None,
         },
+        max_wait: config.max_wait,
     };
-    let app = api::router(engine.clone(), &api_config);
-    // Its own address, no keys: bound before the API serves, so a bad address fails start-up.
+    let router = api::router(engine.clone(), &api_config);
+    // Its own address, no keys: bound during start-up, so a bad address fails it.
     let metrics_server = match config.metrics_listen {
         Some(address) => {
             let listener = TcpListener::bind(address).await?;
@@ -88,29 +169,7 @@ pub async fn run(
         }
         None => None,
     };
-    let limits = ServeLimits {
-        header_timeout: config.header_timeout,
-        body_timeout: config.body_timeout,
-        idle_timeout: config.idle_timeout,
-        max_connections: config.max_connections.map_or_else(
-            || api::default_max_connections(config.workers),
-            |max| max as usize,
-        ),
-    };
-    let stopping = engine.clone();
-    let served = api::serve(listener, app, limits, async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        stopping.shutdown().await;
-    })
-    .await;
-    if let Some(metrics_server) = metrics_server {
-        // Nothing to drain: a scrape cut short is retried by the scraper.
-        metrics_server.abort();
-    }
-    served?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok((engine, router, metrics_server))
 }
 
 /// Decides at start-up whether the server may serve as configured: without any key, only on

@@ -10,7 +10,7 @@ use clap::builder::StyledStr;
 use clap::{Args, Parser, Subcommand};
 
 use crate::access::AuthMode;
-use crate::api::AllowedHosts;
+use crate::api::{AllowedHosts, BasePath, ProxyConfig, TrustedProxies};
 use crate::engine::{EngineConfig, WebhookConfig};
 use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
 
@@ -175,6 +175,36 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_ALLOWED_HOSTS")]
     pub allowed_hosts: Option<AllowedHosts>,
 
+    /// The path taskd serves under, such as `/taskd` behind a proxy that passes that prefix
+    /// on: every route, the dashboard and its links are then below it, and any other path
+    /// answers 404. Default: the root. See docs/operations.md, "Reverse proxies".
+    #[arg(
+        long,
+        env = "TASKD_BASE_PATH",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub base_path: BasePath,
+
+    /// The peers whose `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Prefix`
+    /// headers taskd believes, comma-separated addresses or CIDRs (`127.0.0.1`,
+    /// `10.0.0.0/8`): its reverse proxies. From them, links carry the client's scheme, host
+    /// and prefix, and `--allowed-hosts` checks `X-Forwarded-Host`. Default: none, so the
+    /// headers are ignored from everyone.
+    #[arg(
+        long,
+        env = "TASKD_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: TrustedProxies,
+
+    /// The longest a long-poll waits (`?wait=`, `Prefer: wait=`, a lease's `wait_ms`); a
+    /// longer wait asked for is cut to it. A reverse proxy's read timeout must be above it.
+    /// At most 1h.
+    #[arg(long, env = "TASKD_MAX_WAIT", default_value = "60s", value_parser = parse_max_wait)]
+    pub max_wait: Duration,
+
     /// How many times a completion webhook is tried (the first included) before it is
     /// `failed`.
     #[arg(long, env = "TASKD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -217,6 +247,17 @@ pub struct ServeConfig {
     pub max_body_memory: usize,
 }
 
+/// The longest `--max-wait`: a waiting request holds a connection and a waiter slot.
+const MAX_MAX_WAIT: Duration = Duration::from_secs(3600);
+
+fn parse_max_wait(text: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if wait.is_zero() || wait > MAX_MAX_WAIT {
+        return Err(format!("must be more than 0 and at most 1h, got {text}"));
+    }
+    Ok(wait)
+}
+
 /// A `TASKD_*` environment variable that does not parse, in clap's words (which name the
 /// option and the value).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -236,6 +277,14 @@ impl ServeConfig {
         Defaults::try_parse_from(["taskd"])
             .map(|defaults| defaults.config)
             .map_err(|error| ConfigError(error.render().to_string().trim().to_owned()))
+    }
+
+    /// What the serving layer needs to know of the reverse proxy in front.
+    pub fn proxy(&self) -> ProxyConfig {
+        ProxyConfig {
+            base_path: self.base_path.clone(),
+            trusted: self.trusted_proxies.clone(),
+        }
     }
 
     /// The engine's configuration; `outbound` is the client that delivers webhooks.

@@ -13,7 +13,9 @@
 //!   webhooks, shutdown.
 //! - [`handlers`]: the [`handlers::Handler`] trait and the built-in kinds.
 //! - [`api`]: routes, extractors, problem+json errors, middleware, and the serving loop
-//!   with its connection and body limits (`api/serve.rs`, `conn.rs`, `body.rs`).
+//!   with its connection and body limits (`api/serve.rs`, `conn.rs`, `body.rs`); in front of
+//!   the router, the start-up answers (`front.rs`) and the reverse proxy's view — base path,
+//!   trusted `X-Forwarded-*` — that links are built from (`proxy.rs`).
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
 //!   kind share.
 //! - [`metrics`]: names every metric; the engine and api record into it, `/metrics` renders it.

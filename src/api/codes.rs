@@ -70,6 +70,7 @@ error_codes! {
     // The server.
     Internal => "internal", INTERNAL_SERVER_ERROR, "The server failed; the cause is logged, never returned.";
     NotReady => "not_ready", SERVICE_UNAVAILABLE, "The server is not ready yet.";
+    Starting => "starting", SERVICE_UNAVAILABLE, "The server is starting: its database is being opened, migrated and recovered.";
     Draining => "draining", SERVICE_UNAVAILABLE, "The server is shutting down.";
     Unavailable => "unavailable", SERVICE_UNAVAILABLE, "The store is closed.";
     StorageFull => "storage_full", INSUFFICIENT_STORAGE, "The database is out of space; nothing was stored.";

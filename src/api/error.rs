@@ -47,6 +47,9 @@ pub enum ApiError {
     NoResult(Box<NoResult>),
     #[error("the server is not ready")]
     NotReady,
+    /// Before the store is open, migrated and recovered.
+    #[error("the server is starting: its database is being opened and migrated; try again shortly")]
+    Starting,
     /// The body did not arrive whole within `--body-timeout`.
     #[error("the body did not arrive within {}", humantime::format_duration(*.0))]
     BodyTimeout(Duration),
@@ -156,6 +159,7 @@ impl ApiError {
             }
             ApiError::NoResult(_) => ErrorCode::TaskFailed,
             ApiError::NotReady => ErrorCode::NotReady,
+            ApiError::Starting => ErrorCode::Starting,
             ApiError::BodyTimeout(_) => ErrorCode::BodyTimeout,
             ApiError::BodyMemoryFull => ErrorCode::BodyMemoryFull,
             ApiError::RouteNotFound => ErrorCode::RouteNotFound,
@@ -207,6 +211,7 @@ impl ApiError {
                 | EngineError::Store(StoreError::Closed),
             )
             | ApiError::NotReady
+            | ApiError::Starting
             | ApiError::BodyMemoryFull => Some(Duration::from_secs(1)),
             ApiError::Engine(EngineError::Store(StoreError::StorageFull(_))) => {
                 Some(STORAGE_FULL_RETRY)

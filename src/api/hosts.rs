@@ -7,6 +7,11 @@
 //! address to any name (its operator lists the public names behind a proxy). Health and
 //! readiness probes are exempt: they are open, reveal nothing, and orchestrators call them
 //! by IP.
+//!
+//! Behind a proxy listed in `--trusted-proxies` that sends `X-Forwarded-Host`, that name is
+//! the one checked, not `Host`: it is the name the browser used — the one a rebinding
+//! attacker controls — while `Host` is whatever the proxy chose for its upstream. So behind
+//! a proxy, `--allowed-hosts` lists the public names. From any other peer `Host` is checked.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::proxy::ForwardedHost;
 
 /// The parsed `--allowed-hosts`: exact names and addresses, or `*.example.com`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,13 +103,17 @@ pub(super) async fn check_host(
     if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
-    // HTTP/1.1 sends `Host`; HTTP/2 the URI's authority.
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    // A trusted proxy's `X-Forwarded-Host` first; HTTP/1.1 sends `Host`; HTTP/2 the URI's
+    // authority.
+    let host = match request.extensions().get::<ForwardedHost>() {
+        Some(ForwardedHost(host)) => Some(host.clone()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned())),
+    };
     match host {
         Some(host) if !allowed.allows(&host_name(&host).to_ascii_lowercase()) => {
             ApiError::HostNotAllowed(host).into_response()

@@ -12,10 +12,12 @@ mod cursor;
 pub mod error;
 mod events;
 mod extract;
+mod front;
 mod hosts;
 mod nul;
 mod params;
 mod plain;
+mod proxy;
 mod queues;
 mod serve;
 mod submit;
@@ -50,9 +52,10 @@ use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
 
 pub use auth::Caller;
+pub use front::FrontDoor;
 pub use hosts::{AllowedHosts, HostPolicy};
+pub use proxy::{BasePath, Links, ProxyConfig, TrustedProxies};
 pub use serve::{ServeLimits, default_max_connections, serve};
-pub use tasks::MAX_WAIT_SECS;
 
 /// What every handler shares: one cloneable state.
 #[derive(Clone)]
@@ -92,6 +95,9 @@ pub struct ApiConfig {
     pub auth: AuthMode,
     /// The `Host` names answered to; `None`: any.
     pub allowed_hosts: HostPolicy,
+    /// The longest a long-poll waits (`?wait=`, `Prefer: wait`, a lease's `wait_ms`); a
+    /// longer one asked for is cut to it.
+    pub max_wait: Duration,
 }
 
 /// One route: a method on a path, with its handler.

@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use hyper::body::Incoming;
@@ -22,10 +21,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use super::body::{self, DeadlineBody};
 use super::conn::{Activity, ConnTimeouts, InFlight, InFlightBody, TimedIo};
+use super::front::FrontDoor;
 
 /// The limits of the serving layer; each has a flag in `config`.
 #[derive(Debug, Clone, Copy)]
@@ -69,11 +68,11 @@ pub fn default_max_connections(workers: u32) -> usize {
     free.clamp(low, high) as usize
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then accepts no more, lets each
+/// Serves `front` on `listener` until `shutdown` resolves; then accepts no more, lets each
 /// connection finish its request in flight, and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    front: FrontDoor,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -114,12 +113,12 @@ pub async fn serve(
         }
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(TimedIo::new(stream, activity.clone(), timeouts));
-        let router = router.clone();
+        let front = front.clone();
         let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |request| {
             // Marked at the call, before anything of this request is read.
             let in_flight = activity.begin();
-            handle(router.clone(), request, in_flight, body_timeout)
+            handle(front.clone(), peer, request, in_flight, body_timeout)
         });
         let connection = graceful.watch(http.serve_connection(io, service));
         let open = crate::metrics::Open::connection();
@@ -139,13 +138,14 @@ pub async fn serve(
 /// The per-request service of one connection: the body gets its deadline, the request is
 /// in flight until its response body is dropped.
 async fn handle(
-    router: Router,
+    front: FrontDoor,
+    peer: std::net::SocketAddr,
     request: hyper::Request<Incoming>,
     in_flight: InFlight,
     body_timeout: Duration,
 ) -> Result<axum::response::Response<InFlightBody>, Infallible> {
     let request: Request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
-    let response = router.oneshot(request).await?;
+    let response = front.call(peer, request).await;
     Ok(response.map(|body| InFlightBody::new(body, in_flight)))
 }
 

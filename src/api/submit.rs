@@ -254,7 +254,7 @@ pub fn idempotency(
 }
 
 /// The `wait=N` preference of a `Prefer` header (RFC 7240), capped at `max`.
-pub fn preferred_wait(headers: &HeaderMap, max: f64) -> Option<Duration> {
+pub fn preferred_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
     headers
         .get_all("prefer")
         .iter()
@@ -266,7 +266,7 @@ pub fn preferred_wait(headers: &HeaderMap, max: f64) -> Option<Duration> {
         })
         .find_map(|secs| secs.parse::<f64>().ok())
         .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map(|secs| Duration::from_secs_f64(secs.min(max)))
+        .map(|secs| Duration::from_secs_f64(secs.min(max.as_secs_f64())))
 }
 
 #[cfg(test)]
@@ -276,16 +276,20 @@ mod tests {
 
     #[test]
     fn prefer_wait_is_read_and_capped() {
+        let minute = Duration::from_secs(60);
         let mut headers = HeaderMap::new();
-        assert_eq!(preferred_wait(&headers, 60.0), None);
+        assert_eq!(preferred_wait(&headers, minute), None);
         headers.insert("prefer", HeaderValue::from_static("respond-async, wait=5"));
-        assert_eq!(preferred_wait(&headers, 60.0), Some(Duration::from_secs(5)));
+        assert_eq!(
+            preferred_wait(&headers, minute),
+            Some(Duration::from_secs(5))
+        );
         headers.insert("prefer", HeaderValue::from_static("wait=600"));
         assert_eq!(
-            preferred_wait(&headers, 60.0),
+            preferred_wait(&headers, minute),
             Some(Duration::from_secs(60))
         );
         headers.insert("prefer", HeaderValue::from_static("wait=soon"));
-        assert_eq!(preferred_wait(&headers, 60.0), None);
+        assert_eq!(preferred_wait(&headers, minute), None);
     }
 }

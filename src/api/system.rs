@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::proxy::Links;
 use super::{AppState, MetricsState, Route};
 use crate::access::{QueueScope, Scope};
 
@@ -13,6 +14,9 @@ use crate::access::{QueueScope, Scope};
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 /// A one-page dashboard: queues, recent tasks and live events, from the public API only.
 const DASHBOARD: &str = include_str!("static/dashboard.html");
+/// The dashboard's `<base>`, which [`dashboard`] points at the server's root as the client
+/// sees it; the page's URLs are relative to it.
+const DASHBOARD_BASE: &str = r#"<base href="/">"#;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
@@ -66,10 +70,28 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(DASHBOARD)
+async fn dashboard(links: Links) -> axum::response::Html<String> {
+    // The prefix is checked to be URL-safe characters only: nothing to escape in an attribute.
+    let base = format!(r#"<base href="{}/">"#, links.prefix());
+    axum::response::Html(DASHBOARD.replacen(DASHBOARD_BASE, &base, 1))
 }
 
 async fn kinds(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({ "kinds": state.engine.kinds() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page has the one `<base>` the server rewrites, and no URL that ignores it.
+    #[test]
+    fn the_dashboard_has_a_base_and_only_relative_urls() {
+        assert_eq!(DASHBOARD.matches(DASHBOARD_BASE).count(), 1);
+        for absolute in ["(\"/", "(`/", "href=\"/\"", "src=\"/"] {
+            let count = DASHBOARD.matches(absolute).count();
+            let allowed = usize::from(absolute == "href=\"/\"");
+            assert_eq!(count, allowed, "`{absolute}` in the dashboard");
+        }
+    }
 }

@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::cursor::{Cursor, Filters};
 use super::error::{ApiError, NoResult};
 use super::extract::{Json, Query, TaskIdPath};
+use super::proxy::Links;
 use super::submit::{self, SubmitRequest};
 use super::{AppState, Route};
 use crate::access::{QueueScope, Scope};
@@ -21,8 +22,6 @@ use crate::engine::Cancelled;
 use crate::store::TaskFilter;
 use crate::task::{Kind, QueueName, Task, TaskId, TaskState, now_millis};
 
-/// The longest a `?wait=` long-poll may last, in seconds.
-pub const MAX_WAIT_SECS: f64 = 60.0;
 /// The page size of a listing when none is asked for, and the largest one allowed.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -58,9 +57,11 @@ pub(super) fn label_filter(label: &str) -> Result<(String, String), &'static str
 /// The most tasks one batch may hold.
 const MAX_BATCH: usize = 1000;
 
-fn location(id: TaskId) -> HeaderValue {
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(&format!("/v1/tasks/{id}")).unwrap_or(HeaderValue::from_static("/"))
+/// The task's URL as the client reaches it (behind a proxy: with its prefix, or origin).
+fn location(links: &Links, id: TaskId) -> HeaderValue {
+    // A hyphenated UUID, a checked prefix and a checked origin make a valid header value.
+    HeaderValue::from_str(&links.url(&format!("/v1/tasks/{id}")))
+        .unwrap_or(HeaderValue::from_static("/"))
 }
 
 fn seconds(duration: Duration) -> HeaderValue {
@@ -76,6 +77,7 @@ fn until_due(task: &Task) -> Duration {
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    links: Links,
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
@@ -88,11 +90,11 @@ async fn submit(
         let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
         let headers = response.headers_mut();
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-        headers.insert(header::LOCATION, location(id));
+        headers.insert(header::LOCATION, location(&links, id));
         return Ok(response);
     }
     let mut task = inserted.task;
-    if let Some(wait) = submit::preferred_wait(&headers, MAX_WAIT_SECS) {
+    if let Some(wait) = submit::preferred_wait(&headers, state.config.max_wait) {
         // The task is stored: whatever the wait does, the answer must carry it, so a wait
         // that cannot be had (too many waiters) falls back to the plain 202.
         if let Ok(now) = state.engine.wait(task.id, wait, &caller.queues).await {
@@ -100,7 +102,7 @@ async fn submit(
                 let applied = format!("wait={}", wait.as_secs_f64());
                 let mut response = (StatusCode::OK, axum::Json(now)).into_response();
                 let headers = response.headers_mut();
-                headers.insert(header::LOCATION, location(task.id));
+                headers.insert(header::LOCATION, location(&links, task.id));
                 if let Ok(applied) = HeaderValue::from_str(&applied) {
                     headers.insert("preference-applied", applied);
                 }
@@ -117,7 +119,7 @@ async fn submit(
     Ok((
         StatusCode::ACCEPTED,
         [
-            (header::LOCATION, location(task.id)),
+            (header::LOCATION, location(&links, task.id)),
             (header::RETRY_AFTER, seconds(retry_after)),
         ],
         axum::Json(task),
@@ -159,7 +161,7 @@ async fn submit_batch(
 
 #[derive(Debug, Deserialize)]
 struct WaitQuery {
-    /// Seconds to wait for the task to finish, 0 to 60.
+    /// Seconds to wait for the task to finish; more than `--max-wait` waits that long.
     wait: Option<f64>,
 }
 
@@ -170,13 +172,18 @@ async fn get_task(
     headers: HeaderMap,
     Query(query): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
+    // Like `Prefer: wait` (and Google's and Consul's long-polls), a longer wait is cut to
+    // the server's limit rather than refused: the client gets the task either way.
+    let max = state.config.max_wait;
     let wait = match query.wait {
-        Some(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
-            Duration::from_secs_f64(secs)
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::from_secs_f64(secs.min(max.as_secs_f64()))
         }
         Some(secs) => {
             return Err(ApiError::InvalidQuery(format!(
-                "`wait`: must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {secs}"
+                "`wait`: must be a number of seconds, 0 or more (longer than {} waits that \
+                 long), got {secs}",
+                humantime::format_duration(max)
             )));
         }
         None => Duration::ZERO,

@@ -144,7 +144,9 @@ async fn lease(
             kinds,
             max_tasks,
             Duration::from_millis(lease_ms),
-            Duration::from_millis(wait_ms),
+            // Within the contract's 60 s, and cut to `--max-wait` like every long-poll, so a
+            // proxy's read timeout above --max-wait covers it.
+            Duration::from_millis(wait_ms).min(state.config.max_wait),
             &caller.queues,
         )
         .await?;

@@ -46,7 +46,37 @@ impl Server {
             .strip_prefix("taskd listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { child, base }
+        let server = Server { child, base };
+        server.wait_started();
+        server
+    }
+
+    /// Blocks until the server is past start-up: it prints its address once bound, and
+    /// answers 503 `starting` until its store is open.
+    fn wait_started(&self) {
+        let address = self.base.trim_start_matches("http://");
+        let start = std::time::Instant::now();
+        loop {
+            let answer = std::net::TcpStream::connect(address).and_then(|mut stream| {
+                use std::io::{Read, Write};
+                write!(
+                    stream,
+                    "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                Ok(answer)
+            });
+            if answer.is_ok_and(|text| !text.is_empty() && !text.contains("\"starting\"")) {
+                return;
+            }
+            assert!(
+                start.elapsed() < crate::helpers::DEADLINE,
+                "taskd at {} did not start in time",
+                self.base
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

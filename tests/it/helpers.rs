@@ -56,6 +56,7 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConf
     adjust(&mut config);
     let database_url = config.database.url.clone();
     let base = format!("http://{}", listener.local_addr().expect("address"));
+    let readyz = format!("{base}{}/readyz", config.base_path.as_str());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -65,17 +66,31 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut ServeConf
         .await
         .expect("the server runs");
     });
-    TestApp {
+    let app = TestApp {
         base,
         client: CheckedClient(Client::new()),
         database_url,
         shutdown,
         server: Some(server),
         _database: None,
-    }
+    };
+    app.started(&readyz).await;
+    app
 }
 
 impl TestApp {
+    /// Waits until the server is past start-up (the socket answers from the start, 503
+    /// `starting` until the store is open; see `startup.rs`).
+    async fn started(&self, readyz: &str) {
+        wait_for("the server to start", || async {
+            if self.server.as_ref().is_none_or(JoinHandle::is_finished) {
+                panic!("the server stopped while starting");
+            }
+            past_startup(readyz).await.then_some(())
+        })
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -276,6 +291,20 @@ pub fn is_terminal(task: &Value) -> bool {
         task["state"].as_str(),
         Some("succeeded" | "failed" | "cancelled")
     )
+}
+
+/// Whether the server whose `/readyz` is at `readyz` is past start-up: it answers, and not
+/// 503 `starting` (it may be not ready for another reason, such as a full disk).
+pub async fn past_startup(readyz: &str) -> bool {
+    let Ok(response) = Client::new().get(readyz).send().await else {
+        return false;
+    };
+    let starting = response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .json::<Value>()
+            .await
+            .is_ok_and(|problem| problem["code"] == "starting");
+    !starting
 }
 
 /// Retries `probe` until it yields a value; panics with `what` past the deadline.

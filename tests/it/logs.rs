@@ -64,7 +64,8 @@ async fn json_logs_have_a_line_per_request_and_per_attempt() {
     assert!(submit["latency_ms"].as_f64().is_some(), "{submit}");
     let read = objects
         .iter()
-        .find(|o| o["message"] == "request" && o["method"] == "GET")
+        // The harness's own GETs of /readyz (waiting for start-up) come first.
+        .find(|o| o["message"] == "request" && o["method"] == "GET" && o["route"] != "/readyz")
         .expect("a line for the GET");
     assert_eq!(read["route"], "/v1/tasks/{id}");
     let attempt = objects

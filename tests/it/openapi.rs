@@ -405,7 +405,7 @@ async fn answers_match_the_contract() {
     }
     probe.expect(LIST, "/v1/tasks?limit=1", None, 200).await;
     probe.expect(GET, "/v1/tasks/nope", None, 400).await;
-    let url = format!("/v1/tasks/{FRESH_ID}?wait=61");
+    let url = format!("/v1/tasks/{FRESH_ID}?wait=-1");
     probe.expect(GET, &url, None, 400).await;
     probe
         .expect(RESULT, "/v1/tasks/nope/result", None, 400)

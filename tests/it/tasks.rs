@@ -339,7 +339,11 @@ async fn the_dashboard_is_served() {
             .starts_with("text/html")
     );
     let page = response.text().await.unwrap();
-    assert!(page.contains("/v1/queues") && page.contains("/v1/events"));
+    assert!(page.contains("\"v1/queues\"") && page.contains("\"v1/events\""));
+    assert!(
+        page.contains(r#"<base href="/">"#),
+        "its URLs are relative to the root"
+    );
 }
 
 /// A task that reports progress and ends before the next flush keeps its last report, and

@@ -187,6 +187,12 @@ async fn the_embedded_example_serves_a_custom_kind() {
         .strip_prefix("embedded taskd listening on ")
         .unwrap()
         .to_owned();
+    // Bound is not started: 503 `starting` until its store is open.
+    let readyz = format!("{base}/readyz");
+    crate::helpers::wait_for("the embedded taskd to start", || async {
+        crate::helpers::past_startup(&readyz).await.then_some(())
+    })
+    .await;
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{base}/v1/tasks"))
