@@ -19,7 +19,7 @@ use super::{AppState, Route};
 use crate::access::{QueueScope, Scope};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
-use crate::task::{Kind, QueueName, Task, TaskId, TaskState, now_millis};
+use crate::task::{Kind, NewTask, QueueName, Task, TaskId, TaskState, TraceContext, now_millis};
 
 /// The longest a `?wait=` long-poll may last, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -79,20 +79,35 @@ async fn submit(
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
-    let idempotency = submit::idempotency(&headers, &request)?;
+    let span = submit::trace(state.engine.tracer(), &headers, "/v1/tasks");
+    let answer = submit_one(&state, &caller, &headers, request, span.context()).await;
+    submit::end_trace(span, answer)
+}
+
+/// A submit of one task, stored under `trace`; answers with the task's id beside.
+async fn submit_one(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: SubmitRequest,
+    trace: Option<TraceContext>,
+) -> Result<(Response, Vec<TaskId>), ApiError> {
+    let idempotency = submit::idempotency(headers, &request)?;
     let mut task = request.parse(state.config.default_backoff)?;
     task.idempotency = idempotency;
+    task.trace = trace;
     let inserted = state.engine.submit(task, &caller.queues).await?;
+    let ids = vec![inserted.task.id];
     if inserted.replayed {
         let id = inserted.task.id;
         let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
         let headers = response.headers_mut();
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         headers.insert(header::LOCATION, location(id));
-        return Ok(response);
+        return Ok((response, ids));
     }
     let mut task = inserted.task;
-    if let Some(wait) = submit::preferred_wait(&headers, MAX_WAIT_SECS) {
+    if let Some(wait) = submit::preferred_wait(headers, MAX_WAIT_SECS) {
         // The task is stored: whatever the wait does, the answer must carry it, so a wait
         // that cannot be had (too many waiters) falls back to the plain 202.
         if let Ok(now) = state.engine.wait(task.id, wait, &caller.queues).await {
@@ -104,7 +119,7 @@ async fn submit(
                 if let Ok(applied) = HeaderValue::from_str(&applied) {
                     headers.insert("preference-applied", applied);
                 }
-                return Ok(response);
+                return Ok((response, ids));
             }
             task = now;
         }
@@ -114,7 +129,7 @@ async fn submit(
         + state
             .engine
             .estimate_wait(&task.queue, inserted.waiting_before);
-    Ok((
+    let response = (
         StatusCode::ACCEPTED,
         [
             (header::LOCATION, location(task.id)),
@@ -122,7 +137,8 @@ async fn submit(
         ],
         axum::Json(task),
     )
-        .into_response())
+        .into_response();
+    Ok((response, ids))
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,8 +150,21 @@ struct BatchRequest {
 async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(request): Json<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    let span = submit::trace(state.engine.tracer(), &headers, "/v1/tasks/batch");
+    let answer = submit_many(&state, &caller, request, span.context()).await;
+    submit::end_trace(span, answer)
+}
+
+/// A batch, every task of it stored under `trace` (the headers are the whole request's).
+async fn submit_many(
+    state: &AppState,
+    caller: &Caller,
+    request: BatchRequest,
+    trace: Option<TraceContext>,
+) -> Result<(Response, Vec<TaskId>), ApiError> {
     if request.tasks.is_empty() || request.tasks.len() > MAX_BATCH {
         return Err(ApiError::InvalidField {
             field: "tasks".to_owned(),
@@ -150,11 +179,16 @@ async fn submit_batch(
                 error: Box::new(error),
             }
         })?;
-        tasks.push(task);
+        tasks.push(NewTask {
+            trace: trace.clone(),
+            ..task
+        });
     }
     let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;
     let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response())
+    let ids = tasks.iter().map(|task| task.id).collect();
+    let response = (StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response();
+    Ok((response, ids))
 }
 
 #[derive(Debug, Deserialize)]

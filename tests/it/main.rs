@@ -32,6 +32,7 @@ mod shutdown;
 mod state_machine;
 mod store;
 mod tasks;
+mod traces;
 mod webhooks;
 mod worker_processes;
 mod workers;
