@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with, wait_for};
 use crate::receiver::Receiver;
+use crate::workers::{lease_one, make_remote};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -286,4 +287,58 @@ async fn without_a_collector_the_callers_context_is_passed_on() {
         let state = if forwarded.is_empty() { "" } else { "vendor=x" };
         assert_eq!(called.header("tracestate"), state, "for {header}");
     }
+}
+
+/// A remote worker's attempt: the lease hands out the attempt's `traceparent`, and the
+/// attempt span — from the lease to the worker's `complete` — carries that span id; an
+/// attempt whose lease runs out ends its span `lease_expired`.
+#[tokio::test]
+async fn a_remote_attempt_spans_from_lease_to_complete_or_expiry() {
+    let collector = Receiver::start().await;
+    let app = spawn_traced(&collector, |_| {}).await;
+    make_remote(&app, "far").await;
+    let task = submit_traced(
+        &app,
+        "/v1/tasks",
+        json!({"kind": "anything", "queue": "far"}),
+        &[
+            ("traceparent", &caller_traceparent()),
+            ("tracestate", "vendor=x"),
+        ],
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    let leased = lease_one(&app, "far", "w1", 30_000).await;
+    assert_eq!(leased["id"], id);
+    assert_eq!(leased["tracestate"], "vendor=x");
+    let traceparent = leased["traceparent"]
+        .as_str()
+        .expect("a traceparent")
+        .to_owned();
+    let done = app
+        .post_json(
+            &format!("/v1/tasks/{id}/complete"),
+            &json!({"lease": leased["lease"], "result": 1}),
+        )
+        .await;
+    assert_eq!(done.status(), 200);
+    let attempt = span_of(&collector, "attempt", id).await;
+    assert_eq!(
+        traceparent,
+        format!("00-{TRACE_ID}-{}-01", attempt["spanId"].as_str().unwrap())
+    );
+    assert_eq!(attribute(&attempt, "taskd.outcome"), "succeeded");
+
+    let lost = submit_traced(
+        &app,
+        "/v1/tasks",
+        json!({"kind": "anything", "queue": "far", "max_attempts": 1}),
+        &[("traceparent", &caller_traceparent())],
+    )
+    .await;
+    let lost = lost["id"].as_str().unwrap();
+    lease_one(&app, "far", "w2", 1_000).await;
+    let expired = span_of(&collector, "attempt", lost).await;
+    assert_eq!(attribute(&expired, "taskd.outcome"), "lease_expired");
+    assert_eq!(expired["status"]["code"], 2);
 }
