@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with, wait_for};
 use crate::receiver::Receiver;
+use crate::worker_processes::taskd_worker;
 use crate::workers::{lease_one, make_remote};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -341,4 +342,38 @@ async fn a_remote_attempt_spans_from_lease_to_complete_or_expiry() {
     let expired = span_of(&collector, "attempt", lost).await;
     assert_eq!(attribute(&expired, "taskd.outcome"), "lease_expired");
     assert_eq!(expired["status"]["code"], 2);
+}
+
+/// `taskd worker` hands a traced task's context to its command as `TRACEPARENT` and
+/// `TRACESTATE` (here, with no collector, the caller's own); an untraced task gets neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskd_worker_passes_the_trace_to_its_command() {
+    let app = spawn_app_with(|_| {}).await;
+    make_remote(&app, "shell").await;
+    let script = "printf '{\"tp\": \"%s\", \"ts\": \"%s\"}' \"$TRACEPARENT\" \"$TRACESTATE\"";
+    let _worker = taskd_worker(&app, "shell", &["sh", "-c", script]);
+    let traced = submit_traced(
+        &app,
+        "/v1/tasks",
+        json!({"kind": "shell", "queue": "shell"}),
+        &[
+            ("traceparent", &caller_traceparent()),
+            ("tracestate", "vendor=x"),
+        ],
+    )
+    .await;
+    let plain = submit_traced(
+        &app,
+        "/v1/tasks",
+        json!({"kind": "shell", "queue": "shell"}),
+        &[],
+    )
+    .await;
+    let traced = app.wait_terminal(traced["id"].as_str().unwrap()).await;
+    assert_eq!(
+        traced["result"],
+        json!({"tp": caller_traceparent(), "ts": "vendor=x"})
+    );
+    let plain = app.wait_terminal(plain["id"].as_str().unwrap()).await;
+    assert_eq!(plain["result"], json!({"tp": "", "ts": ""}));
 }
