@@ -18,6 +18,7 @@ use crate::handlers::Registry;
 use crate::outbound::{Outbound, OwnAddrs};
 use crate::store::{self, StoreError};
 use crate::task::Backoff;
+use crate::traces::Tracer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -137,7 +138,15 @@ async fn start(
     let own = OwnAddrs::of(address, &config.database.url).await;
     let outbound = Outbound::new(config.allow_outbound.clone(), own)?;
     let registry = registry.with_http(outbound.clone());
-    let engine = Engine::start(store, registry, config.engine(outbound)).await?;
+    // The collector is the operator's destination: its own client, outside the allow-list.
+    let tracer = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
+            Tracer::start(endpoint, config.otlp_max_queued as usize)?
+        }
+        None => Tracer::default(),
+    };
+    let engine = Engine::start(store, registry, config.engine(outbound, tracer)).await?;
     let api_config = ApiConfig {
         max_body_bytes: config.max_body_bytes,
         max_body_memory: config.max_body_memory,

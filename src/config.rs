@@ -13,6 +13,7 @@ use crate::access::AuthMode;
 use crate::api::{AllowedHosts, BasePath, ProxyConfig, TrustedProxies};
 use crate::engine::{EngineConfig, WebhookConfig};
 use crate::outbound::{AllowList, DEFAULT_ALLOW_OUTBOUND, Outbound};
+use crate::traces::Tracer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -245,6 +246,28 @@ pub struct ServeConfig {
     /// has none) answers 503 with Retry-After before its body is read. Default: 256 MiB.
     #[arg(long, env = "TASKD_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
     pub max_body_memory: usize,
+
+    /// Export spans (each submit, each attempt) over OTLP/HTTP in JSON to this collector:
+    /// they are POSTed to URL/v1/traces (`http://otel-collector:4318` sends to
+    /// `http://otel-collector:4318/v1/traces`). This destination is the operator's: the
+    /// --allow-outbound list does not apply to it, nor does it let tasks reach it. Unset: no
+    /// spans are made (a caller's `traceparent` is still passed on). See docs/operations.md.
+    #[arg(long, env = "TASKD_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<url::Url>,
+
+    /// How many finished spans may wait for the exporter; a span beyond is dropped and
+    /// counted in `taskd_trace_spans_total{outcome="dropped"}`, so no request waits for it.
+    #[arg(long, env = "TASKD_OTLP_MAX_QUEUED", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub otlp_max_queued: u32,
+}
+
+/// An `--otlp-endpoint`: an absolute http(s) URL.
+fn otlp_endpoint(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http or https URL with a host".to_owned());
+    }
+    Ok(url)
 }
 
 /// The longest `--max-wait`: a waiting request holds a connection and a waiter slot.
@@ -287,8 +310,9 @@ impl ServeConfig {
         }
     }
 
-    /// The engine's configuration; `outbound` is the client that delivers webhooks.
-    pub fn engine(&self, outbound: Outbound) -> EngineConfig {
+    /// The engine's configuration; `outbound` is the client that delivers webhooks, `tracer`
+    /// where spans go.
+    pub fn engine(&self, outbound: Outbound, tracer: Tracer) -> EngineConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         EngineConfig {
             workers: self.workers as usize,
@@ -305,6 +329,7 @@ impl ServeConfig {
                 backoff_base: self.webhook_backoff_base,
                 timeout: self.webhook_timeout,
             },
+            tracer,
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`outbound`]: the outbound allow-list and the HTTP client that webhooks and the `http`
 //!   kind share.
 //! - [`metrics`]: names every metric; the engine and api record into it, `/metrics` renders it.
+//! - [`traces`]: W3C trace context in and out, spans of submits and attempts, the OTLP/HTTP
+//!   exporter behind `--otlp-endpoint`.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
 //! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API),
 //!   `taskd keys` (API keys, in the database) and `taskd backup` (a copy of a SQLite file).
@@ -71,6 +73,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod store;
 pub mod task;
+pub mod traces;
 
 mod builder;
 

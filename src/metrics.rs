@@ -36,6 +36,7 @@ pub const TASKS_SUBMITTED: &str = "taskd_tasks_submitted_total";
 pub const ATTEMPTS_STARTED: &str = "taskd_attempts_started_total";
 pub const ATTEMPTS_ENDED: &str = "taskd_attempts_ended_total";
 pub const WEBHOOK_DELIVERIES: &str = "taskd_webhook_deliveries_total";
+pub const TRACE_SPANS: &str = "taskd_trace_spans_total";
 pub const HTTP_REQUESTS: &str = "taskd_http_requests_total";
 pub const QUEUE_WAIT: &str = "taskd_task_queue_wait_seconds";
 pub const RUN_TIME: &str = "taskd_attempt_run_seconds";
@@ -122,6 +123,10 @@ fn describe() {
         "Completion webhook tries, by outcome (delivered, retry, gave_up)."
     );
     describe_counter!(
+        TRACE_SPANS,
+        "Spans for the OTLP exporter, by outcome (exported, dropped: the queue was full, failed: the collector did not take them)."
+    );
+    describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests, by method, route template and status."
     );
@@ -183,7 +188,7 @@ pub fn attempt_started(task: &Task) {
 /// An attempt ended; `task` as it is after. `expired`: its lease ran out (the maintainer or
 /// start-up recovery ended it, not its runner).
 pub fn attempt_ended(task: &Task, expired: bool) {
-    let outcome = outcome(task, expired);
+    let outcome = attempt_outcome(task, expired);
     let queue = task.queue.to_string();
     let kind = task.kind.to_string();
     counter!(ATTEMPTS_ENDED, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => outcome)
@@ -211,7 +216,7 @@ pub fn attempt_ended(task: &Task, expired: bool) {
 }
 
 /// How the attempt that just ended went: the state it left, refined by its own error.
-fn outcome(task: &Task, expired: bool) -> &'static str {
+pub fn attempt_outcome(task: &Task, expired: bool) -> &'static str {
     let timed_out = task
         .errors
         .last()
@@ -229,6 +234,11 @@ fn outcome(task: &Task, expired: bool) -> &'static str {
 /// A webhook try ended: `delivered`, `retry` or `gave_up`.
 pub fn webhook_delivery(outcome: &'static str) {
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// Spans of the OTLP exporter: `exported`, `dropped` or `failed`.
+pub fn trace_spans(outcome: &'static str, count: u64) {
+    counter!(TRACE_SPANS, "outcome" => outcome).increment(count);
 }
 
 fn seconds(millis: Millis) -> f64 {

@@ -1,10 +1,12 @@
 //! Submissions: the JSON body of `POST /v1/tasks` (and of each batch item), the
-//! `Idempotency-Key` and `Prefer` headers, parsed once into a [`NewTask`].
+//! `Idempotency-Key`, `Prefer`, `traceparent` and `tracestate` headers, parsed once into a
+//! [`NewTask`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use axum::response::Response;
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -13,9 +15,10 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::plain::Number;
 use crate::task::{
-    Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName,
+    Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName, TaskId,
     now_millis,
 };
+use crate::traces::{SubmitSpan, Tracer};
 
 /// Limits on what one submission may ask for.
 const MAX_ATTEMPTS: u32 = 100;
@@ -251,6 +254,37 @@ pub fn idempotency(
         key: key.to_owned(),
         request_hash: hex::encode(Sha256::digest(&canonical)),
     }))
+}
+
+/// Opens the span of a submit on `route`, under the request's W3C `traceparent` and
+/// `tracestate`. A malformed `traceparent` — or several — is ignored, never refused (the
+/// specification's rule): the submit starts a new trace.
+pub fn trace(tracer: &Tracer, headers: &HeaderMap, route: &'static str) -> SubmitSpan {
+    let single = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().ok(),
+            _ => None,
+        }
+    };
+    tracer.submit(single("traceparent"), single("tracestate"), route)
+}
+
+/// Ends a submit's span with its answer's status and the tasks it stored; gives the answer.
+pub fn end_trace(
+    span: SubmitSpan,
+    answer: Result<(Response, Vec<TaskId>), ApiError>,
+) -> Result<Response, ApiError> {
+    match answer {
+        Ok((response, ids)) => {
+            span.end(response.status().as_u16(), &ids);
+            Ok(response)
+        }
+        Err(error) => {
+            span.end(error.status_code().as_u16(), &[]);
+            Err(error)
+        }
+    }
 }
 
 /// The `wait=N` preference of a `Prefer` header (RFC 7240), capped at `max`.

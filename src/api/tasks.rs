@@ -20,7 +20,7 @@ use super::{AppState, Route};
 use crate::access::{QueueScope, Scope};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
-use crate::task::{Kind, QueueName, Task, TaskId, TaskState, now_millis};
+use crate::task::{Kind, NewTask, QueueName, Task, TaskId, TaskState, TraceContext, now_millis};
 
 /// The page size of a listing when none is asked for, and the largest one allowed.
 const DEFAULT_PAGE: usize = 50;
@@ -81,20 +81,36 @@ async fn submit(
     headers: HeaderMap,
     Json(request): Json<SubmitRequest>,
 ) -> Result<Response, ApiError> {
-    let idempotency = submit::idempotency(&headers, &request)?;
+    let span = submit::trace(state.engine.tracer(), &headers, "/v1/tasks");
+    let answer = submit_one(&state, &caller, &links, &headers, request, span.context()).await;
+    submit::end_trace(span, answer)
+}
+
+/// A submit of one task, stored under `trace`; answers with the task's id beside.
+async fn submit_one(
+    state: &AppState,
+    caller: &Caller,
+    links: &Links,
+    headers: &HeaderMap,
+    request: SubmitRequest,
+    trace: Option<TraceContext>,
+) -> Result<(Response, Vec<TaskId>), ApiError> {
+    let idempotency = submit::idempotency(headers, &request)?;
     let mut task = request.parse(state.config.default_backoff)?;
     task.idempotency = idempotency;
+    task.trace = trace;
     let inserted = state.engine.submit(task, &caller.queues).await?;
+    let ids = vec![inserted.task.id];
     if inserted.replayed {
         let id = inserted.task.id;
         let mut response = (StatusCode::OK, axum::Json(inserted.task)).into_response();
         let headers = response.headers_mut();
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-        headers.insert(header::LOCATION, location(&links, id));
-        return Ok(response);
+        headers.insert(header::LOCATION, location(links, id));
+        return Ok((response, ids));
     }
     let mut task = inserted.task;
-    if let Some(wait) = submit::preferred_wait(&headers, state.config.max_wait) {
+    if let Some(wait) = submit::preferred_wait(headers, state.config.max_wait) {
         // The task is stored: whatever the wait does, the answer must carry it, so a wait
         // that cannot be had (too many waiters) falls back to the plain 202.
         if let Ok(now) = state.engine.wait(task.id, wait, &caller.queues).await {
@@ -102,11 +118,11 @@ async fn submit(
                 let applied = format!("wait={}", wait.as_secs_f64());
                 let mut response = (StatusCode::OK, axum::Json(now)).into_response();
                 let headers = response.headers_mut();
-                headers.insert(header::LOCATION, location(&links, task.id));
+                headers.insert(header::LOCATION, location(links, task.id));
                 if let Ok(applied) = HeaderValue::from_str(&applied) {
                     headers.insert("preference-applied", applied);
                 }
-                return Ok(response);
+                return Ok((response, ids));
             }
             task = now;
         }
@@ -116,15 +132,16 @@ async fn submit(
         + state
             .engine
             .estimate_wait(&task.queue, inserted.waiting_before);
-    Ok((
+    let response = (
         StatusCode::ACCEPTED,
         [
-            (header::LOCATION, location(&links, task.id)),
+            (header::LOCATION, location(links, task.id)),
             (header::RETRY_AFTER, seconds(retry_after)),
         ],
         axum::Json(task),
     )
-        .into_response())
+        .into_response();
+    Ok((response, ids))
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,8 +153,21 @@ struct BatchRequest {
 async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(request): Json<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    let span = submit::trace(state.engine.tracer(), &headers, "/v1/tasks/batch");
+    let answer = submit_many(&state, &caller, request, span.context()).await;
+    submit::end_trace(span, answer)
+}
+
+/// A batch, every task of it stored under `trace` (the headers are the whole request's).
+async fn submit_many(
+    state: &AppState,
+    caller: &Caller,
+    request: BatchRequest,
+    trace: Option<TraceContext>,
+) -> Result<(Response, Vec<TaskId>), ApiError> {
     if request.tasks.is_empty() || request.tasks.len() > MAX_BATCH {
         return Err(ApiError::InvalidField {
             field: "tasks".to_owned(),
@@ -152,11 +182,16 @@ async fn submit_batch(
                 error: Box::new(error),
             }
         })?;
-        tasks.push(task);
+        tasks.push(NewTask {
+            trace: trace.clone(),
+            ..task
+        });
     }
     let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;
     let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response())
+    let ids = tasks.iter().map(|task| task.id).collect();
+    let response = (StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response();
+    Ok((response, ids))
 }
 
 #[derive(Debug, Deserialize)]

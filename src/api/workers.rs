@@ -15,6 +15,7 @@ use super::extract::{Json, TaskIdPath};
 use super::{AppState, Route};
 use crate::access::Scope;
 use crate::task::{Kind, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string};
+use crate::traces::Tracer;
 
 const MAX_TASKS: usize = 100;
 const MIN_LEASE_MS: u64 = 1_000;
@@ -78,16 +79,24 @@ struct LeasedTask {
     task: Task,
     lease: String,
     lease_expires_at: String,
+    /// The attempt's W3C trace context, for the worker's own spans and requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
 }
 
 impl LeasedTask {
     /// `None` for a task without a lease, which a lease never hands out.
-    fn new(task: Task) -> Option<LeasedTask> {
+    fn new(task: Task, tracer: &Tracer) -> Option<LeasedTask> {
         let lease = task.lease.clone()?;
+        let trace = tracer.attempt_context(&task);
         Some(LeasedTask {
             task,
             lease: lease.token,
             lease_expires_at: rfc3339_string(lease.expires_at),
+            traceparent: trace.as_ref().map(|t| t.parent.to_string()),
+            tracestate: trace.and_then(|t| t.state),
         })
     }
 }
@@ -154,7 +163,11 @@ async fn lease(
     if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tasks = tasks.into_iter().filter_map(LeasedTask::new).collect();
+    let tracer = state.engine.tracer();
+    let tasks = tasks
+        .into_iter()
+        .filter_map(|task| LeasedTask::new(task, tracer))
+        .collect();
     Ok(axum::Json(LeaseResponse { tasks }).into_response())
 }
 

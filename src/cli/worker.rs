@@ -6,7 +6,9 @@
 //! does the task's `timeout_ms` (the attempt then fails with `timeout`, retryable, as a local
 //! handler's would).
 //!
-//! Environment of COMMAND: `TASKD_TASK_ID`, `TASKD_ATTEMPT`, `TASKD_KIND`, `TASKD_QUEUE`.
+//! Environment of COMMAND: `TASKD_TASK_ID`, `TASKD_ATTEMPT`, `TASKD_KIND`, `TASKD_QUEUE`;
+//! for a traced task also `TRACEPARENT` (the attempt's W3C context) and `TRACESTATE`, the
+//! names OpenTelemetry reads a parent context from in a process's environment.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -68,6 +70,8 @@ struct Leased {
     kind: String,
     /// How long the command may run; `None`: no limit.
     timeout_ms: Option<u64>,
+    /// `TRACEPARENT` and `TRACESTATE` for the command, as the lease gave them.
+    trace: Vec<(&'static str, String)>,
 }
 
 /// Runs until `shutdown` fires; running commands finish first.
@@ -163,6 +167,10 @@ async fn serve(
                 attempt: task["attempt"].as_u64().unwrap_or(0),
                 kind: task["kind"].as_str().unwrap_or_default().to_owned(),
                 timeout_ms: task["timeout_ms"].as_u64(),
+                trace: [("TRACEPARENT", "traceparent"), ("TRACESTATE", "tracestate")]
+                    .into_iter()
+                    .filter_map(|(var, field)| Some((var, task[field].as_str()?.to_owned())))
+                    .collect(),
             };
             execute(client, base, config, leased).await;
         }
@@ -181,6 +189,7 @@ async fn execute(client: &Client, base: &str, config: &WorkerConfig, task: Lease
         .env("TASKD_ATTEMPT", task.attempt.to_string())
         .env("TASKD_KIND", &task.kind)
         .env("TASKD_QUEUE", &config.queue)
+        .envs(task.trace.iter().map(|(var, value)| (*var, value)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -70,6 +70,7 @@ async fn housekeeping(inner: &Inner) {
             tracing::warn!(count = rescued.len(), "rescued tasks whose lease expired");
             for task in &rescued {
                 crate::metrics::attempt_ended(task, true);
+                inner.config.tracer.attempt_ended(task, true);
             }
             for task in rescued.iter().filter(|t| t.state.is_terminal()) {
                 inner.waiters.notify(task);

@@ -38,6 +38,7 @@ use crate::store::{
     TaskStore, Watched,
 };
 use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
+use crate::traces::Tracer;
 
 /// The engine's limits; each has a flag in `config`.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct EngineConfig {
     pub max_retry_after: Duration,
     /// Completion webhooks: the outbound client and how patiently to deliver.
     pub webhooks: WebhookConfig,
+    /// Where the spans of attempts go (off: nowhere, at no cost).
+    pub tracer: Tracer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +247,7 @@ impl Engine {
         };
         for task in &recovered {
             metrics::attempt_ended(task, true);
+            config.tracer.attempt_ended(task, true);
         }
         if !recovered.is_empty() {
             tracing::warn!(
@@ -684,6 +688,13 @@ impl Engine {
         // The maintainer renews leases while tasks run, so it stops last.
         self.inner.stop_maintaining.cancel();
         while maintenance.join_next().await.is_some() {}
+        // Last: every attempt that ended has recorded its span.
+        self.inner.config.tracer.shutdown().await;
+    }
+
+    /// Where spans go: the api records its submits' spans there.
+    pub fn tracer(&self) -> &Tracer {
+        &self.inner.config.tracer
     }
 }
 
@@ -716,6 +727,7 @@ impl Inner {
     /// What follows an attempt's end, wherever it ran: waiters, meters, timers, claims.
     fn ended(&self, task: &Task) {
         metrics::attempt_ended(task, false);
+        self.config.tracer.attempt_ended(task, false);
         if task.state.is_terminal() {
             self.meter.record(&task.queue);
             self.waiters.notify(task);

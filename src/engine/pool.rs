@@ -161,7 +161,8 @@ async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
 async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
     let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
     let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone())
-        .with_progress(progress_sink(inner, task.id));
+        .with_progress(progress_sink(inner, task.id))
+        .with_trace(inner.config.tracer.attempt_context(&task));
     let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
         Some(attempt) => {
             let attempt = AssertUnwindSafe(attempt).catch_unwind();

@@ -7,6 +7,7 @@
 //! delivery is at-least-once: a try whose 2xx was not recorded yet (a crash, a shutdown in
 //! the middle) is made again. Every try of one delivery carries the same `webhook-id`, by
 //! which receivers deduplicate. A host the outbound allow-list refuses is not tried again.
+//! A traced task's webhook carries its W3C `traceparent` (the submit's span) and `tracestate`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -168,6 +169,12 @@ async fn send(config: &WebhookConfig, delivery: &Delivery) -> DeliveryOutcome {
         .header(CONTENT_TYPE, "application/json")
         .header("webhook-id", &delivery.id)
         .header("webhook-timestamp", timestamp.to_string());
+    // The receiver joins the task's trace: its parent is the span of the submit.
+    if let Some(trace) = &delivery.task.trace {
+        for (name, value) in trace.headers() {
+            request = request.header(name, value);
+        }
+    }
     if let Some(secret) = &delivery.secret {
         let signature = signature(secret, &delivery.id, timestamp, &body);
         request = request.header("webhook-signature", signature);

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::HandlerError;
-use crate::task::{Progress, TaskId, now_millis};
+use crate::task::{Progress, TaskId, TraceContext, now_millis};
 
 /// Where progress reports go. The engine keeps only the latest one per attempt and writes
 /// it a few times a second, so reporting is cheap however often a handler calls it.
@@ -21,6 +21,7 @@ pub struct TaskContext {
     cancel: CancellationToken,
     cpu: CpuPool,
     progress: Option<ProgressSink>,
+    trace: Option<TraceContext>,
 }
 
 impl TaskContext {
@@ -31,7 +32,21 @@ impl TaskContext {
             cancel,
             cpu,
             progress: None,
+            trace: None,
         }
+    }
+
+    /// The same context, running under `trace` (the attempt's span, or the caller's).
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The W3C trace context this attempt runs under, for a handler's outbound requests:
+    /// `traceparent` names the attempt's span (or, with no spans exported, the caller's
+    /// span the task was submitted under). `None`: the task is not traced.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     /// The same context, with progress reports going to `sink`.

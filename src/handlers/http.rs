@@ -5,6 +5,9 @@
 //! How an answer ends the attempt: 1xx–3xx succeed (redirects are not followed; the answer
 //! is the result); 5xx, 408 and 429 fail retryably, as do timeouts and connection errors;
 //! any other 4xx fails for good.
+//!
+//! A traced task's request carries the attempt's W3C `traceparent` (and `tracestate`), so
+//! the service it calls joins the trace; an input that sets `traceparent` itself keeps its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -165,8 +168,18 @@ impl Handler for Http {
     }
 
     async fn run(&self, input: HttpInput, ctx: TaskContext) -> Result<Value, HandlerError> {
-        let request =
+        let mut request =
             parse(&input).map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
+        // The attempt's trace goes onward, unless the input sets its own trace headers.
+        if let Some(trace) = ctx.trace()
+            && !request.headers.contains_key("traceparent")
+        {
+            for (name, value) in trace.headers() {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    request.headers.insert(name, value);
+                }
+            }
+        }
         let what = format!("{} {}", request.method, request.url);
         let mut builder = self
             .outbound

@@ -176,6 +176,7 @@ mod tests {
             started_at: Some(0),
             finished_at: None,
             lease: None,
+            trace: None,
         }
     }
 

@@ -8,6 +8,7 @@ mod lifecycle;
 mod moves;
 mod names;
 mod state;
+mod trace;
 mod wording;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -21,6 +22,7 @@ pub use lifecycle::{
 pub use moves::Move;
 pub use names::{Kind, NameError, QueueName};
 pub use state::{TaskState, Transition};
+pub use trace::{MAX_TRACESTATE, TraceContext, TraceParent, new_span_id, parse_tracestate};
 pub use wording::plain_serde_message;
 
 /// Milliseconds since the Unix epoch: how the store keeps every instant.
@@ -64,6 +66,8 @@ pub struct NewTask {
     pub idempotency: Option<Idempotency>,
     /// Where to POST the finished task; `None`: the queue's default callback, if any.
     pub callback: Option<Callback>,
+    /// The trace its attempts join (W3C Trace Context); `None`: not traced.
+    pub trace: Option<TraceContext>,
 }
 
 impl NewTask {
@@ -81,6 +85,7 @@ impl NewTask {
             labels: Labels::new(),
             idempotency: None,
             callback: None,
+            trace: None,
         }
     }
 }
@@ -124,6 +129,7 @@ impl NewTask {
             started_at: None,
             finished_at: None,
             lease: None,
+            trace: self.trace,
         };
         (task, self.idempotency.map(|i| i.request_hash))
     }
@@ -283,6 +289,9 @@ pub struct Task {
     /// The lease of the running attempt; never served.
     #[serde(skip)]
     pub lease: Option<Lease>,
+    /// The span its attempts are children of, and the caller's `tracestate`.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
 }
 
 /// Proof of ownership of one running attempt. Every write that ends the attempt names it,

@@ -37,6 +37,7 @@ mod startup;
 mod state_machine;
 mod store;
 mod tasks;
+mod traces;
 mod webhooks;
 mod worker_processes;
 mod workers;

@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, max_overlap, spawn_app};
 use crate::workers::make_remote;
 
 /// A child process, killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for Process {
     }
 }
 
-fn taskd_worker(app: &TestApp, queue: &str, command: &[&str]) -> Process {
+pub(crate) fn taskd_worker(app: &TestApp, queue: &str, command: &[&str]) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_taskd"))
         .args([
             "worker", "--url", &app.base, "--queue", queue, "--lease", "3s", "--",

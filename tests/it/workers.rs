@@ -19,7 +19,7 @@ async fn lease(app: &TestApp, queue: &str, body: Value) -> reqwest::Response {
         .await
 }
 
-async fn lease_one(app: &TestApp, queue: &str, worker: &str, lease_ms: u64) -> Value {
+pub(crate) async fn lease_one(app: &TestApp, queue: &str, worker: &str, lease_ms: u64) -> Value {
     let response = lease(
         app,
         queue,

@@ -167,16 +167,17 @@ async fn insert_rows(
     let inserted = sqlx::query(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-             request_hash, created_at, callback_url, callback_secret) \
+             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate) \
          SELECT id::uuid, queue, kind, input, state, priority::integer, max_attempts::integer, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-             request_hash, created_at, callback_url, callback_secret \
+             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
              $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-             $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[]) \
+             $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[], \
+             $18::text[], $19::text[]) \
              AS new (id, queue, kind, input, state, priority, max_attempts, backoff_base_ms, \
                  backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, request_hash, \
-                 created_at, callback_url, callback_secret) \
+                 created_at, callback_url, callback_secret, traceparent, tracestate) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
     .bind(text(&|t| Some(t.id.to_string())))
@@ -198,6 +199,8 @@ async fn insert_rows(
     .bind(text(&|t| {
         t.callback.as_ref().and_then(|c| c.secret.clone())
     }))
+    .bind(text(&|t| t.trace.as_ref().map(|c| c.parent.to_string())))
+    .bind(text(&|t| t.trace.as_ref().and_then(|c| c.state.clone())))
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() as usize)

@@ -11,14 +11,14 @@ use sqlx::{PgConnection, Postgres, Row};
 pub(crate) use crate::store::sql::to_json;
 use crate::store::sql::{self, Dialect};
 use crate::store::{StoreError, TaskFilter};
-use crate::task::{Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId};
+use crate::task::{Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, TraceContext};
 
 /// The columns every query that returns tasks selects; `task_from_row` reads them by name.
 pub const COLUMNS: &str = "id::text AS id, queue, kind, input, state, priority, attempt, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, \
      cancel_requested, result, error, errors, idempotency_key, lease, lease_expires_at, \
      created_at, started_at, finished_at, progress, callback_url, callback_secret, \
-     callback_status";
+     callback_status, traceparent, tracestate";
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
@@ -40,6 +40,7 @@ pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
     let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
     let callback_url: Option<String> = row.try_get("callback_url")?;
     let callback_secret: Option<String> = row.try_get("callback_secret")?;
+    let traceparent: Option<String> = row.try_get("traceparent")?;
     Ok(Task {
         id: id.parse().map_err(|e| corrupt("id", e))?,
         queue: QueueName::parse(queue).map_err(|e| corrupt("queue", e))?,
@@ -73,6 +74,7 @@ pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        trace: TraceContext::from_stored(traceparent.as_deref(), row.try_get("tracestate")?),
     })
 }
 

@@ -13,14 +13,14 @@ use crate::store::sql::{self, Dialect, state_guard};
 use crate::store::{CancelResult, Changed, StoreError, TaskFilter};
 use crate::task::{
     AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Move, QueueName, Task, TaskId,
-    expire_attempt, lose_attempt,
+    TraceContext, expire_attempt, lose_attempt,
 };
 
 /// The columns every query that returns tasks selects, in the order `task_from_row` reads.
 pub const COLUMNS: &str = "id, queue, kind, input, state, priority, attempt, max_attempts, \
      backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result, \
      error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at, \
-     progress, callback_url, callback_secret, callback_status";
+     progress, callback_url, callback_secret, callback_status, traceparent, tracestate";
 
 fn conversion_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(error))
@@ -43,6 +43,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let timeout_ms: Option<i64> = row.get(10)?;
     let callback_url: Option<String> = row.get(24)?;
     let callback_secret: Option<String> = row.get(25)?;
+    let traceparent: Option<String> = row.get(27)?;
     Ok(Task {
         id: id.parse().map_err(conversion_error)?,
         queue: QueueName::parse(queue).map_err(conversion_error)?,
@@ -76,6 +77,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         created_at: row.get(20)?,
         started_at: row.get(21)?,
         finished_at: row.get(22)?,
+        trace: TraceContext::from_stored(traceparent.as_deref(), row.get(28)?),
     })
 }
 
@@ -155,13 +157,16 @@ pub fn task_by_key(conn: &Connection, key: &str) -> Result<Option<(Task, String)
 }
 
 /// A new task's values, in the column order of [`INSERT_COLUMNS`].
-pub type InsertRow = [SqlValue; 17];
+pub type InsertRow = [SqlValue; INSERT_VALUES];
+
+/// How many values one new row has.
+const INSERT_VALUES: usize = 19;
 
 const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, queue, kind, input, state, priority, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-     request_hash, created_at, callback_url, callback_secret) VALUES ";
+     request_hash, created_at, callback_url, callback_secret, traceparent, tracestate) VALUES ";
 
-/// How many rows one multi-row INSERT takes (17 values each, far below SQLite's limit).
+/// How many rows one multi-row INSERT takes (19 values each, far below SQLite's limit).
 const INSERT_CHUNK: usize = 32;
 
 /// A new task as the values of one row; `request_hash` goes with an idempotency key.
@@ -187,6 +192,10 @@ pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
         SqlValue::Integer(task.created_at),
         optional_text(task.callback.as_ref().map(|c| c.url.as_str())),
         optional_text(task.callback.as_ref().and_then(|c| c.secret.as_deref())),
+        task.trace
+            .as_ref()
+            .map_or(SqlValue::Null, |t| SqlValue::Text(t.parent.to_string())),
+        optional_text(task.trace.as_ref().and_then(|t| t.state.as_deref())),
     ]
 }
 
@@ -194,7 +203,7 @@ pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
 /// statement per row. Fewer statements, fewer statement journals.
 pub fn task_insert_rows(conn: &Connection, rows: &[InsertRow]) -> Result<(), StoreError> {
     let values = |n: usize| {
-        let row = format!("({})", vec!["?"; 17].join(", "));
+        let row = format!("({})", vec!["?"; INSERT_VALUES].join(", "));
         format!("{INSERT_COLUMNS}{}", vec![row; n].join(", "))
     };
     for chunk in rows.chunks(INSERT_CHUNK) {

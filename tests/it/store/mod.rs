@@ -166,6 +166,7 @@ mod cases {
         tasks::a_new_attempt_starts_without_progress,
         tasks::a_failed_attempt_backs_off_then_fails_then_retries,
         tasks::nul_characters_round_trip,
+        tasks::trace_context_round_trips,
         isolation::a_refused_row_fails_only_its_own_call,
         moves::cancel_in_every_state,
         moves::release_gives_the_attempt_back,

@@ -1,10 +1,10 @@
 //! Cases: insert, get, list; claims (order, limit, pause, concurrency, fairness); ending an
-//! attempt (fencing, backoff, failure, retry); NUL characters.
+//! attempt (fencing, backoff, failure, retry); NUL characters; trace contexts.
 
 use std::collections::BTreeMap;
 
 use taskd::store::{CancelResult, Changed, EndedAttempt, TaskFilter};
-use taskd::task::{Backoff, TaskError, TaskId, TaskState};
+use taskd::task::{Backoff, TaskError, TaskId, TaskState, TraceContext, TraceParent};
 
 use super::*;
 
@@ -421,4 +421,39 @@ pub async fn nul_characters_round_trip(store: Arc<dyn TaskStore>) {
         .unwrap()
         .unwrap();
     assert_eq!(ended.error.unwrap().message, "bad \u{0} byte");
+}
+
+/// A task's W3C trace context (`traceparent`, `tracestate`) is stored with it and read back
+/// by every read, a claim and an end included; a task without one reads back without.
+pub async fn trace_context_round_trips(store: Arc<dyn TaskStore>) {
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let context = TraceContext {
+        parent: TraceParent::parse(parent).unwrap(),
+        state: Some("vendor=opaque,other=1".into()),
+    };
+    let traced = insert(
+        &store,
+        NewTask {
+            trace: Some(context.clone()),
+            ..task("traced", "echo", json!(1))
+        },
+    )
+    .await;
+    let plain = insert(&store, task("plain", "echo", json!(2))).await;
+    assert_eq!(get(&store, &traced).await.trace, Some(context.clone()));
+    assert_eq!(get(&store, &plain).await.trace, None);
+    let claimed = store.claim(2, far()).await.unwrap();
+    let claimed_traced = claimed.iter().find(|t| t.id == traced.id).unwrap();
+    assert_eq!(claimed_traced.trace, Some(context.clone()));
+    let ended = store
+        .finish(
+            traced.id,
+            &lease(claimed_traced),
+            Outcome::Succeeded(json!("done")),
+        )
+        .await
+        .unwrap()
+        .expect("finished under its lease");
+    assert_eq!(ended.trace.as_ref(), Some(&context));
+    assert_eq!(ended.trace.unwrap().parent.to_string(), parent);
 }
