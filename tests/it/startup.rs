@@ -37,7 +37,8 @@ async fn routes_answer_starting_until_the_store_is_open() {
             let _ = opened.await;
         },
     ));
-    let client = Client::new();
+    // A server that did not answer before start-up would hold these requests: bounded.
+    let client = Client::builder().timeout(DEADLINE).build().unwrap();
 
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
