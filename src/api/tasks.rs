@@ -144,17 +144,24 @@ async fn submit_batch(
     }
     let mut tasks = Vec::with_capacity(request.tasks.len());
     for (index, item) in request.tasks.into_iter().enumerate() {
-        let task = item.parse(state.config.default_backoff).map_err(|error| {
-            ApiError::InvalidBatchItem {
-                index,
-                error: Box::new(error),
-            }
-        })?;
+        let in_item = |error| ApiError::InvalidBatchItem {
+            index,
+            error: Box::new(error),
+        };
+        let idempotency = submit::item_idempotency(&item).map_err(in_item)?;
+        let mut task = item.parse(state.config.default_backoff).map_err(in_item)?;
+        task.idempotency = idempotency;
         tasks.push(task);
     }
     let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;
+    // Items whose key was used before answer with the task first stored under it.
+    let replayed = inserted.iter().filter(|i| i.replayed).count();
     let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "tasks": tasks, "replayed": replayed })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
