@@ -173,7 +173,7 @@ pub async fn bulk(args: BulkArgs) -> Result<Exit, CliError> {
             .or_insert_with(|| json!(format!("bulk-{}-{number}", scan.digest)));
         batch.push(Value::Object(task));
         numbers.push(number);
-        if batch.len() < args.batch_size.into() && lines.peek().is_some() {
+        if batch.len() < usize::from(args.batch_size) && lines.peek().is_some() {
             continue;
         }
         let sent = batch.len() as u64;

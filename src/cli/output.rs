@@ -150,7 +150,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == cells.len() {
                 text.push_str(cell);
             } else {
-                text.push_str(&format!("{cell:width$}  "));
+                text.push_str(&format!("{cell:width$}  ", width = *width));
             }
         }
         text.trim_end().to_owned() + "\n"

@@ -233,14 +233,15 @@ async fn watch_prints_plain_lines_into_a_pipe() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // The stream opens some time after the spawn: submit until one of its tasks shows up.
-    let line = wait_for("a line from watch --queue", || async {
+    let started = std::time::Instant::now();
+    let line = loop {
         app.submit(json!({"kind": "echo", "queue": "watched"})).await;
-        tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line())
-            .await
-            .ok()
-            .map(|line| line.unwrap().expect("watch --queue runs until stopped"))
-    })
-    .await;
+        let read = tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line());
+        if let Ok(line) = read.await {
+            break line.unwrap().expect("watch --queue runs until stopped");
+        }
+        assert!(started.elapsed() < DEADLINE, "no line from watch --queue");
+    };
     assert!(line.contains("echo"), "{line}");
     child.kill().await.unwrap();
 }
@@ -289,11 +290,12 @@ async fn bars_are_drawn_on_a_terminal() {
     assert!(run.stdout.contains("succeeded"), "{}", run.stdout);
 }
 
-/// Runs a command line under `script`, which gives it a pseudo-terminal; its output is
-/// what the terminal received.
+/// Runs a command line under `script`, which gives it a pseudo-terminal (of 120 columns:
+/// one made without a terminal on stdin has none); its output is what the terminal received.
 async fn under_pty(app: &TestApp, command_line: &str) -> Run {
+    let command_line = format!("stty cols 120 rows 40; exec {command_line}");
     let output = Command::new("script")
-        .args(["-qec", command_line, "/dev/null"])
+        .args(["-qec", &command_line, "/dev/null"])
         .env("TASKD_URL", &app.base)
         .env("TERM", "xterm-256color")
         .env("COLUMNS", "120")
