@@ -241,16 +241,11 @@ pub fn idempotency(
 ) -> Result<Option<Idempotency>, ApiError> {
     let header = match headers.get("idempotency-key") {
         None => None,
-        Some(key) => Some(
-            key.to_str()
-                .ok()
-                .filter(|k| valid_key(k))
-                .ok_or_else(|| {
-                    ApiError::InvalidHeader(format!(
-                        "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                    ))
-                })?,
-        ),
+        Some(key) => Some(key.to_str().ok().filter(|k| valid_key(k)).ok_or_else(|| {
+            ApiError::InvalidHeader(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?),
     };
     if let (Some(header), Some(body)) = (header, &request.idempotency_key)
         && header != body

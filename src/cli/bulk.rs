@@ -81,9 +81,8 @@ fn parse_line(number: u64, text: &str) -> Result<serde_json::Map<String, Value>,
 }
 
 fn scan(args: &BulkArgs) -> Result<Scan, CliError> {
-    let unreadable = |e: std::io::Error| {
-        CliError::Input(format!("cannot read {}: {e}", args.file.display()))
-    };
+    let unreadable =
+        |e: std::io::Error| CliError::Input(format!("cannot read {}: {e}", args.file.display()));
     let mut reader = open(args)?;
     let mut hasher = Sha256::new();
     let (mut line, mut number, mut tasks) = (Vec::new(), 0, 0);

@@ -130,10 +130,7 @@ impl Client {
         let response = self.open(request).await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {

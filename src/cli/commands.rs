@@ -39,9 +39,7 @@ pub enum ClientCommand {
     /// Submit a file of tasks, one JSON body per line; safe to run again after an interruption.
     Bulk(BulkArgs),
     /// Print a shell completion script: `taskd completions bash > /etc/bash_completion.d/taskd`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Runs a client subcommand and says how the process should exit.

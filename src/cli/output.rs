@@ -115,7 +115,10 @@ pub fn task_block(task: &Value) -> String {
 
 /// `42% copying` for a progress report.
 pub fn progress_text(progress: &Value) -> String {
-    let percent = progress.get("percent").and_then(Value::as_f64).unwrap_or(0.0);
+    let percent = progress
+        .get("percent")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     match progress.get("message").and_then(Value::as_str) {
         Some(message) => format!("{percent:.0}% {message}"),
         None => format!("{percent:.0}%"),
@@ -169,7 +172,9 @@ pub fn task_row(task: &Value) -> Vec<String> {
         state(task).to_owned(),
         field(task, "queue").to_owned(),
         field(task, "kind").to_owned(),
-        task.get("attempt").map(Value::to_string).unwrap_or_default(),
+        task.get("attempt")
+            .map(Value::to_string)
+            .unwrap_or_default(),
         field(task, "created_at").to_owned(),
     ]
 }

@@ -71,8 +71,9 @@ fn row(queue: &Value) -> Vec<String> {
         None => "-".to_owned(),
     };
     let oldest = match queue.get("oldest_queued_age_ms").and_then(Value::as_u64) {
-        Some(ms) => humantime::format_duration(std::time::Duration::from_secs(ms / 1000))
-            .to_string(),
+        Some(ms) => {
+            humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+        }
         None => "-".to_owned(),
     };
     vec![

@@ -162,7 +162,9 @@ pub async fn await_task(
 ) -> Result<Value, CliError> {
     loop {
         let secs = poll_secs(deadline);
-        let task = client.get(&format!("/v1/tasks/{id}?wait={secs:.3}")).await?;
+        let task = client
+            .get(&format!("/v1/tasks/{id}?wait={secs:.3}"))
+            .await?;
         let expired = deadline.is_some_and(|at| Instant::now() >= at);
         if Exit::of_state(output::state(&task)).is_some() || expired {
             return Ok(task);

@@ -66,7 +66,9 @@ impl SseParser {
                 } else if let Some(value) = line.strip_prefix("event:") {
                     event.event = value.trim().to_owned();
                 } else if let Some(value) = line.strip_prefix("data:") {
-                    event.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                    event
+                        .data
+                        .push_str(value.strip_prefix(' ').unwrap_or(value));
                 }
             }
             // A block without data is a keep-alive comment.

@@ -6,7 +6,7 @@
 use std::process::Stdio;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, wait_for};
@@ -61,7 +61,16 @@ async fn submit_get_and_result() {
     let app = spawn_app().await;
     let run = taskd(
         &app,
-        &["submit", "echo", "--input", r#"{"a":1}"#, "--label", "team=ops", "--wait", "--json"],
+        &[
+            "submit",
+            "echo",
+            "--input",
+            r#"{"a":1}"#,
+            "--label",
+            "team=ops",
+            "--wait",
+            "--json",
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -76,7 +85,11 @@ async fn submit_get_and_result() {
     app.wait_terminal(&id).await;
     let run = taskd(&app, &["get", &id]).await;
     assert_eq!(run.code, 0);
-    assert!(run.stdout.contains("succeeded") && run.stdout.contains(&id), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("succeeded") && run.stdout.contains(&id),
+        "{}",
+        run.stdout
+    );
     let run = taskd(&app, &["get", &id, "--json"]).await;
     assert_eq!(run.json_lines()[0]["id"], id.as_str());
     let run = taskd(&app, &["result", &id, "--json"]).await;
@@ -104,7 +117,11 @@ async fn wait_exit_codes() {
     let run = taskd(&app, &["wait", &ok, &held, "--timeout", "0.5", "--json"]).await;
     assert_eq!(run.code, 124, "{}", run.stderr);
     assert_eq!(run.json_lines()[1]["state"], "queued");
-    let run = taskd(&app, &["submit", "echo", "--queue", "held", "--wait", "0.5"]).await;
+    let run = taskd(
+        &app,
+        &["submit", "echo", "--queue", "held", "--wait", "0.5"],
+    )
+    .await;
     assert_eq!(run.code, 124, "{}", run.stderr);
 
     let run = taskd(&app, &["result", &failing]).await;
@@ -123,7 +140,13 @@ async fn list_filters_and_pages() {
             .await;
     }
     app.submit(json!({"kind": "echo"})).await;
-    let run = taskd(&app, &["list", "--label", "batch=x", "--limit", "2", "--all", "--json"]).await;
+    let run = taskd(
+        &app,
+        &[
+            "list", "--label", "batch=x", "--limit", "2", "--all", "--json",
+        ],
+    )
+    .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let pages = run.json_lines();
     assert_eq!(pages.len(), 2, "two pages of 2 and 1");
@@ -135,8 +158,16 @@ async fn list_filters_and_pages() {
 
     let run = taskd(&app, &["list", "--label", "batch=x", "--limit", "2"]).await;
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert!(lines[0].starts_with("ID") && lines.len() == 3, "{}", run.stdout);
-    assert!(run.stderr.contains("--cursor"), "a hint at the next page: {}", run.stderr);
+    assert!(
+        lines[0].starts_with("ID") && lines.len() == 3,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("--cursor"),
+        "a hint at the next page: {}",
+        run.stderr
+    );
 }
 
 /// `cancel` and `retry` move tasks and print them; an unknown id exits 2 with the server's
@@ -160,14 +191,24 @@ async fn cancel_retry_and_queues() {
     let run = taskd(&app, &["cancel", missing, id]).await;
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("task_not_found"), "{}", run.stderr);
-    assert!(run.stdout.contains("cancelled"), "the other id was still cancelled");
+    assert!(
+        run.stdout.contains("cancelled"),
+        "the other id was still cancelled"
+    );
 
     let run = taskd(&app, &["queues"]).await;
     let held = run.stdout.lines().find(|l| l.starts_with("held")).unwrap();
     assert!(held.contains("true"), "paused: {}", run.stdout);
-    let run = taskd(&app, &["queue", "held", "--resume", "--concurrency", "2", "--json"]).await;
+    let run = taskd(
+        &app,
+        &["queue", "held", "--resume", "--concurrency", "2", "--json"],
+    )
+    .await;
     let queue = &run.json_lines()[0];
-    assert_eq!((queue["paused"].clone(), queue["concurrency"].clone()), (json!(false), json!(2)));
+    assert_eq!(
+        (queue["paused"].clone(), queue["concurrency"].clone()),
+        (json!(false), json!(2))
+    );
 }
 
 /// Errors show the server's problem+json (title, code, detail, field errors), and an
@@ -186,14 +227,19 @@ async fn errors_show_the_problem_not_rust_types() {
     );
     let run = taskd(&app, &["submit", "sleep", "--input", r#"{"ms":"soon"}"#]).await;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("invalid_input") && run.stderr.contains("ms"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid_input") && run.stderr.contains("ms"),
+        "{}",
+        run.stderr
+    );
     let run = taskd(&app, &["submit", "echo", "--input", "{not json"]).await;
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("is not JSON"), "{}", run.stderr);
     let run = taskd(&app, &["get", "x", "--url", "http://127.0.0.1:1"]).await;
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("cannot reach the taskd server at http://127.0.0.1:1"),
+        run.stderr
+            .contains("cannot reach the taskd server at http://127.0.0.1:1"),
         "{}",
         run.stderr
     );
@@ -219,13 +265,23 @@ async fn watch_prints_plain_lines_into_a_pipe() {
     assert!(first.contains(id) && first.contains("queued"), "{first}");
     patch_queue(&app, "held", json!({"paused": false})).await;
     let mut seen = vec![first];
-    while let Some(line) = tokio::time::timeout(DEADLINE, lines.next_line()).await.unwrap().unwrap() {
+    while let Some(line) = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         seen.push(line);
     }
-    let status = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{seen:?}");
     assert!(seen.last().unwrap().contains("succeeded"), "{seen:?}");
-    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "no terminal codes: {seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "no terminal codes: {seen:?}"
+    );
 
     let mut child = cli(&app, &["watch", "--queue", "watched"])
         .stdout(Stdio::piped())
@@ -235,7 +291,8 @@ async fn watch_prints_plain_lines_into_a_pipe() {
     // The stream opens some time after the spawn: submit until one of its tasks shows up.
     let started = std::time::Instant::now();
     let line = loop {
-        app.submit(json!({"kind": "echo", "queue": "watched"})).await;
+        app.submit(json!({"kind": "echo", "queue": "watched"}))
+            .await;
         let read = tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line());
         if let Ok(line) = read.await {
             break line.unwrap().expect("watch --queue runs until stopped");
@@ -261,7 +318,10 @@ async fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let run = taskd(&app, &["completions", shell]).await;
         assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
-        assert!(run.stdout.contains("submit") && run.stdout.contains("bulk"), "{shell}");
+        assert!(
+            run.stdout.contains("submit") && run.stdout.contains("bulk"),
+            "{shell}"
+        );
     }
 }
 
@@ -276,33 +336,66 @@ async fn bars_are_drawn_on_a_terminal() {
     let bulk = format!("{} bulk {}", env!("CARGO_BIN_EXE_taskd"), file.display());
     let run = under_pty(&app, &bulk).await;
     assert_eq!(run.code, 0, "{}", run.stdout);
-    assert!(run.stdout.contains('█'), "a bar: {}", run.stdout);
-    assert!(run.stdout.contains("50 tasks: 50 submitted"), "{}", run.stdout);
+    assert!(run.stdout.contains('█'), "a full bar: {}", run.stdout);
+    assert!(
+        run.stdout.contains("50 tasks: 50 submitted"),
+        "{}",
+        run.stdout
+    );
 
+    // A long task, watched until its bar shows progress, then cancelled: however slowly the
+    // watch starts, the task is still running when it connects.
     let task = app
-        .submit(json!({"kind": "sleep", "input": {"ms": 2000}}))
+        .submit(json!({"kind": "sleep", "input": {"ms": 60_000}}))
         .await;
     let id = task["id"].as_str().unwrap();
     let watch = format!("{} watch {id}", env!("CARGO_BIN_EXE_taskd"));
-    let run = under_pty(&app, &watch).await;
-    assert_eq!(run.code, 0, "{}", run.stdout);
-    assert!(run.stdout.contains('█'), "a running task's bar: {}", run.stdout);
-    assert!(run.stdout.contains("succeeded"), "{}", run.stdout);
+    let mut child = pty(&app, &watch).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let bar_drawn = |seen: &[u8]| String::from_utf8_lossy(seen).contains(BAR_CHARS);
+    while !bar_drawn(&seen) {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(DEADLINE, stdout.read(&mut chunk)).await;
+        let n = read.expect("a bar in time").unwrap();
+        assert!(
+            n > 0,
+            "watch ended first: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    app.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    stdout.read_to_end(&mut seen).await.unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "a cancelled task exits 1");
+    assert!(String::from_utf8_lossy(&seen).contains("cancelled"));
 }
 
-/// Runs a command line under `script`, which gives it a pseudo-terminal (of 120 columns:
-/// one made without a terminal on stdin has none); its output is what the terminal received.
-async fn under_pty(app: &TestApp, command_line: &str) -> Run {
+/// What a bar of `taskd watch` or `bulk` is drawn with (whole and partial cells).
+const BAR_CHARS: &[char] = &['█', '▉', '▊', '▋', '▌', '▍', '▎', '▏'];
+
+/// A command line under `script`, which gives it a pseudo-terminal (of 120 columns: one
+/// made without a terminal on stdin has no size); its output is what the terminal received.
+fn pty(app: &TestApp, command_line: &str) -> Command {
     let command_line = format!("stty cols 120 rows 40; exec {command_line}");
-    let output = Command::new("script")
+    let mut command = Command::new("script");
+    command
         .args(["-qec", &command_line, "/dev/null"])
         .env("TASKD_URL", &app.base)
         .env("TERM", "xterm-256color")
-        .env("COLUMNS", "120")
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(DEADLINE, output)
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a command line under a pseudo-terminal to its end.
+async fn under_pty(app: &TestApp, command_line: &str) -> Run {
+    let output = tokio::time::timeout(DEADLINE, pty(app, command_line).output())
         .await
         .expect("script ends in time")
         .expect("`script` (util-linux) is installed");
@@ -329,7 +422,10 @@ async fn bulk_survives_an_interruption() {
     std::fs::write(&file, lines).unwrap();
     let file = file.to_str().unwrap();
 
-    let mut first: Child = cli(&app, &["bulk", file]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut first: Child = cli(&app, &["bulk", file])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for("half of the tasks stored", || async {
         (queued(&app).await >= 5000).then_some(())
     })
@@ -358,4 +454,40 @@ async fn bulk_survives_an_interruption() {
 async fn queued(app: &TestApp) -> u64 {
     let queue: Value = app.get("/v1/queues/bulk").await.json().await.unwrap();
     queue["counts"]["queued"].as_u64().unwrap_or(0)
+}
+
+/// The API key goes as a bearer token from `--api-key` or `TASKD_API_KEY`, and is never
+/// printed: not in errors, not in `--help`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_sent_and_never_printed() {
+    let app = spawn_app().await;
+    let secret = crate::auth::key(&app, "reader", "read", "*").await;
+    let run = taskd(&app, &["list"]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("401"), "{}", run.stderr);
+    let run = taskd(&app, &["list", "--api-key", &secret]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = taskd(&app, &["submit", "echo", "--api-key", &secret]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    let output = cli(&app, &["submit", "--help"])
+        .env("TASKD_API_KEY", &secret)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let printed = format!(
+        "{run_out}{run_err}{help}",
+        run_out = run.stdout,
+        run_err = run.stderr,
+        help = String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        printed.contains("TASKD_API_KEY"),
+        "the help names the variable"
+    );
+    assert!(
+        !printed.contains(&secret),
+        "the secret was printed: {printed}"
+    );
 }

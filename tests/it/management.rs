@@ -249,7 +249,11 @@ async fn batch_items_carry_idempotency_keys() {
         assert_eq!(again["tasks"][i]["id"], first["tasks"][i]["id"]);
     }
     let page: Value = app.get("/v1/tasks").await.json().await.unwrap();
-    assert_eq!(page["tasks"].as_array().unwrap().len(), 3, "stored once each");
+    assert_eq!(
+        page["tasks"].as_array().unwrap().len(),
+        3,
+        "stored once each"
+    );
 
     // The same key with another item: refused, nothing stored.
     let changed = app
@@ -281,7 +285,10 @@ async fn batch_items_carry_idempotency_keys() {
     let body = expect_problem(response, 422, "invalid_request").await;
     assert_eq!(body["errors"][0]["field"], "idempotency_key");
     let by_body = app
-        .post_json("/v1/tasks", &json!({"kind": "echo", "idempotency_key": "three"}))
+        .post_json(
+            "/v1/tasks",
+            &json!({"kind": "echo", "idempotency_key": "three"}),
+        )
         .await;
     assert_eq!(by_body.status(), StatusCode::ACCEPTED);
     let by_header = app
@@ -292,5 +299,9 @@ async fn batch_items_carry_idempotency_keys() {
         .send()
         .await
         .unwrap();
-    assert_eq!(by_header.status(), StatusCode::OK, "a replay, however the key came");
+    assert_eq!(
+        by_header.status(),
+        StatusCode::OK,
+        "a replay, however the key came"
+    );
 }
