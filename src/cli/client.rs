@@ -71,7 +71,17 @@ impl fmt::Display for CliError {
                 if let Some(detail) = &problem.detail {
                     write!(f, ": {detail}")?;
                 }
+                // A field error the detail already says is not said twice.
+                let said = |message: &str| {
+                    problem
+                        .detail
+                        .as_deref()
+                        .is_some_and(|detail| detail.contains(message))
+                };
                 for (field, message, index) in &problem.errors {
+                    if said(message) {
+                        continue;
+                    }
                     match index {
                         Some(index) => write!(f, "\n  item {index}: {field}: {message}")?,
                         None => write!(f, "\n  {field}: {message}")?,

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod keys;
 pub mod output;
 pub mod queues;
+pub mod sse;
 pub mod tasks;
 pub mod watch;
 pub mod worker;

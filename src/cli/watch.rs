@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::client::{CliError, Client, Connection};
 use super::output::{self, Exit};
+use super::sse::SseParser;
 
 /// How many reconnects in a row may fail before the watch gives up, and the pause between.
 const RECONNECTS: u32 = 30;
@@ -33,51 +34,6 @@ pub struct WatchArgs {
     pub kind: Option<String>,
     #[command(flatten)]
     pub connection: Connection,
-}
-
-/// One received Server-Sent Event.
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: String,
-}
-
-/// Splits an event stream's text into events as its chunks arrive.
-#[derive(Default)]
-struct SseParser {
-    buffer: String,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buffer
-            .push_str(&String::from_utf8_lossy(chunk).replace('\r', ""));
-        let mut events = Vec::new();
-        while let Some(end) = self.buffer.find("\n\n") {
-            let block: String = self.buffer.drain(..end + 2).collect();
-            let mut event = SseEvent {
-                id: None,
-                event: "message".to_owned(),
-                data: String::new(),
-            };
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("id:") {
-                    event.id = Some(value.trim().to_owned());
-                } else if let Some(value) = line.strip_prefix("event:") {
-                    event.event = value.trim().to_owned();
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    event
-                        .data
-                        .push_str(value.strip_prefix(' ').unwrap_or(value));
-                }
-            }
-            // A block without data is a keep-alive comment.
-            if !event.data.is_empty() {
-                events.push(event);
-            }
-        }
-        events
-    }
 }
 
 /// Where events are shown: bars on a terminal, else lines.

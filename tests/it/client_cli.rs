@@ -228,7 +228,8 @@ async fn errors_show_the_problem_not_rust_types() {
     let run = taskd(&app, &["submit", "sleep", "--input", r#"{"ms":"soon"}"#]).await;
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("invalid_input") && run.stderr.contains("ms"),
+        run.stderr
+            .contains("(422 invalid_input): `input.ms`: must be a whole number"),
         "{}",
         run.stderr
     );
@@ -246,6 +247,28 @@ async fn errors_show_the_problem_not_rust_types() {
     assert!(!run.stderr.contains("reqwest"), "{}", run.stderr);
     let run = taskd(&app, &["wait"]).await;
     assert_eq!(run.code, 2, "clap's usage error");
+
+    // A refused bulk line is named by its line in the file, not its index in the batch.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.ndjson");
+    std::fs::write(&file, "{\"kind\":\"echo\"}\n\n{\"kind\":\"nope\"}\n").unwrap();
+    let run = taskd(&app, &["bulk", file.to_str().unwrap(), "--batch-size", "1"]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("line 3 was refused"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("\n  item 0: kind: no kind `nope` is registered"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&file, "{\"kind\":\"echo\"}\n[1]\n").unwrap();
+    let run = taskd(&app, &["bulk", file.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("line 2: expected a JSON object"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// `watch ID` into a pipe prints a plain line per change, sees the task finish and exits 0;
