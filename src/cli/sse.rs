@@ -24,10 +24,16 @@ impl SseParser {
     /// The events this chunk completed (keep-alive comments are not events).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         self.buffer.extend(chunk.iter().filter(|&&b| b != b'\r'));
+        // Only whole characters are read; a split one waits for the next chunk.
+        let whole = match std::str::from_utf8(&self.buffer) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&self.buffer[..error.valid_up_to()]).unwrap_or(""),
+        };
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
-            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-            let block = String::from_utf8_lossy(&block);
+        let mut used = 0;
+        while let Some(end) = whole[used..].find("\n\n") {
+            let block = &whole[used..used + end];
+            used += end + 2;
             let mut event = SseEvent {
                 id: None,
                 event: "message".to_owned(),
@@ -48,6 +54,8 @@ impl SseParser {
                 events.push(event);
             }
         }
+        // One move of the rest, however many events the chunk held.
+        self.buffer.drain(..used);
         events
     }
 }
