@@ -54,6 +54,9 @@ pub enum Command {
     Keys(crate::cli::keys::KeysArgs),
     /// Copy a SQLite database consistently while servers run (PostgreSQL: use pg_dump).
     Backup(crate::cli::backup::BackupArgs),
+    /// The client: submit, follow and manage tasks on a server, over its HTTP API.
+    #[command(flatten)]
+    Client(crate::cli::commands::ClientCommand),
 }
 
 /// The options of `taskd serve` as `taskd serve --help` shows them (flag, help, env twin,

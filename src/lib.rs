@@ -23,7 +23,8 @@
 //!   exporter behind `--otlp-endpoint`.
 //! - [`config`], [`app`]: flags with env twins, and the composition root.
 //! - [`cli`]: subcommands beside `serve`: `taskd worker` (a client of the API),
-//!   `taskd keys` (API keys, in the database) and `taskd backup` (a copy of a SQLite file).
+//!   `taskd keys` (API keys, in the database), `taskd backup` (a copy of a SQLite file), and
+//!   the client (`submit`, `wait`, `watch`, `bulk`… over HTTP only; docs/cli.md).
 //!
 //! # Embedding
 //!

@@ -21,6 +21,7 @@ async fn main() -> std::process::ExitCode {
             .init(),
     }
     let outcome = match cli.command {
+        Command::Client(command) => return taskd::cli::commands::run(command).await,
         Command::Migrate(database) => taskd::app::migrate(&database.url).await,
         Command::Backup(backup) => {
             return match taskd::cli::backup::run(&backup) {

@@ -46,6 +46,11 @@ pub struct SubmitRequest {
     labels: Option<BTreeMap<String, String>>,
     /// Where to POST the finished task; absent: the queue's default callback, if any.
     callback: Option<CallbackRequest>,
+    /// The body's twin of the `Idempotency-Key` header, and the only way to give a key to a
+    /// batch item. Not part of the digest the key is bound to, so a key given either way
+    /// replays the same request.
+    #[serde(default, skip_serializing)]
+    idempotency_key: Option<String>,
 }
 
 /// A completion webhook as a client gives it: `{url, secret?}`.
@@ -231,29 +236,62 @@ fn parse_labels(labels: BTreeMap<String, String>) -> Result<Labels, ApiError> {
     Ok(labels)
 }
 
-/// The `Idempotency-Key` header, bound to a digest of the request it came with.
+/// The idempotency key of a request (the `Idempotency-Key` header, or the body's
+/// `idempotency_key`; both must then agree), bound to a digest of the request it came with.
 pub fn idempotency(
     headers: &HeaderMap,
     request: &SubmitRequest,
 ) -> Result<Option<Idempotency>, ApiError> {
-    let Some(key) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = key
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-        .ok_or_else(|| {
+    let header = match headers.get("idempotency-key") {
+        None => None,
+        Some(key) => Some(key.to_str().ok().filter(|k| valid_key(k)).ok_or_else(|| {
             ApiError::InvalidHeader(format!(
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
             ))
-        })?;
+        })?),
+    };
+    if let (Some(header), Some(body)) = (header, &request.idempotency_key)
+        && header != body
+    {
+        return Err(invalid(
+            "idempotency_key",
+            "differs from the Idempotency-Key header; give one or the other",
+        ));
+    }
+    match header {
+        Some(key) => Ok(Some(bind_key(key, request))),
+        None => item_idempotency(request),
+    }
+}
+
+/// The idempotency key a batch item carries in its body, bound to a digest of the item.
+pub fn item_idempotency(request: &SubmitRequest) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(None);
+    };
+    if !valid_key(key) {
+        return Err(invalid(
+            "idempotency_key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(bind_key(key, request)))
+}
+
+/// What a header value may hold: visible ASCII and spaces.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+fn bind_key(key: &str, request: &SubmitRequest) -> Idempotency {
     // serde_json maps are sorted, so equal requests serialize to equal bytes.
     let canonical = serde_json::to_vec(request).unwrap_or_default();
-    Ok(Some(Idempotency {
+    Idempotency {
         key: key.to_owned(),
         request_hash: hex::encode(Sha256::digest(&canonical)),
-    }))
+    }
 }
 
 /// Opens the span of a submit on `route`, under the request's W3C `traceparent` and

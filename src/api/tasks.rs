@@ -20,7 +20,7 @@ use super::{AppState, Route};
 use crate::access::{QueueScope, Scope};
 use crate::engine::Cancelled;
 use crate::store::TaskFilter;
-use crate::task::{Kind, NewTask, QueueName, Task, TaskId, TaskState, TraceContext, now_millis};
+use crate::task::{Kind, QueueName, Task, TaskId, TaskState, TraceContext, now_millis};
 
 /// The page size of a listing when none is asked for, and the largest one allowed.
 const DEFAULT_PAGE: usize = 50;
@@ -176,21 +176,26 @@ async fn submit_many(
     }
     let mut tasks = Vec::with_capacity(request.tasks.len());
     for (index, item) in request.tasks.into_iter().enumerate() {
-        let task = item.parse(state.config.default_backoff).map_err(|error| {
-            ApiError::InvalidBatchItem {
-                index,
-                error: Box::new(error),
-            }
-        })?;
-        tasks.push(NewTask {
-            trace: trace.clone(),
-            ..task
-        });
+        let in_item = |error| ApiError::InvalidBatchItem {
+            index,
+            error: Box::new(error),
+        };
+        let idempotency = submit::item_idempotency(&item).map_err(in_item)?;
+        let mut task = item.parse(state.config.default_backoff).map_err(in_item)?;
+        task.idempotency = idempotency;
+        task.trace = trace.clone();
+        tasks.push(task);
     }
     let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;
+    // Items whose key was used before answer with the task first stored under it.
+    let replayed = inserted.iter().filter(|i| i.replayed).count();
     let tasks: Vec<Task> = inserted.into_iter().map(|i| i.task).collect();
     let ids = tasks.iter().map(|task| task.id).collect();
-    let response = (StatusCode::ACCEPTED, axum::Json(json!({ "tasks": tasks }))).into_response();
+    let response = (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "tasks": tasks, "replayed": replayed })),
+    )
+        .into_response();
     Ok((response, ids))
 }
 

@@ -21,7 +21,7 @@ use crate::helpers::{
 use crate::receiver::Receiver;
 
 /// Creates a key in the app's database, as `taskd keys create` would; returns its secret.
-async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
+pub async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
     key_with_expiry(app, name, scopes, queues, None).await
 }
 

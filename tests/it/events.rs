@@ -20,7 +20,9 @@ pub struct SseEvent {
 /// A reader of one SSE response.
 pub struct SseStream {
     response: reqwest::Response,
-    buffer: String,
+    parser: taskd::cli::sse::SseParser,
+    /// Events read but not yet handed out.
+    pending: std::collections::VecDeque<taskd::cli::sse::SseEvent>,
 }
 
 impl SseStream {
@@ -42,7 +44,8 @@ impl SseStream {
         assert_eq!(response.headers()["x-accel-buffering"], "no");
         SseStream {
             response,
-            buffer: String::new(),
+            parser: Default::default(),
+            pending: Default::default(),
         }
     }
 
@@ -55,32 +58,17 @@ impl SseStream {
 
     async fn next_inner(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    id: None,
-                    event: "message".to_owned(),
-                    data: Value::Null,
-                };
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("id:") {
-                        event.id = Some(value.trim().to_owned());
-                    } else if let Some(value) = line.strip_prefix("event:") {
-                        event.event = value.trim().to_owned();
-                    } else if let Some(value) = line.strip_prefix("data:") {
-                        data.push_str(value.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a keep-alive comment
-                }
-                event.data = serde_json::from_str(&data).unwrap();
-                crate::contract::check_stream_event(&event.event, event.id.as_deref(), &event.data);
-                return Some(event);
+            if let Some(event) = self.pending.pop_front() {
+                let data = serde_json::from_str(&event.data).unwrap();
+                crate::contract::check_stream_event(&event.event, event.id.as_deref(), &data);
+                return Some(SseEvent {
+                    id: event.id,
+                    event: event.event,
+                    data,
+                });
             }
             let chunk = self.response.chunk().await.ok()??;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            self.pending.extend(self.parser.push(&chunk));
         }
     }
 

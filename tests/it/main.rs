@@ -8,6 +8,7 @@ mod backup;
 mod cancel;
 mod child;
 mod cli;
+mod client_cli;
 mod clock;
 mod contract;
 mod disk_full;

@@ -220,3 +220,88 @@ async fn etags_answer_304_while_nothing_changed() {
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
 }
+
+/// A batch item's `idempotency_key` stores it once: a re-sent batch answers with the first
+/// tasks and counts them as `replayed`; a bad key names the item; a body key that differs
+/// from the header is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_items_carry_idempotency_keys() {
+    let app = spawn_app().await;
+    let items = |n: u32| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"kind": "echo", "input": i, "idempotency_key": format!("line-{i}")}))
+            .collect()
+    };
+    let first = app
+        .post_json("/v1/tasks/batch", &json!({ "tasks": items(2) }))
+        .await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["replayed"], 0);
+    // Re-sent after an "interruption", with one more line.
+    let again = app
+        .post_json("/v1/tasks/batch", &json!({ "tasks": items(3) }))
+        .await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["replayed"], 2, "{again}");
+    for i in 0..2 {
+        assert_eq!(again["tasks"][i]["id"], first["tasks"][i]["id"]);
+    }
+    let page: Value = app.get("/v1/tasks").await.json().await.unwrap();
+    assert_eq!(
+        page["tasks"].as_array().unwrap().len(),
+        3,
+        "stored once each"
+    );
+
+    // The same key with another item: refused, nothing stored.
+    let changed = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo", "input": 99, "idempotency_key": "line-0"}]}),
+        )
+        .await;
+    expect_problem(changed, 422, "idempotency_key_reused").await;
+    let empty_key = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [{"kind": "echo"}, {"kind": "echo", "idempotency_key": ""}]}),
+        )
+        .await;
+    let body = expect_problem(empty_key, 422, "invalid_request").await;
+    assert_eq!(body["errors"][0]["index"], 1);
+    assert_eq!(body["errors"][0]["field"], "idempotency_key");
+
+    // On a single submit the body key is the header's twin; a differing pair is refused.
+    let response = app
+        .client
+        .post(app.url("/v1/tasks"))
+        .header("idempotency-key", "one")
+        .json(&json!({"kind": "echo", "idempotency_key": "two"}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_problem(response, 422, "invalid_request").await;
+    assert_eq!(body["errors"][0]["field"], "idempotency_key");
+    let by_body = app
+        .post_json(
+            "/v1/tasks",
+            &json!({"kind": "echo", "idempotency_key": "three"}),
+        )
+        .await;
+    assert_eq!(by_body.status(), StatusCode::ACCEPTED);
+    let by_header = app
+        .client
+        .post(app.url("/v1/tasks"))
+        .header("idempotency-key", "three")
+        .json(&json!({"kind": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_header.status(),
+        StatusCode::OK,
+        "a replay, however the key came"
+    );
+}
