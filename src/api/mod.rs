@@ -15,6 +15,7 @@ mod extract;
 mod hosts;
 mod nul;
 mod params;
+mod parents;
 mod plain;
 mod queues;
 mod serve;

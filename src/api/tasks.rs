@@ -144,7 +144,9 @@ async fn submit_batch(
     }
     let mut tasks = Vec::with_capacity(request.tasks.len());
     for (index, item) in request.tasks.into_iter().enumerate() {
-        let task = item.parse(state.config.default_backoff).map_err(|error| {
+        let task = item
+            .parse_item(state.config.default_backoff, Some(index))
+            .map_err(|error| {
             ApiError::InvalidBatchItem {
                 index,
                 error: Box::new(error),
@@ -225,9 +227,9 @@ async fn result(
             state: task.state,
             error: task.error,
         }))),
-        TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
+        TaskState::Waiting | TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
             // A scheduled task has nothing to show before its time; anything else may end
-            // any moment.
+            // any moment (a waiting one once its parents do).
             let retry_after = seconds(until_due(&task));
             Ok((
                 StatusCode::ACCEPTED,

@@ -14,7 +14,9 @@ use super::error::ApiError;
 use super::extract::{Json, TaskIdPath};
 use super::{AppState, Route};
 use crate::access::Scope;
-use crate::task::{Kind, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string};
+use crate::task::{
+    Kind, ParentOutcome, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string,
+};
 
 const MAX_TASKS: usize = 100;
 const MIN_LEASE_MS: u64 = 1_000;
@@ -78,16 +80,19 @@ struct LeasedTask {
     task: Task,
     lease: String,
     lease_expires_at: String,
+    /// The outcomes of its parents (`after`), in order; empty without.
+    parents: Vec<ParentOutcome>,
 }
 
 impl LeasedTask {
     /// `None` for a task without a lease, which a lease never hands out.
-    fn new(task: Task) -> Option<LeasedTask> {
+    fn new((task, parents): (Task, Vec<ParentOutcome>)) -> Option<LeasedTask> {
         let lease = task.lease.clone()?;
         Some(LeasedTask {
             task,
             lease: lease.token,
             lease_expires_at: rfc3339_string(lease.expires_at),
+            parents,
         })
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::HandlerError;
-use crate::task::{Progress, TaskId, now_millis};
+use crate::task::{ParentOutcome, Progress, TaskId, now_millis};
 
 /// Where progress reports go. The engine keeps only the latest one per attempt and writes
 /// it a few times a second, so reporting is cheap however often a handler calls it.
@@ -21,6 +21,9 @@ pub struct TaskContext {
     cancel: CancellationToken,
     cpu: CpuPool,
     progress: Option<ProgressSink>,
+    /// The outcomes of the task's parents (`after`), in the order named; shared, since a
+    /// join's hundred results are cloned with every context clone otherwise.
+    parents: Arc<[ParentOutcome]>,
 }
 
 impl TaskContext {
@@ -31,7 +34,20 @@ impl TaskContext {
             cancel,
             cpu,
             progress: None,
+            parents: Arc::new([]),
         }
+    }
+
+    /// The same context, with the outcomes of the task's parents.
+    pub fn with_parents(mut self, parents: Vec<ParentOutcome>) -> Self {
+        self.parents = parents.into();
+        self
+    }
+
+    /// The outcomes of the task's parents (`after`), in the order it named them; empty for a
+    /// task without parents. A parent deleted since it ended shows as cancelled.
+    pub fn parents(&self) -> &[ParentOutcome] {
+        &self.parents
     }
 
     /// The same context, with progress reports going to `sink`.

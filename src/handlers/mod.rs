@@ -5,6 +5,7 @@
 //! by kind, validates inputs at submit time and describes each kind's input as JSON Schema.
 
 mod builtin;
+mod joins;
 mod context;
 mod http;
 
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use builtin::{Echo, Fail, Sha256, Sleep};
+pub use joins::{All, Any};
 pub use context::{CpuPool, ProgressSink, TaskContext};
 pub use http::Http;
 
@@ -210,7 +212,8 @@ pub struct KindInfo {
 }
 
 impl Registry {
-    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`. The `http` kind needs the
+    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`, and the joins `all` and `any`
+    /// (see `joins.rs`). The `http` kind needs the
     /// outbound client; see [`Registry::with_http`].
     pub fn builtin() -> Registry {
         let mut registry = Registry::default();
@@ -218,6 +221,8 @@ impl Registry {
         registry.register("sleep", Sleep);
         registry.register("fail", Fail);
         registry.register("sha256", Sha256);
+        registry.register("all", All);
+        registry.register("any", Any);
         registry
     }
 

@@ -10,6 +10,7 @@ mod child;
 mod cli;
 mod clock;
 mod contract;
+mod deps;
 mod disk_full;
 mod durability;
 mod errors;
