@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::plain::Number;
 use super::parents;
+use super::plain::Number;
 use crate::task::{
     AfterPolicy, Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask,
     QueueName, now_millis,
@@ -163,7 +163,11 @@ impl SubmitRequest {
             item,
         )?;
         if dependencies.is_some() && (self.run_at.is_some() || self.delay_ms.is_some()) {
-            let field = if self.run_at.is_some() { "run_at" } else { "delay_ms" };
+            let field = if self.run_at.is_some() {
+                "run_at"
+            } else {
+                "delay_ms"
+            };
             return Err(invalid(
                 field,
                 "a task with parents (`after`) starts when they settle: give one or the other",
@@ -234,8 +238,12 @@ impl SubmitRequest {
             labels: parse_labels(self.labels.unwrap_or_default())?,
             idempotency: None,
             callback: self.callback.map(|c| c.parse("callback")).transpose()?,
-            after: dependencies.as_ref().map_or_else(Vec::new, |d| d.after.clone()),
-            after_policy: dependencies.as_ref().map_or_else(AfterPolicy::default, |d| d.policy),
+            after: dependencies
+                .as_ref()
+                .map_or_else(Vec::new, |d| d.after.clone()),
+            after_policy: dependencies
+                .as_ref()
+                .map_or_else(AfterPolicy::default, |d| d.policy),
             input_from: dependencies.and_then(|d| d.input_from),
             ..NewTask::new(queue, kind, self.input)
         })

@@ -146,12 +146,10 @@ async fn submit_batch(
     for (index, item) in request.tasks.into_iter().enumerate() {
         let task = item
             .parse_item(state.config.default_backoff, Some(index))
-            .map_err(|error| {
-            ApiError::InvalidBatchItem {
+            .map_err(|error| ApiError::InvalidBatchItem {
                 index,
                 error: Box::new(error),
-            }
-        })?;
+            })?;
         tasks.push(task);
     }
     let inserted = state.engine.submit_batch(tasks, &caller.queues).await?;

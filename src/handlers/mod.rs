@@ -5,9 +5,9 @@
 //! by kind, validates inputs at submit time and describes each kind's input as JSON Schema.
 
 mod builtin;
-mod joins;
 mod context;
 mod http;
+mod joins;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use builtin::{Echo, Fail, Sha256, Sleep};
-pub use joins::{All, Any};
 pub use context::{CpuPool, ProgressSink, TaskContext};
 pub use http::Http;
+pub use joins::{All, Any};
 
 use crate::outbound::Outbound;
 use crate::task::Kind;

@@ -20,7 +20,11 @@ pub(crate) fn resolve(
             StoreError::backend(format!("{parent:?} names no earlier item of the call"))
         })
     };
-    let after = new.after.iter().map(|&p| one(p)).collect::<Result<_, _>>()?;
+    let after = new
+        .after
+        .iter()
+        .map(|&p| one(p))
+        .collect::<Result<_, _>>()?;
     let input_from = new.input_from.map(one).transpose()?;
     Ok((after, input_from))
 }

@@ -243,7 +243,10 @@ mod tests {
         let ps = [parent(Succeeded, Some(json!(1))), parent(Running, None)];
         let task = child(AfterPolicy::AllSucceeded, &ps, 0);
         assert_eq!(settle(&task, &ps), None);
-        let ps = [parent(Succeeded, Some(json!(1))), parent(Succeeded, Some(json!(2)))];
+        let ps = [
+            parent(Succeeded, Some(json!(1))),
+            parent(Succeeded, Some(json!(2))),
+        ];
         let task = child(AfterPolicy::AllSucceeded, &ps, 1);
         assert_eq!(
             settle(&task, &ps),

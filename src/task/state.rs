@@ -201,7 +201,10 @@ mod tests {
     fn a_waiting_task_is_unblocked_or_cancelled() {
         let waiting = TaskState::Waiting;
         assert_eq!(waiting.apply(Transition::Unblock), Some(TaskState::Queued));
-        assert_eq!(waiting.apply(Transition::Cancel), Some(TaskState::Cancelled));
+        assert_eq!(
+            waiting.apply(Transition::Cancel),
+            Some(TaskState::Cancelled)
+        );
         for transition in [Transition::Claim, Transition::Promote, Transition::Retry] {
             assert_eq!(waiting.apply(transition), None, "{transition:?}");
         }

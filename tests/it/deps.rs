@@ -11,7 +11,9 @@ use crate::workers::make_remote;
 
 /// Submits a batch; asserts 202 and returns its tasks.
 async fn batch(app: &TestApp, tasks: Value) -> Vec<Value> {
-    let response = app.post_json("/v1/tasks/batch", &json!({ "tasks": tasks })).await;
+    let response = app
+        .post_json("/v1/tasks/batch", &json!({ "tasks": tasks }))
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.unwrap();
     body["tasks"].as_array().unwrap().clone()
@@ -48,7 +50,11 @@ async fn a_pipeline_passes_each_result_on() {
     let want = hex_sha256(&hex_sha256(&hex_sha256("abc")));
     assert_eq!(last["result"]["digest"], want);
     let middle = app.task(&id(&tasks[1])).await;
-    assert_eq!(middle["input"]["digest"], hex_sha256("abc"), "the input it ran with");
+    assert_eq!(
+        middle["input"]["digest"],
+        hex_sha256("abc"),
+        "the input it ran with"
+    );
 }
 
 /// A fan-out of 100 hashes joined by `all`: one wait on the join's id awaits them all, and
@@ -67,7 +73,11 @@ async fn all_joins_a_fan_out_of_a_hundred() {
     let results = join["result"].as_array().unwrap();
     assert_eq!(results.len(), 100);
     for (n, result) in results.iter().enumerate() {
-        assert_eq!(result["digest"], hex_sha256(&format!("item {n}")), "item {n}");
+        assert_eq!(
+            result["digest"],
+            hex_sha256(&format!("item {n}")),
+            "item {n}"
+        );
     }
 }
 
@@ -86,9 +96,16 @@ async fn any_takes_the_one_that_succeeded() {
     assert_eq!(tasks[3]["after_policy"], "any_succeeded");
     let any = app.wait_terminal(&id(&tasks[3])).await;
     assert_eq!(any["state"], "succeeded", "{any}");
-    assert_eq!(any["result"], json!({"id": tasks[2]["id"], "result": "mirror"}));
+    assert_eq!(
+        any["result"],
+        json!({"id": tasks[2]["id"], "result": "mirror"})
+    );
 
-    let tasks = batch(&app, json!([fail, fail, {"kind": "any", "after": ["$0", "$1"]}])).await;
+    let tasks = batch(
+        &app,
+        json!([fail, fail, {"kind": "any", "after": ["$0", "$1"]}]),
+    )
+    .await;
     let any = app.wait_terminal(&id(&tasks[2])).await;
     assert_eq!(any["state"], "cancelled");
     assert_eq!(any["error"]["type"], "dependency_failed");
@@ -115,7 +132,10 @@ async fn a_failure_cascades_two_levels() {
         assert_eq!(ended["error"]["type"], "dependency_failed");
     }
     let ran = app.wait_terminal(&id(&tasks[3])).await;
-    assert_eq!((ran["state"].clone(), ran["result"].clone()), (json!("succeeded"), json!("ran")));
+    assert_eq!(
+        (ran["state"].clone(), ran["result"].clone()),
+        (json!("succeeded"), json!("ran"))
+    );
 }
 
 /// Cancelling a running parent cancels its waiting descendants; a waiting task can be
@@ -143,8 +163,12 @@ async fn cancel_cascades_to_waiting_descendants() {
         assert_eq!(ended["error"]["type"], "dependency_failed");
     }
 
-    let parent = app.submit(json!({"kind": "sleep", "input": {"ms": 60_000}})).await;
-    let child = app.submit(json!({"kind": "echo", "after": [id(&parent)]})).await;
+    let parent = app
+        .submit(json!({"kind": "sleep", "input": {"ms": 60_000}}))
+        .await;
+    let child = app
+        .submit(json!({"kind": "echo", "after": [id(&parent)]}))
+        .await;
     assert_eq!(child["state"], "waiting");
     let response = app
         .post_json(&format!("/v1/tasks/{}/cancel", id(&child)), &json!({}))
@@ -152,7 +176,10 @@ async fn cancel_cascades_to_waiting_descendants() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["state"], "cancelled");
-    assert!(body["error"].is_null(), "cancelled by a client, not by a parent");
+    assert!(
+        body["error"].is_null(),
+        "cancelled by a client, not by a parent"
+    );
 }
 
 /// A finished task that a waiting task still needs cannot be deleted (409
@@ -162,15 +189,24 @@ async fn deleting_a_needed_parent_is_a_conflict() {
     let app = spawn_app().await;
     let done = app.submit(json!({"kind": "echo", "input": 1})).await;
     app.wait_terminal(&id(&done)).await;
-    let slow = app.submit(json!({"kind": "sleep", "input": {"ms": 60_000}})).await;
+    let slow = app
+        .submit(json!({"kind": "sleep", "input": {"ms": 60_000}}))
+        .await;
     let child = app
         .submit(json!({"kind": "echo", "after": [id(&done), id(&slow)]}))
         .await;
     assert_eq!(child["state"], "waiting");
-    let delete = |task: &str| app.client.delete(app.url(&format!("/v1/tasks/{task}"))).send();
+    let delete = |task: &str| {
+        app.client
+            .delete(app.url(&format!("/v1/tasks/{task}")))
+            .send()
+    };
     let refused = delete(&id(&done)).await.unwrap();
     let problem = expect_problem(refused, 409, "task_has_dependents").await;
-    assert!(problem["detail"].as_str().unwrap().contains("parent"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("parent"),
+        "{problem}"
+    );
     let response = app
         .post_json(&format!("/v1/tasks/{}/cancel", id(&child)), &json!({}))
         .await;
@@ -186,9 +222,24 @@ async fn bad_parents_are_refused() {
     let parent = app.submit(json!({"kind": "echo"})).await;
     let unknown = "0190b3c2-7d4e-7a3b-9c1d-2e3f4a5b6c7d";
     let cases = [
-        (json!({"kind": "echo", "after": [unknown]}), "unknown_parent", "after[0]", unknown),
-        (json!({"kind": "echo", "after": ["$0"]}), "invalid_request", "after[0]", "single"),
-        (json!({"kind": "echo", "after": ["nope"]}), "invalid_request", "after[0]", "nope"),
+        (
+            json!({"kind": "echo", "after": [unknown]}),
+            "unknown_parent",
+            "after[0]",
+            unknown,
+        ),
+        (
+            json!({"kind": "echo", "after": ["$0"]}),
+            "invalid_request",
+            "after[0]",
+            "single",
+        ),
+        (
+            json!({"kind": "echo", "after": ["nope"]}),
+            "invalid_request",
+            "after[0]",
+            "nope",
+        ),
         (
             json!({"kind": "echo", "after": [id(&parent), id(&parent)]}),
             "invalid_request",
@@ -201,7 +252,12 @@ async fn bad_parents_are_refused() {
             "input_from",
             unknown,
         ),
-        (json!({"kind": "echo", "after_policy": "all_finished"}), "invalid_request", "after_policy", "after"),
+        (
+            json!({"kind": "echo", "after_policy": "all_finished"}),
+            "invalid_request",
+            "after_policy",
+            "after",
+        ),
         (
             json!({"kind": "echo", "after": [id(&parent)], "delay_ms": 5}),
             "invalid_request",
@@ -227,7 +283,13 @@ async fn bad_parents_are_refused() {
         .post_json("/v1/tasks", &json!({"kind": "all", "after": too_many}))
         .await;
     let problem = expect_problem(response, 422, "invalid_request").await;
-    assert!(problem["detail"].as_str().unwrap().contains("at most 1000 parents"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000 parents"),
+        "{problem}"
+    );
 
     // In a batch, `$N` names an earlier item only: never itself, never a later one.
     for (after, said) in [("$1", "item 1 may only"), ("$2", "names item 2")] {
@@ -235,10 +297,17 @@ async fn bad_parents_are_refused() {
         let response = app.post_json("/v1/tasks/batch", &body).await;
         let problem = expect_problem(response, 422, "invalid_request").await;
         assert_eq!(problem["errors"][0]["index"], 1, "{problem}");
-        assert!(problem["detail"].as_str().unwrap().contains(said), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(said),
+            "{problem}"
+        );
     }
     let listed: Value = app.get("/v1/tasks?limit=500").await.json().await.unwrap();
-    assert_eq!(listed["tasks"].as_array().unwrap().len(), 1, "nothing else was stored");
+    assert_eq!(
+        listed["tasks"].as_array().unwrap().len(),
+        1,
+        "nothing else was stored"
+    );
 }
 
 /// A remote worker's lease carries the parents' outcomes, in `after` order.
@@ -279,7 +348,9 @@ async fn a_lease_carries_the_parents() {
 async fn a_waiting_child_survives_a_restart() {
     let app = spawn_app().await;
     patch_queue(&app, "held", json!({"paused": true})).await;
-    let parent = app.submit(json!({"kind": "echo", "queue": "held", "input": 7})).await;
+    let parent = app
+        .submit(json!({"kind": "echo", "queue": "held", "input": 7}))
+        .await;
     let child = app
         .submit(json!({"kind": "echo", "after": [id(&parent)], "input_from": id(&parent)}))
         .await;
@@ -292,4 +363,40 @@ async fn a_waiting_child_survives_a_restart() {
     assert_eq!(ended["result"], 7);
     let queue: Value = app.get("/v1/queues/default").await.json().await.unwrap();
     assert_eq!(queue["counts"]["waiting"], 0);
+}
+
+/// A child's event stream starts `waiting`, then shows its release and its run like any
+/// other change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_show_the_waiting_state() {
+    let app = spawn_app().await;
+    patch_queue(&app, "held", json!({"paused": true})).await;
+    let parent = app.submit(json!({"kind": "echo", "queue": "held"})).await;
+    let child = app
+        .submit(json!({"kind": "echo", "after": [id(&parent)]}))
+        .await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/tasks/{}/events", id(&child))))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = crate::events::SseStream::from_response(response);
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.data["state"], "waiting");
+    patch_queue(&app, "held", json!({"paused": false})).await;
+    let mut states = Vec::new();
+    while let Some(event) = stream.next().await {
+        states.push(event.data["state"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("queued"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{states:?}"
+    );
 }

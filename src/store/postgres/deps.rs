@@ -13,10 +13,10 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
-use super::rows::{COLUMNS, fetch_task, fetch_tasks, to_json};
+use super::rows::{self, COLUMNS, fetch_task, fetch_tasks, to_json};
+use crate::store::StoreError;
 use crate::store::parents;
 use crate::store::sql::state_guard;
-use crate::store::StoreError;
 use crate::task::{Millis, Move, ParentOutcome, Task, TaskId};
 
 fn texts(ids: &[TaskId]) -> Vec<String> {
@@ -32,26 +32,18 @@ pub async fn hold_parents(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE"
-    );
+    let sql =
+        format!("SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE");
     let tasks = fetch_tasks(conn, sqlx::query(&sql).bind(texts(ids))).await?;
-    Ok(tasks
-        .iter()
-        .map(|t| (t.id, ParentOutcome::of(t)))
-        .collect())
+    Ok(tasks.iter().map(|t| (t.id, ParentOutcome::of(t))).collect())
 }
 
 async fn read_outcomes(
     conn: &mut PgConnection,
     ids: &[TaskId],
 ) -> Result<HashMap<TaskId, ParentOutcome>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[])");
-    let tasks = fetch_tasks(conn, sqlx::query(&sql).bind(texts(ids))).await?;
-    Ok(tasks
-        .iter()
-        .map(|t| (t.id, ParentOutcome::of(t)))
-        .collect())
+    let tasks = rows::task_get_many(conn, ids).await?;
+    Ok(tasks.iter().map(|t| (t.id, ParentOutcome::of(t))).collect())
 }
 
 /// Writes the (parent, child) rows of new waiting tasks.

@@ -19,7 +19,9 @@ use super::admission::{Keyed, admit, by_keys, queue_callbacks};
 use super::deps;
 use super::rows::to_json;
 use crate::store::{Inserted, StoreError, parents};
-use crate::task::{Callback, NewTask, ParentOutcome, ParentRef, QueueName, Task, TaskId, now_millis};
+use crate::task::{
+    Callback, NewTask, ParentOutcome, ParentRef, QueueName, Task, TaskId, now_millis,
+};
 
 /// How often a transaction starts over after losing an idempotency race.
 const RACES: usize = 3;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
-use super::rows::{COLUMNS, query_task, query_tasks, to_json};
+use super::rows::{self, COLUMNS, query_task, query_tasks, to_json};
 use crate::store::parents;
 use crate::store::sql::state_guard;
 use crate::store::{Inserted, StoreError};
@@ -42,15 +42,8 @@ fn read_outcomes(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let tasks = query_tasks(
-        conn,
-        &format!("SELECT {COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?1))"),
-        [to_json(&ids)],
-    )?;
-    Ok(tasks
-        .iter()
-        .map(|t| (t.id, ParentOutcome::of(t)))
-        .collect())
+    let tasks = rows::task_get_many(conn, ids)?;
+    Ok(tasks.iter().map(|t| (t.id, ParentOutcome::of(t))).collect())
 }
 
 /// Writes the (parent, child) rows of new waiting tasks.

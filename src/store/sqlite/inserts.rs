@@ -19,9 +19,9 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::deps;
-use crate::store::parents;
 use super::rows::{self, Admission, InsertRow};
 use super::writer::{Reply, Writer};
+use crate::store::parents;
 use crate::store::{Inserted, StoreError};
 use crate::task::{NewTask, QueueName, Task, now_millis};
 

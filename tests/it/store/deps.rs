@@ -82,8 +82,16 @@ pub async fn a_child_is_released_with_its_parents_result(store: Arc<dyn TaskStor
 /// turn, in the write that ended the parent.
 pub async fn a_failure_cascades_down_the_graph(store: Arc<dyn TaskStore>) {
     let parent = insert(&store, task("f1", "fail", json!({}))).await;
-    let child_task = insert(&store, child("f2", &[of(&parent)], AfterPolicy::AllSucceeded)).await;
-    let grandchild = insert(&store, child("f3", &[of(&child_task)], AfterPolicy::AllSucceeded)).await;
+    let child_task = insert(
+        &store,
+        child("f2", &[of(&parent)], AfterPolicy::AllSucceeded),
+    )
+    .await;
+    let grandchild = insert(
+        &store,
+        child("f3", &[of(&child_task)], AfterPolicy::AllSucceeded),
+    )
+    .await;
     assert_eq!(grandchild.state, TaskState::Waiting);
     let failed = end(&store, "f1", failure()).await;
     assert_eq!(failed.state, TaskState::Failed);
@@ -122,10 +130,18 @@ pub async fn parents_in_a_batch_and_parents_already_settled(store: Arc<dyn TaskS
     assert_eq!(queued.input, json!("done"));
     let failed = insert(&store, task("s3", "fail", json!({}))).await;
     end(&store, "s3", failure()).await;
-    let cancelled = insert(&store, child("s4", &[of(&failed)], AfterPolicy::AllSucceeded)).await;
+    let cancelled = insert(
+        &store,
+        child("s4", &[of(&failed)], AfterPolicy::AllSucceeded),
+    )
+    .await;
     assert_eq!(cancelled.state, TaskState::Cancelled);
     assert_eq!(cancelled.error.unwrap().error_type, "dependency_failed");
-    let runs = insert(&store, child("s5", &[of(&failed)], AfterPolicy::AllFinished)).await;
+    let runs = insert(
+        &store,
+        child("s5", &[of(&failed)], AfterPolicy::AllFinished),
+    )
+    .await;
     assert_eq!(runs.state, TaskState::Queued);
 
     let unknown = TaskId::new();
@@ -153,8 +169,16 @@ pub async fn parents_in_a_batch_and_parents_already_settled(store: Arc<dyn TaskS
 pub async fn any_succeeded_and_all_finished(store: Arc<dyn TaskStore>) {
     let a = insert(&store, task("a1", "fail", json!({}))).await;
     let b = insert(&store, task("a2", "echo", json!(2))).await;
-    let any = insert(&store, child("any", &[of(&a), of(&b)], AfterPolicy::AnySucceeded)).await;
-    let all = insert(&store, child("all", &[of(&a), of(&b)], AfterPolicy::AllFinished)).await;
+    let any = insert(
+        &store,
+        child("any", &[of(&a), of(&b)], AfterPolicy::AnySucceeded),
+    )
+    .await;
+    let all = insert(
+        &store,
+        child("all", &[of(&a), of(&b)], AfterPolicy::AllFinished),
+    )
+    .await;
     end(&store, "a2", Outcome::Succeeded(json!(2))).await;
     assert_eq!(get(&store, &any).await.state, TaskState::Queued);
     assert_eq!(get(&store, &all).await.state, TaskState::Waiting);
@@ -173,7 +197,11 @@ pub async fn any_succeeded_and_all_finished(store: Arc<dyn TaskStore>) {
 /// that a waiting child still needs is neither deleted nor purged until the child settles.
 pub async fn cancel_cascades_and_needed_parents_stay(store: Arc<dyn TaskStore>) {
     let parent = insert(&store, task("x1", "echo", json!(1))).await;
-    let child_task = insert(&store, child("x2", &[of(&parent)], AfterPolicy::AllSucceeded)).await;
+    let child_task = insert(
+        &store,
+        child("x2", &[of(&parent)], AfterPolicy::AllSucceeded),
+    )
+    .await;
     let CancelResult::Cancelled(_) = store.cancel(parent.id).await.unwrap() else {
         panic!("a queued parent is cancelled at once")
     };
@@ -183,7 +211,11 @@ pub async fn cancel_cascades_and_needed_parents_stay(store: Arc<dyn TaskStore>) 
 
     let done = succeeded(&store, "d1").await;
     let other = insert(&store, task("d2", "echo", json!(2))).await;
-    let needs = insert(&store, child("d3", &[of(&done), of(&other)], AfterPolicy::AllSucceeded)).await;
+    let needs = insert(
+        &store,
+        child("d3", &[of(&done), of(&other)], AfterPolicy::AllSucceeded),
+    )
+    .await;
     assert!(matches!(
         store.delete(done.id).await.unwrap(),
         Changed::HasDependents(task) if task.id == done.id
@@ -205,7 +237,15 @@ pub async fn parents_ending_on_two_stores_release_their_child(url: String) {
         let (qa, qb) = (format!("r{round}a"), format!("r{round}b"));
         let a = insert(&one, task(&qa, "echo", json!(1))).await;
         let b = insert(&one, task(&qb, "echo", json!(2))).await;
-        let waiting = insert(&one, child(&format!("r{round}c"), &[of(&a), of(&b)], AfterPolicy::AllSucceeded)).await;
+        let waiting = insert(
+            &one,
+            child(
+                &format!("r{round}c"),
+                &[of(&a), of(&b)],
+                AfterPolicy::AllSucceeded,
+            ),
+        )
+        .await;
         let (one_ends, two_ends) = tokio::join!(
             end(&one, &qa, Outcome::Succeeded(json!(1))),
             end(&two, &qb, Outcome::Succeeded(json!(2))),
@@ -214,6 +254,10 @@ pub async fn parents_ending_on_two_stores_release_their_child(url: String) {
             (one_ends.state, two_ends.state),
             (TaskState::Succeeded, TaskState::Succeeded)
         );
-        assert_eq!(get(&one, &waiting).await.state, TaskState::Queued, "round {round}");
+        assert_eq!(
+            get(&one, &waiting).await.state,
+            TaskState::Queued,
+            "round {round}"
+        );
     }
 }

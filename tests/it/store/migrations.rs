@@ -142,7 +142,10 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
         [TaskState::Queued, TaskState::Failed, TaskState::Succeeded]
     );
     assert_eq!(old[2].result, Some(serde_json::json!("one")));
-    assert_eq!(old[2].callback.as_ref().unwrap().url, "http://127.0.0.1:1/hook");
+    assert_eq!(
+        old[2].callback.as_ref().unwrap().url,
+        "http://127.0.0.1:1/hook"
+    );
     let info = store.queue(super::queue("old")).await.unwrap();
     assert_eq!(info.counts[&TaskState::Queued], 1);
     assert_eq!(info.counts[&TaskState::Succeeded], 1);
