@@ -119,6 +119,9 @@ pub async fn parents_in_a_batch_and_parents_already_settled(store: Arc<dyn TaskS
         .unwrap();
     assert_eq!(inserted[1].task.state, TaskState::Waiting);
     assert_eq!(inserted[1].task.after, vec![inserted[0].task.id]);
+    end(&store, "b1", Outcome::Succeeded(json!(1))).await;
+    // Released, then run: nothing of this case stays queued for the claims below.
+    end(&store, "b2", Outcome::Succeeded(json!(2))).await;
 
     let done = succeeded(&store, "s1").await;
     let new = NewTask {
