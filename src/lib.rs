@@ -57,7 +57,9 @@
 //! - Thread pool: `engine/pool.rs` (a fixed set of workers, one permit each) and
 //!   `handlers/context.rs` (a bounded pool for CPU-bound work).
 //! - Worker model: `engine/pool.rs` — queue (the store), dispatcher, workers.
-//! - Future and promise: `engine/waiters.rs` — the task is the future, `?wait=` resolves it.
+//! - Future and promise: `engine/waiters.rs` — the task is the future, `?wait=` resolves it;
+//!   composed in `task/deps.rs` (`after` and its policies, decided once; the stores settle
+//!   children in `store/*/deps.rs`) and `handlers/joins.rs` (the `all` and `any` kinds).
 //! - Observer: `engine/events.rs` (the tailer reads the event log after each commit) and
 //!   `engine/hub.rs` (the firehose, and a channel per streamed task).
 //! - Backpressure: `store/sqlite/inserts.rs` (`decide` refuses beyond `--max-queued`, 429)

@@ -63,7 +63,12 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The per-store gauges are read from the store at most this often.
 pub const DEPTH_EVERY: Duration = Duration::from_secs(5);
 /// The states whose counts are exported per queue.
-const DEPTH_STATES: [TaskState; 3] = [TaskState::Queued, TaskState::Scheduled, TaskState::Running];
+const DEPTH_STATES: [TaskState; 4] = [
+    TaskState::Waiting,
+    TaskState::Queued,
+    TaskState::Scheduled,
+    TaskState::Running,
+];
 
 /// The process's recorder, installed on first use. A `OnceLock`: many servers in one process
 /// (the tests) share one; `metrics` allows one global recorder per process.

@@ -56,11 +56,13 @@ error_codes! {
     UnknownKind => "unknown_kind", UNPROCESSABLE_ENTITY, "No handler is registered for the kind.";
     InvalidInput => "invalid_input", UNPROCESSABLE_ENTITY, "The input does not fit its kind's schema.";
     IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY, "The `Idempotency-Key` was used with a different request.";
+    UnknownParent => "unknown_parent", UNPROCESSABLE_ENTITY, "A parent named in `after` or `input_from` does not exist (or lies in a queue the key cannot see).";
     // The task or the queue.
     TaskNotFound => "task_not_found", NOT_FOUND, "No task has this id (never existed, deleted, or past retention).";
     TaskFinished => "task_finished", CONFLICT, "The task had already finished; nothing changed.";
     TaskNotRetryable => "task_not_retryable", CONFLICT, "Only a failed or cancelled task can be retried.";
     TaskNotFinished => "task_not_finished", CONFLICT, "Only a finished task can be deleted.";
+    TaskHasDependents => "task_has_dependents", CONFLICT, "Waiting tasks name the task as a parent (`after`); it cannot be deleted until they settle.";
     TaskFailed => "task_failed", CONFLICT, "The task failed: it has no result (its error is in the detail).";
     TaskCancelled => "task_cancelled", CONFLICT, "The task was cancelled: it has no result.";
     LeaseLost => "lease_lost", CONFLICT, "The lease is not the task's current one; stop working on it.";

@@ -77,12 +77,14 @@ fn engine_code(error: &EngineError) -> ErrorCode {
         EngineError::InvalidInput(_) => ErrorCode::InvalidInput,
         EngineError::InvalidItem { error, .. } => engine_code(error),
         EngineError::IdempotencyConflict(_) => ErrorCode::IdempotencyKeyReused,
+        EngineError::UnknownParent { .. } => ErrorCode::UnknownParent,
         EngineError::QueueFull { .. } => ErrorCode::QueueFull,
         EngineError::TooManyWaiters => ErrorCode::TooManyWaiters,
         EngineError::WrongState { rule, .. } => match rule {
             StateRule::CancelFinished => ErrorCode::TaskFinished,
             StateRule::RetryNotEnded => ErrorCode::TaskNotRetryable,
             StateRule::DeleteNotFinished => ErrorCode::TaskNotFinished,
+            StateRule::DeleteHasDependents => ErrorCode::TaskHasDependents,
             StateRule::LeaseLost => ErrorCode::LeaseLost,
         },
         EngineError::NotRemote(_) => ErrorCode::QueueNotRemote,
@@ -104,6 +106,9 @@ fn engine_field(error: &EngineError) -> Option<(String, String)> {
             Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
         }
         EngineError::InvalidItem { error, .. } => engine_field(error),
+        EngineError::UnknownParent { field, id } => {
+            Some((field.clone(), format!("no task has the id {id}")))
+        }
         EngineError::QueueForbidden(queue) => Some((
             "queue".to_owned(),
             format!("this key may not use queue `{queue}`"),

@@ -16,6 +16,7 @@ mod front;
 mod hosts;
 mod nul;
 mod params;
+mod parents;
 mod plain;
 mod proxy;
 mod queues;

@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::parents;
 use super::plain::Number;
 use crate::task::{
-    Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask, QueueName, TaskId,
-    now_millis,
+    AfterPolicy, Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask,
+    QueueName, TaskId, now_millis,
 };
 use crate::traces::{SubmitSpan, Tracer};
 
@@ -51,6 +52,13 @@ pub struct SubmitRequest {
     /// replays the same request.
     #[serde(default, skip_serializing)]
     idempotency_key: Option<String>,
+    /// The parents to wait for: task ids, or (in a batch) `"$N"` for an earlier item.
+    after: Option<Vec<String>>,
+    /// When it may run once its parents settle; default `all_succeeded` (`any_succeeded`
+    /// for the `any` kind).
+    after_policy: Option<AfterPolicy>,
+    /// The parent (an id or `"$N"`, among `after`) whose result becomes the input.
+    input_from: Option<String>,
 }
 
 /// A completion webhook as a client gives it: `{url, secret?}`.
@@ -122,7 +130,7 @@ fn empty_object() -> Value {
     json!({})
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
         field: field.to_owned(),
         message: message.into(),
@@ -145,6 +153,34 @@ fn in_range(
 impl SubmitRequest {
     /// The task this request asks for. `default_backoff` applies where it sets none.
     pub fn parse(self, default_backoff: Backoff) -> Result<NewTask, ApiError> {
+        self.parse_item(default_backoff, None)
+    }
+
+    /// The task this request asks for as item `item` of a batch (`None`: a single submit),
+    /// which decides the `"$N"` parents it may name.
+    pub fn parse_item(
+        self,
+        default_backoff: Backoff,
+        item: Option<usize>,
+    ) -> Result<NewTask, ApiError> {
+        let dependencies = parents::parse(
+            &self.kind,
+            self.after,
+            self.after_policy,
+            self.input_from,
+            item,
+        )?;
+        if dependencies.is_some() && (self.run_at.is_some() || self.delay_ms.is_some()) {
+            let field = if self.run_at.is_some() {
+                "run_at"
+            } else {
+                "delay_ms"
+            };
+            return Err(invalid(
+                field,
+                "a task with parents (`after`) starts when they settle: give one or the other",
+            ));
+        }
         let name_error = |field: &'static str| {
             move |error: crate::task::NameError| invalid(field, error.to_string())
         };
@@ -210,6 +246,13 @@ impl SubmitRequest {
             labels: parse_labels(self.labels.unwrap_or_default())?,
             idempotency: None,
             callback: self.callback.map(|c| c.parse("callback")).transpose()?,
+            after: dependencies
+                .as_ref()
+                .map_or_else(Vec::new, |d| d.after.clone()),
+            after_policy: dependencies
+                .as_ref()
+                .map_or_else(AfterPolicy::default, |d| d.policy),
+            input_from: dependencies.and_then(|d| d.input_from),
             ..NewTask::new(queue, kind, self.input)
         })
     }

@@ -181,7 +181,8 @@ async fn submit_many(
             error: Box::new(error),
         };
         let idempotency = submit::item_idempotency(&item).map_err(in_item)?;
-        let mut task = item.parse(state.config.default_backoff).map_err(in_item)?;
+        let mut task = item
+            .parse_item(state.config.default_backoff, Some(index)).map_err(in_item)?;
         task.idempotency = idempotency;
         task.trace = trace.clone();
         tasks.push(task);
@@ -272,9 +273,9 @@ async fn result(
             state: task.state,
             error: task.error,
         }))),
-        TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
+        TaskState::Waiting | TaskState::Scheduled | TaskState::Queued | TaskState::Running => {
             // A scheduled task has nothing to show before its time; anything else may end
-            // any moment.
+            // any moment (a waiting one once its parents do).
             let retry_after = seconds(until_due(&task));
             Ok((
                 StatusCode::ACCEPTED,

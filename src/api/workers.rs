@@ -14,7 +14,9 @@ use super::error::ApiError;
 use super::extract::{Json, TaskIdPath};
 use super::{AppState, Route};
 use crate::access::Scope;
-use crate::task::{Kind, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string};
+use crate::task::{
+    Kind, ParentOutcome, Progress, QueueName, Task, TaskError, now_millis, rfc3339_string,
+};
 use crate::traces::Tracer;
 
 const MAX_TASKS: usize = 100;
@@ -84,11 +86,13 @@ struct LeasedTask {
     traceparent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tracestate: Option<String>,
+    /// The outcomes of its parents (`after`), in order; empty without.
+    parents: Vec<ParentOutcome>,
 }
 
 impl LeasedTask {
     /// `None` for a task without a lease, which a lease never hands out.
-    fn new(task: Task, tracer: &Tracer) -> Option<LeasedTask> {
+    fn new((task, parents): (Task, Vec<ParentOutcome>), tracer: &Tracer) -> Option<LeasedTask> {
         let lease = task.lease.clone()?;
         let trace = tracer.attempt_context(&task);
         Some(LeasedTask {
@@ -97,6 +101,7 @@ impl LeasedTask {
             lease_expires_at: rfc3339_string(lease.expires_at),
             traceparent: trace.as_ref().map(|t| t.parent.to_string()),
             tracestate: trace.and_then(|t| t.state),
+            parents,
         })
     }
 }

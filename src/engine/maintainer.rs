@@ -105,9 +105,10 @@ async fn renew(inner: &Inner) {
     }
 }
 
-/// Relays what other nodes did: new work wakes the dispatcher (and the maintainer, since a
-/// scheduled task may be due sooner), a finish elsewhere resolves the waiters here, a cancel
-/// asked elsewhere stops the attempt if it runs here.
+/// Relays what other nodes did — and, on any store, the children a parent's end settled: new
+/// work wakes the dispatcher (and the maintainer, since a scheduled task may be due sooner),
+/// a finish elsewhere resolves the waiters here, a cancel asked elsewhere stops the attempt
+/// if it runs here.
 pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<Signal>) {
     loop {
         let signal = tokio::select! {
@@ -126,10 +127,14 @@ pub(super) async fn listen(inner: Arc<Inner>, mut signals: broadcast::Receiver<S
                     running.cancel.cancel();
                 }
             }
-            // Read the task only for a waiter here: most finishes elsewhere have none.
+            // Read the task only for a waiter here: most finishes elsewhere have none (their
+            // webhooks go at the deliverer's next poll).
             Ok(Signal::Finished(id)) if !inner.waiters.is_awaited(&id) => {}
             Ok(Signal::Finished(id)) => match inner.store.get(id).await {
-                Ok(Some(task)) if task.state.is_terminal() => inner.waiters.notify(&task),
+                Ok(Some(task)) if task.state.is_terminal() => {
+                    inner.waiters.notify(&task);
+                    inner.callback_due(&task);
+                }
                 Ok(_) => {}
                 Err(error) => tracing::error!(%id, %error, "cannot read a finished task"),
             },

@@ -5,6 +5,7 @@
 //! fits, when to refuse) and the store records. It knows none of the API's HTTP types; its
 //! own outbound requests (webhooks) go through [`crate::outbound`].
 
+mod deps;
 mod events;
 mod hub;
 mod keys;
@@ -87,6 +88,10 @@ pub enum EngineError {
     },
     #[error("idempotency key `{0}` was already used with a different request")]
     IdempotencyConflict(String),
+    /// A parent a submission names (`after`, `input_from`) does not exist, or lies in a
+    /// queue the caller's key cannot see (the same answer: ids reveal nothing).
+    #[error("`{field}`: no task has the id {id}")]
+    UnknownParent { field: String, id: TaskId },
     /// The task is in a state the operation does not apply to; `rule` says which rule.
     #[error("task {} {}: {}", .task.id, .task.state.described(), .rule.why())]
     WrongState { task: Box<Task>, rule: StateRule },
@@ -113,6 +118,8 @@ pub enum StateRule {
     RetryNotEnded,
     /// A delete of a task that has not finished.
     DeleteNotFinished,
+    /// A delete of a finished task that waiting tasks name as a parent.
+    DeleteHasDependents,
     /// A worker's call under a lease that is not the task's current one.
     LeaseLost,
 }
@@ -122,10 +129,13 @@ impl StateRule {
     pub fn why(self) -> &'static str {
         match self {
             StateRule::CancelFinished => {
-                "only a queued, scheduled or running task can be cancelled"
+                "only a waiting, queued, scheduled or running task can be cancelled"
             }
             StateRule::RetryNotEnded => "only a failed or cancelled task can be retried",
             StateRule::DeleteNotFinished => "only a finished task can be deleted",
+            StateRule::DeleteHasDependents => {
+                "waiting tasks name it as a parent (after): cancel them or let them settle first"
+            }
             StateRule::LeaseLost => {
                 "the lease is not the task's current lease (expired, or never held)"
             }
@@ -331,6 +341,8 @@ impl Engine {
             }
             let invalid = match self.inner.registry.validate(&task.kind, &task.input) {
                 None => Some(EngineError::UnknownKind(task.kind.clone())),
+                // The input is a parent's result, known once it is released.
+                Some(Err(_)) if task.input_from.is_some() => None,
                 Some(Err(invalid)) => Some(EngineError::InvalidInput(invalid)),
                 Some(Ok(())) => None,
             };
@@ -341,6 +353,7 @@ impl Engine {
                 });
             }
         }
+        self.check_parents(&tasks, scope).await?;
         let inserted = self
             .inner
             .store
@@ -470,10 +483,12 @@ impl Engine {
                 Ok(self.inner.shown(task))
             }
             Changed::NotFound | Changed::Done(None) => Err(EngineError::NotFound(id)),
-            Changed::WrongState(task) => Err(EngineError::WrongState {
-                task: Box::new(task),
-                rule: StateRule::RetryNotEnded,
-            }),
+            Changed::WrongState(task) | Changed::HasDependents(task) => {
+                Err(EngineError::WrongState {
+                    task: Box::new(task),
+                    rule: StateRule::RetryNotEnded,
+                })
+            }
         }
     }
 
@@ -492,6 +507,10 @@ impl Engine {
             Changed::WrongState(task) => Err(EngineError::WrongState {
                 task: Box::new(task),
                 rule: StateRule::DeleteNotFinished,
+            }),
+            Changed::HasDependents(task) => Err(EngineError::WrongState {
+                task: Box::new(task),
+                rule: StateRule::DeleteHasDependents,
             }),
         }
     }
@@ -778,6 +797,11 @@ impl Inner {
                 limit,
             },
             StoreError::IdempotencyConflict(key) => EngineError::IdempotencyConflict(key),
+            // Checked before the insert; deleted in between.
+            StoreError::UnknownParent(id) => EngineError::UnknownParent {
+                field: "after".to_owned(),
+                id,
+            },
             other => EngineError::Store(other),
         }
     }

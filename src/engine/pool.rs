@@ -160,10 +160,23 @@ async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
 /// nothing to record: the task was given back at shutdown).
 async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
     let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
+    // A child sees its parents' outcomes; a failed read fails the attempt (retryably).
+    let (parents, unreadable) = match inner.parents_of(&task).await {
+        Ok(parents) => (parents, false),
+        Err(error) => {
+            tracing::error!(id = %task.id, %error, "cannot read a task's parents");
+            (Vec::new(), true)
+        }
+    };
     let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone())
         .with_progress(progress_sink(inner, task.id))
-        .with_trace(inner.config.tracer.attempt_context(&task));
+        .with_trace(inner.config.tracer.attempt_context(&task))
+        .with_parents(parents);
     let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
+        _ if unreadable => Err(HandlerError::new(
+            "store",
+            "the outcomes of the task's parents could not be read",
+        )),
         Some(attempt) => {
             let attempt = AssertUnwindSafe(attempt).catch_unwind();
             let limit = task.timeout_ms.map(Duration::from_millis);

@@ -10,7 +10,8 @@ use crate::access::QueueScope;
 use crate::metrics;
 use crate::store::StoreError;
 use crate::task::{
-    Kind, Outcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline, now_millis,
+    Kind, Outcome, ParentOutcome, Progress, QueueName, Task, TaskError, TaskId, attempt_deadline,
+    now_millis,
 };
 
 /// What a heartbeat learned.
@@ -21,8 +22,9 @@ pub struct Heartbeat {
 }
 
 impl Engine {
-    /// Leases up to `max_tasks` tasks of a remote queue, waiting up to `wait` for some.
-    /// An empty answer means none came in time.
+    /// Leases up to `max_tasks` tasks of a remote queue, waiting up to `wait` for some, each
+    /// with the outcomes of its parents (empty without). An empty answer means none came in
+    /// time.
     pub async fn lease(
         &self,
         queue: QueueName,
@@ -31,7 +33,7 @@ impl Engine {
         lease: Duration,
         wait: Duration,
         scope: &QueueScope,
-    ) -> Result<Vec<Task>, EngineError> {
+    ) -> Result<Vec<(Task, Vec<ParentOutcome>)>, EngineError> {
         Self::check_queue(&queue, scope)?;
         if !self.is_remote(&queue) {
             let info = self.queue(queue.clone(), scope).await?;
@@ -54,7 +56,17 @@ impl Engine {
                 .map_err(EngineError::Store)?;
             if !claimed.is_empty() {
                 claimed.iter().for_each(metrics::attempt_started);
-                return Ok(claimed);
+                // Each leased child carries its parents' outcomes.
+                let mut leased = Vec::with_capacity(claimed.len());
+                for task in claimed {
+                    let parents = self
+                        .inner
+                        .parents_of(&task)
+                        .await
+                        .map_err(EngineError::Store)?;
+                    leased.push((task, parents));
+                }
+                return Ok(leased);
             }
             tokio::select! {
                 changed = work.changed() => {

@@ -1,4 +1,4 @@
-//! The built-in kinds: `echo`, `sleep`, `fail` and `sha256`.
+//! The built-in kinds: `echo`, `sleep`, `fail` and `sha256` (the joins are in `joins.rs`).
 
 use std::time::Duration;
 
@@ -130,7 +130,9 @@ pub struct Sha256;
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sha256Input {
-    /// The text to hash.
+    /// The text to hash. `digest` is taken for it, so one sha256's result is the next one's
+    /// input (`input_from`).
+    #[serde(alias = "digest")]
     pub data: String,
     /// How many times to hash (1 to 10,000,000).
     #[serde(default = "one")]

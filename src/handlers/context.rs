@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::HandlerError;
-use crate::task::{Progress, TaskId, TraceContext, now_millis};
+use crate::task::{ParentOutcome, Progress, TaskId, TraceContext, now_millis};
 
 /// Where progress reports go. The engine keeps only the latest one per attempt and writes
 /// it a few times a second, so reporting is cheap however often a handler calls it.
@@ -22,6 +22,9 @@ pub struct TaskContext {
     cpu: CpuPool,
     progress: Option<ProgressSink>,
     trace: Option<TraceContext>,
+    /// The outcomes of the task's parents (`after`), in the order named; shared, since a
+    /// join's hundred results are cloned with every context clone otherwise.
+    parents: Arc<[ParentOutcome]>,
 }
 
 impl TaskContext {
@@ -47,6 +50,20 @@ impl TaskContext {
     /// span the task was submitted under). `None`: the task is not traced.
     pub fn trace(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
+            parents: Arc::new([]),
+        }
+    }
+
+    /// The same context, with the outcomes of the task's parents.
+    pub fn with_parents(mut self, parents: Vec<ParentOutcome>) -> Self {
+        self.parents = parents.into();
+        self
+    }
+
+    /// The outcomes of the task's parents (`after`), in the order it named them; empty for a
+    /// task without parents. A parent deleted since it ended shows as cancelled.
+    pub fn parents(&self) -> &[ParentOutcome] {
+        &self.parents
     }
 
     /// The same context, with progress reports going to `sink`.

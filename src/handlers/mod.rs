@@ -7,6 +7,7 @@
 mod builtin;
 mod context;
 mod http;
+mod joins;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde_json::Value;
 pub use builtin::{Echo, Fail, Sha256, Sleep};
 pub use context::{CpuPool, ProgressSink, TaskContext};
 pub use http::Http;
+pub use joins::{All, Any};
 
 use crate::outbound::Outbound;
 use crate::task::Kind;
@@ -210,7 +212,8 @@ pub struct KindInfo {
 }
 
 impl Registry {
-    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`. The `http` kind needs the
+    /// The built-in kinds: `echo`, `sleep`, `fail`, `sha256`, and the joins `all` and `any`
+    /// (see `joins.rs`). The `http` kind needs the
     /// outbound client; see [`Registry::with_http`].
     pub fn builtin() -> Registry {
         let mut registry = Registry::default();
@@ -218,6 +221,8 @@ impl Registry {
         registry.register("sleep", Sleep);
         registry.register("fail", Fail);
         registry.register("sha256", Sha256);
+        registry.register("all", All);
+        registry.register("any", Any);
         registry
     }
 

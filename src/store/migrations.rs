@@ -39,6 +39,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(3, "callback_trigger", "sqlite/0003_callback_trigger.sql"),
     migration!(4, "api_keys", "sqlite/0004_api_keys.sql"),
     migration!(5, "traceparent", "sqlite/0005_traceparent.sql"),
+    migration!(6, "dependencies", "sqlite/0006_dependencies.sql"),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -47,6 +48,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!(2, "events", "postgres/0002_events.sql"),
     migration!(4, "api_keys", "postgres/0004_api_keys.sql"),
     migration!(5, "traceparent", "postgres/0005_traceparent.sql"),
+    migration!(6, "dependencies", "postgres/0006_dependencies.sql"),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both

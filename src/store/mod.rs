@@ -7,6 +7,7 @@
 
 mod keys;
 pub mod migrations;
+pub(crate) mod parents;
 pub mod postgres;
 pub mod space;
 pub(crate) mod sql;
@@ -30,6 +31,9 @@ pub enum StoreError {
     /// Admission control refused the task; nothing was written.
     #[error("queue `{queue}` holds {limit} waiting tasks, its limit")]
     QueueFull { queue: QueueName, limit: u64 },
+    /// A parent named by a submission does not exist (`after` or `input_from`).
+    #[error("no task has the id {0}")]
+    UnknownParent(TaskId),
     /// The idempotency key was used before with a different request.
     #[error("idempotency key `{0}` was used with a different request")]
     IdempotencyConflict(String),
@@ -116,6 +120,8 @@ pub enum Changed {
     Done(Option<Task>),
     /// The task is in a state the operation does not apply to; nothing changed.
     WrongState(Task),
+    /// A delete of a finished task that waiting tasks name as a parent; nothing changed.
+    HasDependents(Task),
 }
 
 /// An attempt that ended and waits to be recorded.
@@ -253,8 +259,12 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
 
     /// Stores new tasks in one transaction — all or none. A queue holding its limit of waiting
-    /// (queued or scheduled) tasks refuses; `default_max_queued` applies where the queue has no
-    /// limit of its own. On `Ok` the tasks are durable.
+    /// (waiting for parents, queued or scheduled) tasks refuses; `default_max_queued` applies
+    /// where the queue has no limit of its own. On `Ok` the tasks are durable.
+    ///
+    /// A task with parents (`after`, each an id or an earlier item of the same call) starts
+    /// `waiting`, or at once queued or cancelled if its parents already decided (see
+    /// `task::settle`); a parent that does not exist refuses the call (`UnknownParent`).
     async fn insert(
         &self,
         tasks: Vec<NewTask>,
@@ -274,6 +284,11 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Ends the running attempt held under `lease` (success, retry after backoff, failure or
     /// cancellation, as `task::end_attempt` decides). `None`: the lease is no longer current.
+    ///
+    /// Every write that ends a task (this, `finish_many`, `cancel`, `release`, the rescues)
+    /// also settles its waiting children in the same transaction, and theirs in turn
+    /// (`task::settle`: released to `queued`, or cancelled as `dependency_failed`); each
+    /// settled child is announced as a [`Signal`] once committed.
     async fn finish(
         &self,
         id: TaskId,
@@ -329,11 +344,22 @@ pub trait TaskStore: Send + Sync + 'static {
     /// A failed or cancelled task is queued again, attempts reset, history kept.
     async fn retry(&self, id: TaskId) -> Result<Changed, StoreError>;
 
-    /// Forgets a finished task (and its idempotency key).
+    /// Forgets a finished task (and its idempotency key), unless waiting tasks name it as
+    /// a parent (`HasDependents`).
     async fn delete(&self, id: TaskId) -> Result<Changed, StoreError>;
 
-    /// Deletes up to `limit` tasks that finished before `before`. Returns how many.
+    /// Deletes up to `limit` tasks that finished before `before` (but those waiting tasks
+    /// name as a parent). Returns how many.
     async fn purge_finished(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
+
+    /// These tasks, those that exist, in no particular order (a child's parents).
+    async fn get_many(&self, ids: Vec<TaskId>) -> Result<Vec<Task>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.get(id).await?);
+        }
+        Ok(found)
+    }
 
     /// Every queue that has tasks or settings, by name.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;

@@ -3,6 +3,7 @@
 //! Nothing here knows HTTP or SQL. Types carry their guarantees: once a string became a
 //! [`QueueName`] or a [`Kind`], nobody checks it again.
 
+mod deps;
 mod id;
 mod lifecycle;
 mod moves;
@@ -15,6 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use deps::{AfterPolicy, MAX_PARENTS, ParentOutcome, ParentRef, Settled, settle};
 pub use id::{TaskId, TaskIdError};
 pub use lifecycle::{
     AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
@@ -68,6 +70,11 @@ pub struct NewTask {
     pub callback: Option<Callback>,
     /// The trace its attempts join (W3C Trace Context); `None`: not traced.
     pub trace: Option<TraceContext>,
+    /// The parents it waits for; empty: none, it starts at once.
+    pub after: Vec<ParentRef>,
+    pub after_policy: AfterPolicy,
+    /// The parent whose result becomes its input when it is released.
+    pub input_from: Option<ParentRef>,
 }
 
 impl NewTask {
@@ -86,6 +93,9 @@ impl NewTask {
             idempotency: None,
             callback: None,
             trace: None,
+            after: Vec::new(),
+            after_policy: AfterPolicy::default(),
+            input_from: None,
         }
     }
 }
@@ -124,6 +134,9 @@ impl NewTask {
             progress: None,
             callback: self.callback.or(default_callback),
             callback_status: None,
+            after: Vec::new(),
+            after_policy: None,
+            input_from: None,
             idempotency_key: self.idempotency.as_ref().map(|i| i.key.clone()),
             created_at: now,
             started_at: None,
@@ -278,6 +291,12 @@ pub struct Task {
     pub callback: Option<Callback>,
     /// `pending`, `delivered` or `failed` once the task ended with a callback.
     pub callback_status: Option<String>,
+    /// The parents it waited (or waits) for, in the order named; empty: none.
+    pub after: Vec<TaskId>,
+    /// Set when it has parents.
+    pub after_policy: Option<AfterPolicy>,
+    /// The parent whose result became its input.
+    pub input_from: Option<TaskId>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
     #[serde(with = "rfc3339")]

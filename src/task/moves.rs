@@ -31,10 +31,12 @@ pub enum Move {
     Retry,
     /// A client forgets a task: only a finished one.
     Delete,
+    /// A waiting task whose parents settled as its policy asks (`Transition::Unblock`).
+    Unblock,
 }
 
 impl Move {
-    pub const ALL: [Move; 9] = [
+    pub const ALL: [Move; 10] = [
         Move::Claim,
         Move::Finish,
         Move::Cancel,
@@ -44,6 +46,7 @@ impl Move {
         Move::Promote,
         Move::Retry,
         Move::Delete,
+        Move::Unblock,
     ];
 
     /// Whether this move may start from `state`, as the state machine says.
@@ -61,6 +64,7 @@ impl Move {
             Move::Promote => to(Transition::Promote).is_some(),
             Move::Retry => to(Transition::Retry).is_some(),
             Move::Delete => state.is_terminal(),
+            Move::Unblock => to(Transition::Unblock).is_some(),
         }
     }
 
@@ -91,16 +95,17 @@ mod tests {
     /// guard shows here, on purpose.
     #[test]
     fn each_move_starts_from_the_states_of_the_diagram() {
-        let expected: [(Move, &[TaskState]); 9] = [
+        let expected: [(Move, &[TaskState]); 10] = [
             (Move::Claim, &[Queued]),
             (Move::Finish, &[Running]),
-            (Move::Cancel, &[Scheduled, Queued]),
+            (Move::Cancel, &[Waiting, Scheduled, Queued]),
             (Move::RequestCancel, &[Running]),
             (Move::Release, &[Running]),
             (Move::Recover, &[Running]),
             (Move::Promote, &[Scheduled]),
             (Move::Retry, &[Failed, Cancelled]),
             (Move::Delete, &[Succeeded, Failed, Cancelled]),
+            (Move::Unblock, &[Waiting]),
         ];
         for (m, states) in expected {
             assert_eq!(m.from_states(), states, "{m:?}");

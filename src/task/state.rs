@@ -15,6 +15,9 @@
 //!             ├── finish: error, none left / final ──► failed
 //!             └── finish after a cancel request ────► cancelled
 //! queued | scheduled ── cancel ──► cancelled      failed | cancelled ── retry ──► queued
+//!
+//! submit with `after` ─► waiting ── unblock (parents settled, policy met) ──► queued
+//!                           └── cancel (a client, or a parent failed: dependency_failed) ─► cancelled
 //! ```
 
 use std::fmt;
@@ -25,6 +28,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Waiting for its parents (`after`) to settle. In: submit. Out: unblock, cancel (by a
+    /// client, or as `dependency_failed` when its policy can no longer be met).
+    Waiting,
     /// Waiting for its time (`run_at`): a delayed submit or a retry in backoff.
     /// In: submit, finish (retry). Out: promote, cancel.
     Scheduled,
@@ -57,10 +63,13 @@ pub enum Transition {
     Promote,
     /// A client re-runs a failed or cancelled task (attempts reset, history kept).
     Retry,
+    /// A waiting task's parents settled as its policy asks: it may run.
+    Unblock,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Waiting,
         TaskState::Scheduled,
         TaskState::Queued,
         TaskState::Running,
@@ -83,7 +92,8 @@ impl TaskState {
         use TaskState::*;
         match (self, transition) {
             (Queued, Transition::Claim) => Some(Running),
-            (Queued | Scheduled, Transition::Cancel) => Some(Cancelled),
+            (Queued | Scheduled | Waiting, Transition::Cancel) => Some(Cancelled),
+            (Waiting, Transition::Unblock) => Some(Queued),
             (Scheduled, Transition::Promote) => Some(Queued),
             (Running, Transition::Cancel) => Some(Running),
             (Running, Transition::Finish(to)) if to.is_terminal() || to == Scheduled => Some(to),
@@ -108,6 +118,7 @@ impl TaskState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Waiting => "waiting",
             TaskState::Scheduled => "scheduled",
             TaskState::Queued => "queued",
             TaskState::Running => "running",
@@ -120,6 +131,7 @@ impl TaskState {
     /// The state as the rest of a sentence about a task: "task … has succeeded".
     pub fn described(self) -> &'static str {
         match self {
+            TaskState::Waiting => "is waiting for its parents",
             TaskState::Scheduled => "is scheduled",
             TaskState::Queued => "is queued",
             TaskState::Running => "is running",
@@ -182,6 +194,21 @@ mod tests {
         assert_eq!(running.apply(Transition::Finish(TaskState::Queued)), None);
         assert_eq!(running.apply(Transition::Finish(TaskState::Running)), None);
         assert_eq!(running.apply(Transition::Claim), None);
+    }
+
+    /// A waiting task leaves only by unblock (to queued) or cancel; nothing else moves it.
+    #[test]
+    fn a_waiting_task_is_unblocked_or_cancelled() {
+        let waiting = TaskState::Waiting;
+        assert_eq!(waiting.apply(Transition::Unblock), Some(TaskState::Queued));
+        assert_eq!(
+            waiting.apply(Transition::Cancel),
+            Some(TaskState::Cancelled)
+        );
+        for transition in [Transition::Claim, Transition::Promote, Transition::Retry] {
+            assert_eq!(waiting.apply(transition), None, "{transition:?}");
+        }
+        assert_eq!(TaskState::Queued.apply(Transition::Unblock), None);
     }
 
     #[test]

@@ -611,3 +611,41 @@ async fn secret_headers_are_redacted_in_every_read() {
         "Bearer s3cret-a"
     );
 }
+
+/// A parent in a queue the key cannot see is as unknown as one that never existed
+/// (`422 unknown_parent`): ids reveal nothing across queues. One it can see is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_outside_the_keys_queues_is_unknown() {
+    let app = spawn_app().await;
+    let admin = keyed(&key(&app, "admin", "admin", "").await);
+    let tenant = keyed(&key(&app, "tenant-a", "submit,read", "a-*").await);
+    let submit =
+        |client: &Client, body: Value| client.post(app.url("/v1/tasks")).json(&body).send();
+    let theirs: Value = submit(&admin, json!({"kind": "echo", "queue": "b"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine: Value = submit(&tenant, json!({"kind": "echo", "queue": "a-1"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = submit(
+        &tenant,
+        json!({"kind": "echo", "queue": "a-1", "after": [mine["id"], theirs["id"]]}),
+    )
+    .await
+    .unwrap();
+    let problem = expect_problem(refused, 422, "unknown_parent").await;
+    assert_eq!(problem["errors"][0]["field"], "after[1]", "{problem}");
+    let taken = submit(
+        &tenant,
+        json!({"kind": "echo", "queue": "a-1", "after": [mine["id"]]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(taken.status(), StatusCode::ACCEPTED);
+}

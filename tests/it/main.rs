@@ -11,6 +11,7 @@ mod cli;
 mod client_cli;
 mod clock;
 mod contract;
+mod deps;
 mod disk_full;
 mod durability;
 mod errors;

@@ -519,7 +519,7 @@ async fn provoke_submit_options(probe: &Probe<'_>) {
         .expect(LIST, "/v1/tasks?label=probe:yes", None, 200)
         .await;
     assert_eq!(page["tasks"].as_array().map(Vec::len), Some(1), "{page}");
-    for query in ["label=probe", "label=a:b&label=c:d", "state=waiting"] {
+    for query in ["label=probe", "label=a:b&label=c:d", "state=blocked"] {
         probe
             .expect(LIST, &format!("/v1/tasks?{query}"), None, 400)
             .await;

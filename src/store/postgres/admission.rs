@@ -68,7 +68,7 @@ pub async fn admit(
     // A new statement, so a new snapshot: it sees what the previous holder committed.
     let (waiting, limit): (i64, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT COALESCE(sum(n), 0)::bigint FROM queue_counts \
-                 WHERE queue = $1 AND state IN ('queued', 'scheduled')), \
+                 WHERE queue = $1 AND state IN ('waiting', 'queued', 'scheduled')), \
                 (SELECT max_queued FROM queues WHERE name = $1)",
     )
     .bind(queue.as_str())

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use sqlx::{Acquire, PgConnection};
 
+use super::deps;
 use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
 use crate::store::sql::state_guard;
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError};
@@ -54,6 +55,7 @@ pub async fn task_finish_many(
         }
     }
     let ended = write_ends(&mut tx, ends).await?;
+    deps::after_ends(&mut tx, &ended, now_millis()).await?;
     tx.commit().await?;
     let mut ended: HashMap<TaskId, Task> = ended.into_iter().map(|t| (t.id, t)).collect();
     Ok(order.iter().map(|id| ended.remove(id)).collect())
@@ -175,13 +177,23 @@ pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelRe
     );
     // A finished task retried between the update and the read is tried again, a few times.
     for _ in 0..3 {
-        let query = sqlx::query(&sql).bind(id.to_string()).bind(now_millis());
-        match fetch_task(conn, query).await? {
+        let now = now_millis();
+        let mut tx = conn.begin().await?;
+        let query = sqlx::query(&sql).bind(id.to_string()).bind(now);
+        match fetch_task(&mut tx, query).await? {
             Some(task) if task.state == TaskState::Running => {
+                tx.commit().await?;
                 return Ok(CancelResult::Requested(task));
             }
-            Some(task) => return Ok(CancelResult::Cancelled(task)),
-            None => {}
+            Some(task) => {
+                // It may have been waiting: it waits for nobody now; its own waiting
+                // children settle with it.
+                deps::forget_edges(&mut tx, &[id]).await?;
+                deps::after_ends(&mut tx, std::slice::from_ref(&task), now).await?;
+                tx.commit().await?;
+                return Ok(CancelResult::Cancelled(task));
+            }
+            None => tx.rollback().await?,
         }
         match task_get(conn, id).await? {
             Some(task) if task.state.is_terminal() => return Ok(CancelResult::Finished(task)),
@@ -199,6 +211,8 @@ pub async fn task_release(
     id: TaskId,
     lease: &str,
 ) -> Result<Option<Task>, StoreError> {
+    let now = now_millis();
+    let mut tx = conn.begin().await?;
     let sql = format!(
         "UPDATE tasks SET \
              state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
@@ -207,11 +221,12 @@ pub async fn task_release(
          WHERE id = $2::uuid AND {releasable} AND lease = $3 RETURNING {COLUMNS}",
         releasable = state_guard("state", Move::Release),
     );
-    let query = sqlx::query(&sql)
-        .bind(now_millis())
-        .bind(id.to_string())
-        .bind(lease);
-    fetch_task(conn, query).await
+    let query = sqlx::query(&sql).bind(now).bind(id.to_string()).bind(lease);
+    let released = fetch_task(&mut tx, query).await?;
+    // Released with its cancel requested, it ended: its waiting children settle.
+    deps::after_ends(&mut tx, released.as_slice(), now).await?;
+    tx.commit().await?;
+    Ok(released)
 }
 
 /// Every running task whose lease expired before `expired_before` ends its attempt: lost, or
@@ -243,6 +258,7 @@ pub async fn task_lose_running(
         })
         .collect();
     let mut moved = write_ends(&mut tx, ends).await?;
+    deps::after_ends(&mut tx, &moved, now).await?;
     tx.commit().await?;
     moved.sort_by_key(|task| task.id);
     Ok(moved)
@@ -288,7 +304,8 @@ pub async fn task_retry(conn: &mut PgConnection, id: TaskId) -> Result<Changed, 
 
 pub async fn task_delete(conn: &mut PgConnection, id: TaskId) -> Result<Changed, StoreError> {
     let sql = format!(
-        "DELETE FROM tasks WHERE id = $1::uuid AND {deletable}",
+        "DELETE FROM tasks WHERE id = $1::uuid AND {deletable} \
+           AND NOT EXISTS (SELECT 1 FROM task_parents WHERE parent_id = $1::uuid)",
         deletable = state_guard("state", Move::Delete),
     );
     let deleted = sqlx::query(&sql)
@@ -299,6 +316,8 @@ pub async fn task_delete(conn: &mut PgConnection, id: TaskId) -> Result<Changed,
         return Ok(Changed::Done(None));
     }
     Ok(match task_get(conn, id).await? {
+        // Finished, yet kept: waiting tasks name it as a parent.
+        Some(task) if task.state.is_terminal() => Changed::HasDependents(task),
         Some(task) => Changed::WrongState(task),
         None => Changed::NotFound,
     })
@@ -312,7 +331,9 @@ pub async fn task_purge_finished(
     // Every node purges; SKIP LOCKED keeps them from queueing behind each other's deletes.
     let deleted = sqlx::query(
         "DELETE FROM tasks WHERE id = ANY(ARRAY( \
-             SELECT id FROM tasks WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
+             SELECT id FROM tasks WHERE finished_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM task_parents WHERE parent_id = tasks.id) \
+             LIMIT $2 FOR UPDATE SKIP LOCKED))",
     )
     .bind(before)
     .bind(limit as i64)

@@ -16,9 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sqlx::{Acquire, PgConnection};
 
 use super::admission::{Keyed, admit, by_keys, queue_callbacks};
+use super::deps;
 use super::rows::to_json;
-use crate::store::{Inserted, StoreError};
-use crate::task::{Callback, NewTask, QueueName, Task, now_millis};
+use crate::store::{Inserted, StoreError, parents};
+use crate::task::{
+    Callback, NewTask, ParentOutcome, ParentRef, QueueName, Task, TaskId, now_millis,
+};
 
 /// How often a transaction starts over after losing an idempotency race.
 const RACES: usize = 3;
@@ -51,6 +54,8 @@ struct Planning {
     room: BTreeMap<QueueName, (u64, Option<u64>)>,
     keys: Keyed,
     callbacks: HashMap<String, Callback>,
+    /// The stored parents the jobs name, held until the transaction ends.
+    parents: HashMap<TaskId, ParentOutcome>,
     now: i64,
 }
 
@@ -69,9 +74,18 @@ async fn try_insert(
         .filter_map(|t| t.idempotency.as_ref().map(|i| i.key.clone()))
         .collect();
     let queues: BTreeSet<QueueName> = all().map(|t| t.queue.clone()).collect();
+    let named: BTreeSet<TaskId> = all()
+        .flat_map(|t| t.after.iter())
+        .filter_map(|parent| match parent {
+            ParentRef::Task(id) => Some(*id),
+            ParentRef::Item(_) => None,
+        })
+        .collect();
+    let named: Vec<TaskId> = named.into_iter().collect();
     let mut planning = Planning {
         keys: by_keys(conn, keys).await?,
         callbacks: queue_callbacks(conn, &queues).await?,
+        parents: deps::hold_parents(conn, &named).await?,
         room: BTreeMap::new(),
         now: now_millis(),
     };
@@ -81,11 +95,12 @@ async fn try_insert(
         planning.room.insert(queue, counted);
     }
     let mut answers = Vec::with_capacity(jobs.len());
-    let mut rows = Vec::new();
+    let (mut rows, mut edges) = (Vec::new(), Vec::new());
     for job in jobs {
         match plan(&mut planning, job) {
             Ok(planned) => {
                 rows.extend(planned.rows);
+                edges.extend(parents::edges(&planned.answers));
                 answers.push(Ok(planned.answers));
             }
             Err(refused) => answers.push(Err(refused)),
@@ -94,6 +109,7 @@ async fn try_insert(
     if !rows.is_empty() && insert_rows(conn, &rows).await? < rows.len() {
         return Ok(None);
     }
+    deps::insert_edges(conn, &edges).await?;
     Ok(Some(answers))
 }
 
@@ -132,7 +148,18 @@ fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
         let waiting_before = *waiting;
         *waiting += 1;
         let default_callback = planning.callbacks.get(new.queue.as_str()).cloned();
-        let (task, hash) = new.clone().into_task(planning.now, default_callback);
+        let (mut task, hash) = new.clone().into_task(planning.now, default_callback);
+        if !new.after.is_empty() {
+            let (after, input_from) = parents::resolve(new, &planned.answers)?;
+            let mut found = parents::earlier_outcomes(&planned.answers);
+            for id in &after {
+                if let Some(stored) = planning.parents.get(id) {
+                    found.entry(*id).or_insert_with(|| stored.clone());
+                }
+            }
+            let outcomes = parents::new_outcomes(&after, &found)?;
+            task.start_after(after, new.after_policy, input_from, &outcomes, planning.now);
+        }
         if let Some(hash) = &hash {
             keys.insert(
                 task.idempotency_key.clone().unwrap_or_default(),
@@ -167,17 +194,21 @@ async fn insert_rows(
     let inserted = sqlx::query(
         "INSERT INTO tasks (id, queue, kind, input, state, priority, max_attempts, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate) \
+             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate, \
+             parents, after_policy, input_from, error, finished_at) \
          SELECT id::uuid, queue, kind, input, state, priority::integer, max_attempts::integer, \
              backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate \
+             request_hash, created_at, callback_url, callback_secret, traceparent, tracestate, \
+             parents, after_policy, input_from::uuid, error, finished_at \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
              $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
              $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[], \
-             $18::text[], $19::text[]) \
+             $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], \
+             $24::bigint[]) \
              AS new (id, queue, kind, input, state, priority, max_attempts, backoff_base_ms, \
                  backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, request_hash, \
-                 created_at, callback_url, callback_secret, traceparent, tracestate) \
+                 created_at, callback_url, callback_secret, traceparent, tracestate, parents, \
+                 after_policy, input_from, error, finished_at) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
     .bind(text(&|t| Some(t.id.to_string())))
@@ -201,6 +232,13 @@ async fn insert_rows(
     }))
     .bind(text(&|t| t.trace.as_ref().map(|c| c.parent.to_string())))
     .bind(text(&|t| t.trace.as_ref().and_then(|c| c.state.clone())))
+    // A task with parents: they, its policy, and (cancelled at once when a parent had
+    // already failed) its error and end.
+    .bind(text(&|t| (!t.after.is_empty()).then(|| to_json(&t.after))))
+    .bind(text(&|t| t.after_policy.map(|p| p.as_str().to_owned())))
+    .bind(text(&|t| t.input_from.map(|id| id.to_string())))
+    .bind(text(&|t| t.error.as_ref().map(to_json)))
+    .bind(number(&|t| t.finished_at))
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() as usize)
@@ -219,6 +257,7 @@ mod tests {
                 .collect(),
             keys: HashMap::new(),
             callbacks: HashMap::new(),
+            parents: HashMap::new(),
             now: 1_000,
         }
     }

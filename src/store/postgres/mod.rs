@@ -16,6 +16,7 @@
 mod admission;
 mod attempts;
 mod claim;
+mod deps;
 mod events;
 mod group;
 mod insert;
@@ -218,6 +219,10 @@ impl TaskStore for PostgresStore {
 
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
         self.wrote(attempts::task_release(&mut *self.conn().await?, id, lease).await)
+    }
+
+    async fn get_many(&self, ids: Vec<TaskId>) -> Result<Vec<Task>, StoreError> {
+        rows::task_get_many(&mut *self.conn().await?, &ids).await
     }
 
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {

@@ -11,14 +11,17 @@ use sqlx::{PgConnection, Postgres, Row};
 pub(crate) use crate::store::sql::to_json;
 use crate::store::sql::{self, Dialect};
 use crate::store::{StoreError, TaskFilter};
-use crate::task::{Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, TraceContext};
+use crate::task::{
+    AfterPolicy, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, TraceContext,
+};
 
 /// The columns every query that returns tasks selects; `task_from_row` reads them by name.
 pub const COLUMNS: &str = "id::text AS id, queue, kind, input, state, priority, attempt, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, \
      cancel_requested, result, error, errors, idempotency_key, lease, lease_expires_at, \
      created_at, started_at, finished_at, progress, callback_url, callback_secret, \
-     callback_status, traceparent, tracestate";
+     callback_status, traceparent, tracestate, parents, after_policy, \
+     input_from::text AS input_from";
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
@@ -41,6 +44,8 @@ pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
     let callback_url: Option<String> = row.try_get("callback_url")?;
     let callback_secret: Option<String> = row.try_get("callback_secret")?;
     let traceparent: Option<String> = row.try_get("traceparent")?;
+    let after_policy: Option<String> = row.try_get("after_policy")?;
+    let input_from: Option<String> = row.try_get("input_from")?;
     Ok(Task {
         id: id.parse().map_err(|e| corrupt("id", e))?,
         queue: QueueName::parse(queue).map_err(|e| corrupt("queue", e))?,
@@ -67,6 +72,13 @@ pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
             secret: callback_secret,
         }),
         callback_status: row.try_get("callback_status")?,
+        after: json_column(row, "parents")?.unwrap_or_default(),
+        after_policy: after_policy
+            .map(|p| AfterPolicy::parse(&p).ok_or_else(|| corrupt("after_policy", p)))
+            .transpose()?,
+        input_from: input_from
+            .map(|id| id.parse().map_err(|e| corrupt("input_from", e)))
+            .transpose()?,
         idempotency_key: row.try_get("idempotency_key")?,
         lease: lease_token
             .zip(lease_expires_at)
@@ -107,6 +119,15 @@ pub async fn fetch_task(
 pub async fn task_get(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1::uuid");
     fetch_task(conn, sqlx::query(&sql).bind(id.to_string())).await
+}
+
+pub async fn task_get_many(
+    conn: &mut PgConnection,
+    ids: &[TaskId],
+) -> Result<Vec<Task>, StoreError> {
+    let ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[])");
+    fetch_tasks(conn, sqlx::query(&sql).bind(ids)).await
 }
 
 pub async fn task_list(

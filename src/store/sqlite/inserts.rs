@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::deps;
 use super::rows::{self, Admission, InsertRow};
 use super::writer::{Reply, Writer};
+use crate::store::parents;
 use crate::store::{Inserted, StoreError};
 use crate::task::{NewTask, QueueName, Task, now_millis};
 
@@ -169,17 +171,19 @@ fn together(
 ) -> Result<Vec<Outcome>, StoreError> {
     savepoint(conn, || {
         let (mut admissions, mut keyed) = (Admissions::new(), Keyed::new());
-        let mut writes = Vec::new();
+        let (mut writes, mut edges) = (Vec::new(), Vec::new());
         let mut outcomes = Vec::with_capacity(calls.len());
         for tasks in calls {
             let decided = decide(conn, tasks, default_max_queued, &mut admissions, &mut keyed);
             outcomes.push(decided.map(|(inserted, rows)| {
                 writes.extend(rows);
+                edges.extend(parents::edges(&inserted));
                 inserted
             }));
         }
         if !writes.is_empty() {
             rows::task_insert_rows(conn, &writes)?;
+            deps::insert_edges(conn, &edges)?;
         }
         Ok(outcomes)
     })
@@ -197,6 +201,7 @@ fn alone(conn: &Connection, calls: &[Vec<NewTask>], default_max_queued: u64) -> 
                 decide(conn, tasks, default_max_queued, &mut admissions, &mut keyed)?;
             if !rows.is_empty() {
                 rows::task_insert_rows(conn, &rows)?;
+                deps::insert_edges(conn, &parents::edges(&inserted))?;
             }
             Ok(inserted)
         });
@@ -258,10 +263,13 @@ fn decide(
                 limit: admission.limit,
             });
         }
-        let (task, request_hash) = new
-            .clone()
-            .into_task(now_millis(), admission.callback.clone());
-        // A new task is queued or scheduled: waiting, either way.
+        let now = now_millis();
+        let (mut task, request_hash) = new.clone().into_task(now, admission.callback.clone());
+        if !new.after.is_empty() {
+            deps::start_after(conn, &mut task, new, &inserted, now)?;
+        }
+        // A new task is waiting, queued or scheduled (or, its parents failed, cancelled; it
+        // counts until the counts are read again).
         *taken.entry(task.queue.clone()).or_default() += 1;
         if let (Some(key), Some(hash)) = (&task.idempotency_key, &request_hash) {
             new_keys.push((key.clone(), task.clone(), hash.clone()));

@@ -9,6 +9,7 @@
 //! webhook deliveries).
 
 mod claims;
+mod deps;
 mod ends;
 mod events;
 mod inserts;
@@ -29,12 +30,15 @@ use crate::access::KeyRecord;
 use crate::store::migrations::{self, Step};
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
-    QueueInfo, QueuePatch, StoreError, TaskFilter, TaskStore,
+    QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
 };
 use writer::Writer;
+
+/// How many announcements of settled children wait for the engine before it lags.
+const SETTLED_SIGNALS: usize = 4096;
 
 /// How many read connections a file database keeps; reads beyond that wait for one.
 const READERS: usize = 4;
@@ -45,6 +49,11 @@ pub struct SqliteStore {
     inserts: inserts::Inserts,
     /// `None` for an in-memory database, whose one connection is the writer's.
     readers: Option<Arc<ReaderPool>>,
+    /// Children settled by a parent's end, announced once committed: the engine resolves
+    /// their waiters and claims the released ones (`Signal::Finished`, `Signal::Work`), as
+    /// it does for a shared store's other nodes. A broadcast, so a slow listener lags
+    /// (and is told so) rather than holding the writer.
+    settled: tokio::sync::broadcast::Sender<Signal>,
 }
 
 /// Read-only connections. The semaphore bounds how many reads run at once to the number of
@@ -226,7 +235,37 @@ impl SqliteStore {
             writer,
             inserts: inserts::Inserts::default(),
             readers,
+            settled: tokio::sync::broadcast::channel(SETTLED_SIGNALS).0,
         })
+    }
+
+    /// Runs a writer job that may end tasks, settles their waiting children in the same
+    /// transaction, and announces the settled ones once committed.
+    async fn ending<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<Task>), StoreError> + Send + 'static,
+    {
+        let now = now_millis();
+        let (answer, settled) = self
+            .writer
+            .run(move |conn| {
+                let (answer, ended) = job(conn, now)?;
+                Ok((answer, deps::after_ends(conn, &ended, now)?))
+            })
+            .await?;
+        let mut released = false;
+        for task in settled {
+            if task.state.is_terminal() {
+                let _ = self.settled.send(Signal::Finished(task.id));
+            } else {
+                released = true;
+            }
+        }
+        if released {
+            let _ = self.settled.send(Signal::Work);
+        }
+        Ok(answer)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -341,6 +380,14 @@ impl TaskStore for SqliteStore {
         self.read(move |conn| rows::task_get(conn, id)).await
     }
 
+    async fn get_many(&self, ids: Vec<TaskId>) -> Result<Vec<Task>, StoreError> {
+        self.read(move |conn| rows::task_get_many(conn, &ids)).await
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        Some(self.settled.subscribe())
+    }
+
     async fn list(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.read(move |conn| rows::task_list(conn, &filter)).await
     }
@@ -366,10 +413,7 @@ impl TaskStore for SqliteStore {
             outcome,
             ended_at: now_millis(),
         };
-        let mut ended = self
-            .writer
-            .run(move |conn| ends::task_finish_many(conn, vec![attempt]))
-            .await?;
+        let mut ended = self.finish_many(vec![attempt]).await?;
         Ok(ended.pop().flatten())
     }
 
@@ -378,9 +422,12 @@ impl TaskStore for SqliteStore {
         attempts: Vec<EndedAttempt>,
     ) -> Result<Vec<Option<Task>>, StoreError> {
         // One job: one savepoint and one trip to the writer for the whole batch.
-        self.writer
-            .run(move |conn| ends::task_finish_many(conn, attempts))
-            .await
+        self.ending(move |conn, _| {
+            let ended = ends::task_finish_many(conn, attempts)?;
+            let terminal = ended.iter().flatten().cloned().collect();
+            Ok((ended, terminal))
+        })
+        .await
     }
 
     async fn renew(
@@ -394,31 +441,45 @@ impl TaskStore for SqliteStore {
     }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
-        let now = now_millis();
-        self.writer
-            .run(move |conn| rows::task_cancel(conn, id, now))
-            .await
+        self.ending(move |conn, now| {
+            let cancelled = rows::task_cancel(conn, id, now)?;
+            let ended = match &cancelled {
+                CancelResult::Cancelled(task) => {
+                    // It may have been waiting: it waits for nobody now.
+                    deps::forget_edges(conn, id)?;
+                    vec![task.clone()]
+                }
+                _ => Vec::new(),
+            };
+            Ok((cancelled, ended))
+        })
+        .await
     }
 
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
         let lease = lease.to_owned();
-        let now = now_millis();
-        self.writer
-            .run(move |conn| rows::task_release(conn, id, &lease, now))
-            .await
+        self.ending(move |conn, now| {
+            let released = rows::task_release(conn, id, &lease, now)?;
+            let ended = released.iter().cloned().collect();
+            Ok((released, ended))
+        })
+        .await
     }
 
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
-        let now = now_millis();
-        self.writer
-            .run(move |conn| rows::task_recover_running(conn, now))
-            .await
+        self.ending(move |conn, now| {
+            let recovered = rows::task_recover_running(conn, now)?;
+            Ok((recovered.clone(), recovered))
+        })
+        .await
     }
 
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
-        self.writer
-            .run(move |conn| rows::task_rescue_expired(conn, now))
-            .await
+        self.ending(move |conn, _| {
+            let rescued = rows::task_rescue_expired(conn, now)?;
+            Ok((rescued.clone(), rescued))
+        })
+        .await
     }
 
     async fn promote_due(&self, now: Millis) -> Result<u64, StoreError> {

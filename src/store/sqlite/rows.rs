@@ -12,7 +12,7 @@ pub(super) use crate::store::sql::to_json;
 use crate::store::sql::{self, Dialect, state_guard};
 use crate::store::{CancelResult, Changed, StoreError, TaskFilter};
 use crate::task::{
-    AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Move, QueueName, Task, TaskId,
+    AfterPolicy, AttemptEnd, Backoff, Callback, Kind, Lease, Millis, Move, QueueName, Task, TaskId,
     TraceContext, expire_attempt, lose_attempt,
 };
 
@@ -20,7 +20,8 @@ use crate::task::{
 pub const COLUMNS: &str = "id, queue, kind, input, state, priority, attempt, max_attempts, \
      backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result, \
      error, errors, idempotency_key, lease, lease_expires_at, created_at, started_at, finished_at, \
-     progress, callback_url, callback_secret, callback_status, traceparent, tracestate";
+     progress, callback_url, callback_secret, callback_status, traceparent, tracestate, parents, \
+     after_policy, input_from";
 
 fn conversion_error(error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(error))
@@ -44,6 +45,8 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let callback_url: Option<String> = row.get(24)?;
     let callback_secret: Option<String> = row.get(25)?;
     let traceparent: Option<String> = row.get(27)?;
+    let after_policy: Option<String> = row.get(30)?;
+    let input_from: Option<String> = row.get(31)?;
     Ok(Task {
         id: id.parse().map_err(conversion_error)?,
         queue: QueueName::parse(queue).map_err(conversion_error)?,
@@ -70,6 +73,13 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             secret: callback_secret,
         }),
         callback_status: row.get(26)?,
+        after: json_column(row, 29)?.unwrap_or_default(),
+        after_policy: after_policy
+            .map(|p| AfterPolicy::parse(&p).ok_or_else(|| conversion_error(BadPolicy(p))))
+            .transpose()?,
+        input_from: input_from
+            .map(|id| id.parse().map_err(conversion_error))
+            .transpose()?,
         idempotency_key: row.get(17)?,
         lease: lease_token
             .zip(lease_expires_at)
@@ -80,6 +90,11 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         trace: TraceContext::from_stored(traceparent.as_deref(), row.get(28)?),
     })
 }
+
+/// An `after_policy` no version of taskd writes.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an after_policy")]
+struct BadPolicy(String);
 
 fn corrupt(error: rusqlite::Error) -> StoreError {
     match error {
@@ -128,7 +143,7 @@ pub fn admission(
     let (waiting, limit, url, secret): (i64, Option<i64>, Option<String>, Option<String>) = conn
         .prepare_cached(
             "SELECT (SELECT IFNULL(SUM(n), 0) FROM queue_counts \
-                     WHERE queue = ?1 AND state IN ('queued', 'scheduled')), \
+                     WHERE queue = ?1 AND state IN ('waiting', 'queued', 'scheduled')), \
                     q.max_queued, q.callback_url, q.callback_secret \
              FROM (SELECT 1) LEFT JOIN queues q ON q.name = ?1",
         )?
@@ -159,14 +174,15 @@ pub fn task_by_key(conn: &Connection, key: &str) -> Result<Option<(Task, String)
 /// A new task's values, in the column order of [`INSERT_COLUMNS`].
 pub type InsertRow = [SqlValue; INSERT_VALUES];
 
-/// How many values one new row has.
-const INSERT_VALUES: usize = 19;
+/// How many values one row of [`INSERT_COLUMNS`] has.
+const INSERT_VALUES: usize = 24;
 
 const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, queue, kind, input, state, priority, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
-     request_hash, created_at, callback_url, callback_secret, traceparent, tracestate) VALUES ";
+     request_hash, created_at, callback_url, callback_secret, traceparent, tracestate, parents, \
+     after_policy, input_from, error, finished_at) VALUES ";
 
-/// How many rows one multi-row INSERT takes (19 values each, far below SQLite's limit).
+/// How many rows one multi-row INSERT takes (24 values each, far below SQLite's limit).
 const INSERT_CHUNK: usize = 32;
 
 /// A new task as the values of one row; `request_hash` goes with an idempotency key.
@@ -196,6 +212,19 @@ pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
             .as_ref()
             .map_or(SqlValue::Null, |t| SqlValue::Text(t.parent.to_string())),
         optional_text(task.trace.as_ref().and_then(|t| t.state.as_deref())),
+        // A task with parents: they, its policy, and (cancelled at once when a parent had
+        // already failed) its error and end.
+        match task.after.is_empty() {
+            true => SqlValue::Null,
+            false => SqlValue::Text(to_json(&task.after)),
+        },
+        optional_text(task.after_policy.map(|p| p.as_str())),
+        task.input_from
+            .map_or(SqlValue::Null, |id| SqlValue::Text(id.to_string())),
+        task.error
+            .as_ref()
+            .map_or(SqlValue::Null, |e| SqlValue::Text(to_json(e))),
+        optional_int(task.finished_at),
     ]
 }
 
@@ -225,6 +254,14 @@ pub fn task_get(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreErro
         conn,
         &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
         [id.to_string()],
+    )
+}
+
+pub fn task_get_many(conn: &Connection, ids: &[TaskId]) -> Result<Vec<Task>, StoreError> {
+    query_tasks(
+        conn,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?1))"),
+        [to_json(&ids)],
     )
 }
 
@@ -379,9 +416,11 @@ pub fn task_retry(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> 
 }
 
 pub fn task_delete(conn: &Connection, id: TaskId) -> Result<Changed, StoreError> {
+    // A finished task that waiting tasks name as a parent stays: they need its outcome.
     let deleted = conn
         .prepare_cached(&format!(
-            "DELETE FROM tasks WHERE id = ?1 AND {deletable}",
+            "DELETE FROM tasks WHERE id = ?1 AND {deletable} \
+               AND NOT EXISTS (SELECT 1 FROM task_parents WHERE parent_id = ?1)",
             deletable = state_guard("state", Move::Delete),
         ))?
         .execute([id.to_string()])?;
@@ -389,6 +428,7 @@ pub fn task_delete(conn: &Connection, id: TaskId) -> Result<Changed, StoreError>
         return Ok(Changed::Done(None));
     }
     Ok(match task_get(conn, id)? {
+        Some(task) if task.state.is_terminal() => Changed::HasDependents(task),
         Some(task) => Changed::WrongState(task),
         None => Changed::NotFound,
     })
@@ -402,7 +442,8 @@ pub fn task_purge_finished(
     let deleted = conn
         .prepare_cached(
             "DELETE FROM tasks WHERE id IN \
-             (SELECT id FROM tasks WHERE finished_at < ?1 LIMIT ?2)",
+             (SELECT id FROM tasks WHERE finished_at < ?1 \
+                AND id NOT IN (SELECT parent_id FROM task_parents) LIMIT ?2)",
         )?
         .execute(params![before, limit as i64])?;
     Ok(deleted as u64)

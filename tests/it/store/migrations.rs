@@ -2,7 +2,8 @@
 //! edited after it was applied, and a database made before checksums gets them on its first
 //! start. Cases take the URL of a migrated database and change `taskd_migrations` by hand.
 
-use taskd::store::StoreError;
+use taskd::store::{StoreError, TaskFilter};
+use taskd::task::NewTask;
 
 /// Runs one statement on the database at `url`, outside any store.
 async fn execute(url: &str, sql: &str) {
@@ -87,4 +88,77 @@ pub async fn a_database_without_checksums_gets_them(url: String) {
         "the same sums as a fresh database"
     );
     migrate(&url).await.expect("and starts again");
+}
+
+/// 0006 rebuilds SQLite's `tasks` table (a CHECK on `state` cannot change in place): a
+/// database of 0001–0004 with tasks in several states keeps every row, its counts and its
+/// events, and then takes a waiting child of an old task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
+    use taskd::store::migrations::SQLITE;
+    use taskd::task::{AfterPolicy, ParentRef, TaskState};
+
+    let database = crate::backend::TestDatabase::fresh(crate::backend::Backend::Sqlite).await;
+    let path = database.url.trim_start_matches("sqlite://").to_owned();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE taskd_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at INTEGER NOT NULL, checksum TEXT)",
+        )
+        .unwrap();
+        for migration in SQLITE.iter().filter(|m| m.version <= 4) {
+            conn.execute_batch(migration.sql).unwrap();
+            conn.execute(
+                "INSERT INTO taskd_migrations VALUES (?1, ?2, 0, ?3)",
+                rusqlite::params![migration.version, migration.name, migration.checksum()],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO tasks (id, queue, kind, input, state, max_attempts, backoff_base_ms, \
+                 backoff_cap_ms, created_at, finished_at, result, error, callback_url) VALUES \
+             ('0190b3c2-7d4e-7a3b-9c1d-000000000001', 'old', 'echo', '1', 'succeeded', 3, 0, 0, \
+                 1, 2, '\"one\"', NULL, 'http://127.0.0.1:1/hook'), \
+             ('0190b3c2-7d4e-7a3b-9c1d-000000000002', 'old', 'fail', '{}', 'failed', 3, 0, 0, \
+                 1, 2, NULL, '{\"type\":\"fail\",\"message\":\"no\"}', NULL), \
+             ('0190b3c2-7d4e-7a3b-9c1d-000000000003', 'old', 'echo', '3', 'queued', 3, 0, 0, \
+                 1, NULL, NULL, NULL, NULL)",
+        )
+        .unwrap();
+    }
+    let store = super::open(&database.url).await;
+    let old = store
+        .list(TaskFilter {
+            queue: Some(super::queue("old")),
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    let states: Vec<TaskState> = old.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [TaskState::Queued, TaskState::Failed, TaskState::Succeeded]
+    );
+    assert_eq!(old[2].result, Some(serde_json::json!("one")));
+    assert_eq!(
+        old[2].callback.as_ref().unwrap().url,
+        "http://127.0.0.1:1/hook"
+    );
+    let info = store.queue(super::queue("old")).await.unwrap();
+    assert_eq!(info.counts[&TaskState::Queued], 1);
+    assert_eq!(info.counts[&TaskState::Succeeded], 1);
+    let events = store
+        .events_after(0, Default::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3, "the old events are kept");
+    let child = NewTask {
+        after: vec![ParentRef::Task(old[0].id)],
+        after_policy: AfterPolicy::AllSucceeded,
+        ..super::task("new", "echo", serde_json::json!({}))
+    };
+    let child = super::insert(&store, child).await;
+    assert_eq!(child.state, TaskState::Waiting);
 }

@@ -4,6 +4,7 @@
 //! it, as several nodes would. `conformance!` runs each case on SQLite and on PostgreSQL (a
 //! PostgreSQL case fails when the server cannot be reached; it is never skipped).
 
+mod deps;
 mod isolation;
 mod keys;
 mod migrations;
@@ -168,6 +169,11 @@ mod cases {
         tasks::nul_characters_round_trip,
         tasks::trace_context_round_trips,
         isolation::a_refused_row_fails_only_its_own_call,
+        deps::a_child_is_released_with_its_parents_result,
+        deps::a_failure_cascades_down_the_graph,
+        deps::parents_in_a_batch_and_parents_already_settled,
+        deps::any_succeeded_and_all_finished,
+        deps::cancel_cascades_and_needed_parents_stay,
         moves::cancel_in_every_state,
         moves::release_gives_the_attempt_back,
         moves::expired_leases_are_rescued_and_renewed_ones_are_not,
@@ -209,5 +215,6 @@ mod several_nodes {
         shared::admission_holds_across_stores,
         shared::one_idempotency_key_makes_one_task_across_stores,
         shared::concurrency_holds_across_stores,
+        deps::parents_ending_on_two_stores_release_their_child,
     );
 }
