@@ -3,8 +3,8 @@
 -- (`dependency_failed`).
 --
 -- SQLite cannot change a CHECK in place, so `tasks` is rebuilt as its documented procedure
--- says (https://sqlite.org/lang_altertable.html#otheralter): a new table with 0001's columns
--- and 0002's, every row copied as it is, the old table dropped (with its indexes and
+-- says (https://sqlite.org/lang_altertable.html#otheralter): a new table with the columns
+-- of 0001, 0002 and 0005, every row copied as it is, the old table dropped (with its indexes and
 -- triggers), the new one renamed, and the indexes and triggers of 0001, 0002 and 0003 made
 -- again, word for word. The migration runs inside the writer's transaction, so it commits
 -- whole or not at all. Copying rows into another table fires no trigger, and dropping a
@@ -42,6 +42,8 @@ CREATE TABLE tasks_0006 (
     callback_secret  TEXT,
     callback_status  TEXT
         CHECK (callback_status IN ('pending', 'delivered', 'failed')),
+    traceparent      TEXT,                         -- 0005: the W3C trace context, as stored
+    tracestate       TEXT,
     parents          TEXT,                         -- JSON array of the parents' ids, in order
     after_policy     TEXT CHECK (after_policy IN
         ('all_succeeded', 'all_finished', 'any_succeeded')),
@@ -64,11 +66,13 @@ CREATE TABLE tasks_0006 (
 INSERT INTO tasks_0006 (id, queue, kind, input, state, priority, attempt, max_attempts,
         backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result,
         error, errors, idempotency_key, request_hash, lease, lease_expires_at, created_at,
-        started_at, finished_at, progress, callback_url, callback_secret, callback_status)
+        started_at, finished_at, progress, callback_url, callback_secret, callback_status,
+        traceparent, tracestate)
     SELECT id, queue, kind, input, state, priority, attempt, max_attempts,
         backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, cancel_requested, result,
         error, errors, idempotency_key, request_hash, lease, lease_expires_at, created_at,
-        started_at, finished_at, progress, callback_url, callback_secret, callback_status
+        started_at, finished_at, progress, callback_url, callback_secret, callback_status,
+        traceparent, tracestate
     FROM tasks;
 
 DROP TABLE tasks;

@@ -36,6 +36,7 @@ impl TaskContext {
             cpu,
             progress: None,
             trace: None,
+            parents: Arc::new([]),
         }
     }
 
@@ -50,8 +51,6 @@ impl TaskContext {
     /// span the task was submitted under). `None`: the task is not traced.
     pub fn trace(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
-            parents: Arc::new([]),
-        }
     }
 
     /// The same context, with the outcomes of the task's parents.

@@ -91,8 +91,8 @@ pub async fn a_database_without_checksums_gets_them(url: String) {
 }
 
 /// 0006 rebuilds SQLite's `tasks` table (a CHECK on `state` cannot change in place): a
-/// database of 0001–0004 with tasks in several states keeps every row, its counts and its
-/// events, and then takes a waiting child of an old task.
+/// database of 0001–0005 with tasks in several states keeps every row, its counts, its
+/// events and its trace context, and then takes a waiting child of an old task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
     use taskd::store::migrations::SQLITE;
@@ -107,7 +107,7 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
              applied_at INTEGER NOT NULL, checksum TEXT)",
         )
         .unwrap();
-        for migration in SQLITE.iter().filter(|m| m.version <= 4) {
+        for migration in SQLITE.iter().filter(|m| m.version <= 5) {
             conn.execute_batch(migration.sql).unwrap();
             conn.execute(
                 "INSERT INTO taskd_migrations VALUES (?1, ?2, 0, ?3)",
@@ -117,13 +117,15 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
         }
         conn.execute_batch(
             "INSERT INTO tasks (id, queue, kind, input, state, max_attempts, backoff_base_ms, \
-                 backoff_cap_ms, created_at, finished_at, result, error, callback_url) VALUES \
+                 backoff_cap_ms, created_at, finished_at, result, error, callback_url, \
+                 traceparent) VALUES \
              ('0190b3c2-7d4e-7a3b-9c1d-000000000001', 'old', 'echo', '1', 'succeeded', 3, 0, 0, \
-                 1, 2, '\"one\"', NULL, 'http://127.0.0.1:1/hook'), \
+                 1, 2, '\"one\"', NULL, 'http://127.0.0.1:1/hook', \
+                 '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'), \
              ('0190b3c2-7d4e-7a3b-9c1d-000000000002', 'old', 'fail', '{}', 'failed', 3, 0, 0, \
-                 1, 2, NULL, '{\"type\":\"fail\",\"message\":\"no\"}', NULL), \
+                 1, 2, NULL, '{\"type\":\"fail\",\"message\":\"no\"}', NULL, NULL), \
              ('0190b3c2-7d4e-7a3b-9c1d-000000000003', 'old', 'echo', '3', 'queued', 3, 0, 0, \
-                 1, NULL, NULL, NULL, NULL)",
+                 1, NULL, NULL, NULL, NULL, NULL)",
         )
         .unwrap();
     }
@@ -145,6 +147,11 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
     assert_eq!(
         old[2].callback.as_ref().unwrap().url,
         "http://127.0.0.1:1/hook"
+    );
+    assert_eq!(
+        old[2].trace.as_ref().map(|t| t.parent.to_string()).as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        "0005's trace context survives the rebuild"
     );
     let info = store.queue(super::queue("old")).await.unwrap();
     assert_eq!(info.counts[&TaskState::Queued], 1);
