@@ -36,6 +36,7 @@ pub const TASKS_SUBMITTED: &str = "taskd_tasks_submitted_total";
 pub const ATTEMPTS_STARTED: &str = "taskd_attempts_started_total";
 pub const ATTEMPTS_ENDED: &str = "taskd_attempts_ended_total";
 pub const WEBHOOK_DELIVERIES: &str = "taskd_webhook_deliveries_total";
+pub const SCHEDULE_SLOTS: &str = "taskd_schedule_slots_total";
 pub const HTTP_REQUESTS: &str = "taskd_http_requests_total";
 pub const QUEUE_WAIT: &str = "taskd_task_queue_wait_seconds";
 pub const RUN_TIME: &str = "taskd_attempt_run_seconds";
@@ -120,6 +121,10 @@ fn describe() {
     describe_counter!(
         WEBHOOK_DELIVERIES,
         "Completion webhook tries, by outcome (delivered, retry, gave_up)."
+    );
+    describe_counter!(
+        SCHEDULE_SLOTS,
+        "Schedule slots this node handled, by outcome (fired, replayed: another node fired it, skipped: overlap or catch-up, failed)."
     );
     describe_counter!(
         HTTP_REQUESTS,
@@ -229,6 +234,11 @@ fn outcome(task: &Task, expired: bool) -> &'static str {
 /// A webhook try ended: `delivered`, `retry` or `gave_up`.
 pub fn webhook_delivery(outcome: &'static str) {
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// A schedule's slot was handled: `fired`, `replayed`, `skipped` or `failed`.
+pub fn schedule_slot(outcome: &'static str) {
+    counter!(SCHEDULE_SLOTS, "outcome" => outcome).increment(1);
 }
 
 fn seconds(millis: Millis) -> f64 {

@@ -76,6 +76,8 @@ fn engine_code(error: &EngineError) -> ErrorCode {
         EngineError::IdempotencyConflict(_) => ErrorCode::IdempotencyKeyReused,
         EngineError::QueueFull { .. } => ErrorCode::QueueFull,
         EngineError::TooManyWaiters => ErrorCode::TooManyWaiters,
+        EngineError::ScheduleNotFound(_) => ErrorCode::ScheduleNotFound,
+        EngineError::InvalidSchedule(_) => ErrorCode::InvalidRequest,
         EngineError::WrongState { rule, .. } => match rule {
             StateRule::CancelFinished => ErrorCode::TaskFinished,
             StateRule::RetryNotEnded => ErrorCode::TaskNotRetryable,

@@ -17,6 +17,7 @@ mod nul;
 mod params;
 mod plain;
 mod queues;
+mod schedules;
 mod serve;
 mod submit;
 mod system;
@@ -121,6 +122,10 @@ impl Route {
         Route::new(Method::PATCH, path, handler)
     }
 
+    fn put(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::PUT, path, handler)
+    }
+
     fn delete(path: &'static str, handler: MethodRouter<AppState>) -> Route {
         Route::new(Method::DELETE, path, handler)
     }
@@ -164,6 +169,7 @@ fn routes() -> Vec<Route> {
     let mut routes = tasks::routes();
     routes.extend(events::routes());
     routes.extend(queues::routes());
+    routes.extend(schedules::routes());
     routes.extend(workers::routes());
     routes.extend(system::routes());
     routes

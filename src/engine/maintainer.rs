@@ -1,4 +1,5 @@
-//! The maintainer keeps time: it promotes scheduled tasks when they fall due, renews the
+//! The maintainer keeps time: it promotes scheduled tasks when they fall due, fires the
+//! schedules whose slot has come (`schedules.rs`), renews the
 //! leases of the attempts running here, rescues attempts whose lease expired elsewhere, and
 //! deletes finished tasks past their retention.
 //!
@@ -28,6 +29,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let mut next_housekeeping = Instant::now();
     loop {
         promote(&inner).await;
+        super::schedules::fire_due(&inner).await;
         if Instant::now() >= next_housekeeping {
             housekeeping(&inner).await;
             next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -36,14 +38,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
             renew(&inner).await;
             next_renew = Instant::now() + renew_every;
         }
-        let until_due = match inner.store.next_due().await {
-            Ok(Some(at)) => Duration::from_millis((at - now_millis()).max(0) as u64),
-            Ok(None) => HOUSEKEEPING,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the next due time");
-                HOUSEKEEPING
-            }
-        };
+        let until_due =
+            until(inner.store.next_due().await).min(until(inner.store.schedule_next_at().await));
         let now = Instant::now();
         let sleep = until_due
             .min(next_housekeeping.saturating_duration_since(now))
@@ -52,6 +48,18 @@ pub(super) async fn run(inner: Arc<Inner>) {
             () = tokio::time::sleep(sleep) => {}
             () = inner.reschedule.notified() => {}
             () = inner.stop_maintaining.cancelled() => return,
+        }
+    }
+}
+
+/// How long until a due time the store answered (a task's run_at, a schedule's next slot).
+fn until(due: Result<Option<crate::task::Millis>, crate::store::StoreError>) -> Duration {
+    match due {
+        Ok(Some(at)) => Duration::from_millis((at - now_millis()).max(0) as u64),
+        Ok(None) => HOUSEKEEPING,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the next due time");
+            HOUSEKEEPING
         }
     }
 }

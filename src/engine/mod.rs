@@ -12,12 +12,14 @@ mod maintainer;
 mod meter;
 mod pool;
 mod remote;
+mod schedules;
 mod waiters;
 mod webhooks;
 
 pub use hub::Subscription;
 pub use keys::{KEY_CACHE_TTL, NewKey, create_key};
 pub use remote::Heartbeat;
+pub use schedules::{ScheduleInfo, ScheduleSpec, UPCOMING};
 pub use webhooks::WebhookConfig;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
     TaskStore, Watched,
 };
-use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
+use crate::task::{Kind, NewTask, Progress, QueueName, ScheduleName, Task, TaskEvent, TaskId};
 
 /// The engine's limits; each has a flag in `config`.
 #[derive(Debug, Clone)]
@@ -93,6 +95,12 @@ pub enum EngineError {
     QueueForbidden(QueueName),
     #[error("queue `{0}` is not remote: mark it with PATCH {{\"remote\": true}} first")]
     NotRemote(QueueName),
+    #[error("schedule `{0}` not found")]
+    ScheduleNotFound(ScheduleName),
+    /// A schedule's cron or time zone is refused (checked at the edge first; this is the
+    /// engine's own check, for embedders).
+    #[error("{0}")]
+    InvalidSchedule(String),
     #[error("too many waiters")]
     TooManyWaiters,
     #[error("the server is shutting down")]
@@ -321,21 +329,11 @@ impl Engine {
                     error: Box::new(EngineError::QueueForbidden(task.queue.clone())),
                 });
             }
-            // A remote queue takes any kind: its workers, not this server, know the kinds.
-            if self.inner.remote_queues.contains_key(&task.queue) {
-                continue;
-            }
-            let invalid = match self.inner.registry.validate(&task.kind, &task.input) {
-                None => Some(EngineError::UnknownKind(task.kind.clone())),
-                Some(Err(invalid)) => Some(EngineError::InvalidInput(invalid)),
-                Some(Ok(())) => None,
-            };
-            if let Some(error) = invalid {
-                return Err(EngineError::InvalidItem {
+            self.check_kind(&task.queue, &task.kind, &task.input)
+                .map_err(|error| EngineError::InvalidItem {
                     index,
                     error: Box::new(error),
-                });
-            }
+                })?;
         }
         let inserted = self
             .inner
@@ -357,6 +355,24 @@ impl Engine {
                 ..inserted
             })
             .collect())
+    }
+
+    /// Fails unless `kind` is registered and `input` fits it. A remote queue takes any kind:
+    /// its workers, not this server, know the kinds.
+    fn check_kind(
+        &self,
+        queue: &QueueName,
+        kind: &Kind,
+        input: &serde_json::Value,
+    ) -> Result<(), EngineError> {
+        if self.inner.remote_queues.contains_key(queue) {
+            return Ok(());
+        }
+        match self.inner.registry.validate(kind, input) {
+            None => Err(EngineError::UnknownKind(kind.clone())),
+            Some(Err(invalid)) => Err(EngineError::InvalidInput(invalid)),
+            Some(Ok(())) => Ok(()),
+        }
     }
 
     /// The task, if it exists and lies in `scope` (one outside it is not found: a key

@@ -38,6 +38,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(2, "events", "sqlite/0002_events.sql"),
     migration!(3, "callback_trigger", "sqlite/0003_callback_trigger.sql"),
     migration!(4, "api_keys", "sqlite/0004_api_keys.sql"),
+    migration!(7, "schedules", "sqlite/0007_schedules.sql"),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -45,6 +46,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!(1, "tasks", "postgres/0001_tasks.sql"),
     migration!(2, "events", "postgres/0002_events.sql"),
     migration!(4, "api_keys", "postgres/0004_api_keys.sql"),
+    migration!(7, "schedules", "postgres/0007_schedules.sql"),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both

@@ -119,6 +119,31 @@ pub(crate) fn task_list(dialect: Dialect, columns: &str, filter: &TaskFilter) ->
     bound
 }
 
+/// `SELECT columns FROM schedules`, by name after `after`, of the queues in `queues`.
+pub(crate) fn schedule_list(
+    dialect: Dialect,
+    columns: &str,
+    after: Option<String>,
+    limit: usize,
+    queues: &QueueScope,
+) -> Bound {
+    let mut bound = Bound::default();
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(scope) = queue_scope(queues, |v| bound.bind(dialect, v)) {
+        conditions.push(scope);
+    }
+    if let Some(after) = after {
+        conditions.push(format!("name > {}", bound.bind(dialect, after)));
+    }
+    bound.sql = format!("SELECT {columns} FROM schedules");
+    if !conditions.is_empty() {
+        bound.sql.push_str(" WHERE ");
+        bound.sql.push_str(&conditions.join(" AND "));
+    }
+    bound.sql.push_str(&format!(" ORDER BY name LIMIT {limit}"));
+    bound
+}
+
 /// The condition that keeps a listing inside `queues`, `None` when it is every queue. A
 /// prefix's length is our own number, written in as a literal.
 fn queue_scope(queues: &QueueScope, mut bind: impl FnMut(String) -> String) -> Option<String> {

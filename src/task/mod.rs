@@ -7,6 +7,7 @@ mod id;
 mod lifecycle;
 mod moves;
 mod names;
+mod schedule;
 mod state;
 mod wording;
 
@@ -19,7 +20,8 @@ pub use lifecycle::{
     AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
 };
 pub use moves::Move;
-pub use names::{Kind, NameError, QueueName};
+pub use names::{Kind, NameError, QueueName, ScheduleName};
+pub use schedule::{CatchUp, Cron, CronError, Overlap, Schedule, TaskTemplate};
 pub use state::{TaskState, Transition};
 pub use wording::plain_serde_message;
 

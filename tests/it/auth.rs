@@ -21,7 +21,7 @@ use crate::helpers::{
 use crate::receiver::Receiver;
 
 /// Creates a key in the app's database, as `taskd keys create` would; returns its secret.
-async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
+pub(crate) async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
     key_with_expiry(app, name, scopes, queues, None).await
 }
 
@@ -69,7 +69,7 @@ fn strings(items: &Value, key: &str) -> Vec<String> {
 }
 
 /// A client that sends `secret` with every request.
-fn keyed(secret: &str) -> Client {
+pub(crate) fn keyed(secret: &str) -> Client {
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {secret}")).unwrap();
     headers.insert(AUTHORIZATION, value);

@@ -27,6 +27,7 @@ mod poison;
 mod pool;
 mod queues;
 mod receiver;
+mod schedules;
 mod semantics;
 mod shutdown;
 mod state_machine;

@@ -10,6 +10,7 @@ mod migrations;
 mod moves;
 mod observer;
 mod queues;
+mod schedules;
 mod shared;
 mod tasks;
 
@@ -182,6 +183,9 @@ mod cases {
         observer::a_delivery_is_due_on_each_end_and_only_then,
         keys::keys_are_named_once_revoked_and_kept,
         keys::listings_keep_to_a_scope,
+        schedules::schedules_round_trip_and_replace,
+        schedules::due_schedules_move_on_once,
+        schedules::schedule_listings_page_and_keep_to_a_scope,
     );
 }
 
