@@ -413,6 +413,7 @@ mod tests {
             callback: None,
             callbacks: CallbackCounts::default(),
             remote: false,
+            rate: None,
             counts: BTreeMap::from([(TaskState::Queued, 4), (TaskState::Succeeded, 9)]),
             oldest_queued_at: Some(1_000),
             finished_last_minute: 0,

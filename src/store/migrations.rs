@@ -39,6 +39,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(3, "callback_trigger", "sqlite/0003_callback_trigger.sql"),
     migration!(4, "api_keys", "sqlite/0004_api_keys.sql"),
     migration!(7, "schedules", "sqlite/0007_schedules.sql"),
+    migration!(8, "queue_rate", "sqlite/0008_queue_rate.sql"),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -47,6 +48,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!(2, "events", "postgres/0002_events.sql"),
     migration!(4, "api_keys", "postgres/0004_api_keys.sql"),
     migration!(7, "schedules", "postgres/0007_schedules.sql"),
+    migration!(8, "queue_rate", "postgres/0008_queue_rate.sql"),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both

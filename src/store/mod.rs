@@ -159,12 +159,22 @@ pub struct QueueInfo {
     pub callbacks: CallbackCounts,
     /// Served by remote workers that lease over HTTP; local handlers never take from it.
     pub remote: bool,
+    /// At most so many attempts start per window, across nodes; `None`: no limit.
+    pub rate: Option<RateLimit>,
     /// Tasks per state (every state present, zeros included).
     pub counts: std::collections::BTreeMap<TaskState, u64>,
     /// When the oldest queued task was submitted.
     pub oldest_queued_at: Option<Millis>,
     /// How many tasks finished in the last 60 seconds.
     pub finished_last_minute: u64,
+}
+
+/// A queue's rate limit: at most `limit` attempts start in any window of `per_ms`
+/// milliseconds (local claims and remote leases alike, across all nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub per_ms: u64,
 }
 
 /// How many of a queue's tasks have their completion webhook in each state.
@@ -184,6 +194,7 @@ pub struct QueuePatch {
     /// The default callback of the queue's tasks.
     pub callback: Option<Option<Callback>>,
     pub remote: Option<bool>,
+    pub rate: Option<Option<RateLimit>>,
 }
 
 /// A completion webhook due for a (re)try.

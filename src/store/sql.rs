@@ -192,6 +192,12 @@ pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// How many attempts a rate-limited queue may start now, with `started` of its log inside
+/// the window.
+pub(crate) fn rate_room(limit: i64, started: i64) -> u64 {
+    (limit - started).max(0) as u64
+}
+
 /// How many tasks a queue may start now: its waiting tasks, capped by its concurrency less
 /// what runs there.
 pub(crate) fn claim_room(waiting: i64, running: i64, concurrency: Option<i64>) -> u64 {

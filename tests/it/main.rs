@@ -26,6 +26,7 @@ mod outbound;
 mod poison;
 mod pool;
 mod queues;
+mod rates;
 mod receiver;
 mod schedules;
 mod semantics;

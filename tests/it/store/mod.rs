@@ -10,6 +10,7 @@ mod migrations;
 mod moves;
 mod observer;
 mod queues;
+mod rates;
 mod schedules;
 mod shared;
 mod tasks;
@@ -186,6 +187,8 @@ mod cases {
         schedules::schedules_round_trip_and_replace,
         schedules::due_schedules_move_on_once,
         schedules::schedule_listings_page_and_keep_to_a_scope,
+        rates::a_rate_limit_caps_starts_in_a_window,
+        rates::a_rate_window_slides,
     );
 }
 
@@ -212,5 +215,6 @@ mod several_nodes {
         shared::admission_holds_across_stores,
         shared::one_idempotency_key_makes_one_task_across_stores,
         shared::concurrency_holds_across_stores,
+        rates::a_rate_limit_holds_across_stores,
     );
 }
