@@ -20,6 +20,9 @@ use crate::task::now_millis;
 
 /// How often expired leases are looked for and old tasks deleted.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The shortest sleep before a schedule's due time is looked at again: a slot that stays due
+/// (its submit failed on a store error) is retried at this pace, not in a busy loop.
+const SCHEDULE_RETRY: Duration = Duration::from_millis(100);
 /// How many finished tasks one housekeeping pass deletes at most.
 const PURGE_BATCH: usize = 1000;
 
@@ -38,8 +41,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
             renew(&inner).await;
             next_renew = Instant::now() + renew_every;
         }
-        let until_due =
-            until(inner.store.next_due().await).min(until(inner.store.schedule_next_at().await));
+        let until_slot = until(inner.store.schedule_next_at().await).max(SCHEDULE_RETRY);
+        let until_due = until(inner.store.next_due().await).min(until_slot);
         let now = Instant::now();
         let sleep = until_due
             .min(next_housekeeping.saturating_duration_since(now))
