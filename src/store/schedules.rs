@@ -71,31 +71,38 @@ pub fn texts(schedule: &Schedule) -> [String; 7] {
 /// The upsert of a schedule: a new one is stored whole; a replaced one keeps its creation
 /// time and its last run (the schedule's history), and takes everything else.
 pub fn put_sql(dialect: Dialect) -> String {
-    let p = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
+    let p: Vec<String> = (1..=11).map(|n| dialect.placeholder(n)).collect();
     format!(
         "INSERT INTO schedules (name, cron, timezone, queue, task, overlap, catch_up, paused, \
          next_at, created_at, updated_at) \
-         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
+         VALUES ({}) \
          ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, \
          queue = excluded.queue, task = excluded.task, overlap = excluded.overlap, \
          catch_up = excluded.catch_up, paused = excluded.paused, next_at = excluded.next_at, \
          updated_at = excluded.updated_at \
          RETURNING {SCHEDULE_COLUMNS}",
-        p(1),
-        p(2),
+        p.join(", ")
+    )
+}
+
+/// The guarded move of a schedule's `next_at` (binds: name, expected next_at, next_at, then
+/// [`fired_values`]): it keeps the last run when no slot fired.
+pub fn fired_sql(dialect: Dialect) -> String {
+    let p = |n| dialect.placeholder(n);
+    format!(
+        "UPDATE schedules SET next_at = {}, last_task_id = coalesce({}, last_task_id), \
+         last_slot_at = coalesce({}, last_slot_at) WHERE name = {} AND next_at = {}",
         p(3),
         p(4),
         p(5),
-        p(6),
-        p(7),
-        p(8),
-        p(9),
-        p(10),
-        p(11)
+        p(1),
+        p(2)
     )
+}
+
+/// The fired task's id and its slot, as `fired_sql` binds them.
+pub fn fired_values(fired: Option<(TaskId, Millis)>) -> (Option<String>, Option<Millis>) {
+    fired.map(|(id, slot)| (id.to_string(), slot)).unzip()
 }
 
 /// `SELECT columns FROM schedules` by name after `after`, in `queues`, at most `limit`.

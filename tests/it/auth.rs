@@ -45,7 +45,7 @@ async fn key_with_expiry(
 }
 
 /// The JSON body of a GET that must succeed.
-async fn get_json(client: &Client, url: String) -> Value {
+pub(crate) async fn get_json(client: &Client, url: String) -> Value {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()

@@ -345,14 +345,7 @@ async fn a_queue_scoped_key_manages_only_its_schedules() {
     expect_problem(replaced, 403, "queue_forbidden").await;
     let deleted = tenant.delete(url("theirs")).send().await.unwrap();
     expect_problem(deleted, 404, "schedule_not_found").await;
-    let listed: Value = tenant
-        .get(app.url("/v1/schedules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = crate::auth::get_json(&tenant, app.url("/v1/schedules")).await;
     let names: Vec<&str> = listed["schedules"]
         .as_array()
         .unwrap()

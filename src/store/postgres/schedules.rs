@@ -125,18 +125,15 @@ pub async fn schedule_fired(
     next_at: Millis,
     fired: Option<(TaskId, Millis)>,
 ) -> Result<bool, StoreError> {
-    let (task, slot) = fired.map(|(id, slot)| (id.to_string(), slot)).unzip();
-    let moved = sqlx::query(
-        "UPDATE schedules SET next_at = $3, \
-         last_task_id = coalesce($4, last_task_id), last_slot_at = coalesce($5, last_slot_at) \
-         WHERE name = $1 AND next_at = $2",
-    )
-    .bind(name.as_str())
-    .bind(expected_next_at)
-    .bind(next_at)
-    .bind(task)
-    .bind(slot)
-    .execute(conn)
-    .await?;
+    let (task, slot) = schedules::fired_values(fired);
+    let sql = schedules::fired_sql(Dialect::Postgres);
+    let moved = sqlx::query(&sql)
+        .bind(name.as_str())
+        .bind(expected_next_at)
+        .bind(next_at)
+        .bind(task)
+        .bind(slot)
+        .execute(conn)
+        .await?;
     Ok(moved.rows_affected() > 0)
 }

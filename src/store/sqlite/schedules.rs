@@ -112,13 +112,9 @@ pub fn schedule_fired(
     next_at: Millis,
     fired: Option<(TaskId, Millis)>,
 ) -> Result<bool, StoreError> {
-    let (task, slot) = fired.map(|(id, slot)| (id.to_string(), slot)).unzip();
+    let (task, slot) = schedules::fired_values(fired);
     let moved = conn
-        .prepare_cached(
-            "UPDATE schedules SET next_at = ?3, \
-             last_task_id = coalesce(?4, last_task_id), last_slot_at = coalesce(?5, last_slot_at) \
-             WHERE name = ?1 AND next_at = ?2",
-        )?
+        .prepare_cached(&schedules::fired_sql(Dialect::Sqlite))?
         .execute(params![
             name.as_str(),
             expected_next_at,
