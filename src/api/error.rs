@@ -103,6 +103,7 @@ fn engine_field(error: &EngineError) -> Option<(String, String)> {
             Some(("kind".to_owned(), format!("no kind `{kind}` is registered")))
         }
         EngineError::InvalidItem { error, .. } => engine_field(error),
+        EngineError::InvalidSchedule(why) => Some(("cron".to_owned(), why.clone())),
         EngineError::QueueForbidden(queue) => Some((
             "queue".to_owned(),
             format!("this key may not use queue `{queue}`"),
