@@ -30,9 +30,20 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let renew_every = (inner.config.lease / 3).max(Duration::from_millis(10));
     let mut next_renew = Instant::now() + renew_every;
     let mut next_housekeeping = Instant::now();
+    // When the schedules are looked at next: at the earliest slot, and at least once per
+    // housekeeping period (another node may have written one). Not on every pass: the
+    // maintainer wakes on every scheduled submit and every other node's signal.
+    let mut next_slot_check = Instant::now();
     loop {
         promote(&inner).await;
-        super::schedules::fire_due(&inner).await;
+        if Instant::now() >= next_slot_check
+            || inner.schedules_changed.swap(false, Ordering::AcqRel)
+        {
+            super::schedules::fire_due(&inner).await;
+            let until_slot =
+                until(inner.store.schedule_next_at().await).clamp(SCHEDULE_RETRY, HOUSEKEEPING);
+            next_slot_check = Instant::now() + until_slot;
+        }
         if Instant::now() >= next_housekeeping {
             housekeeping(&inner).await;
             next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -41,10 +52,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
             renew(&inner).await;
             next_renew = Instant::now() + renew_every;
         }
-        let until_slot = until(inner.store.schedule_next_at().await).max(SCHEDULE_RETRY);
-        let until_due = until(inner.store.next_due().await).min(until_slot);
+        let until_due = until(inner.store.next_due().await);
         let now = Instant::now();
         let sleep = until_due
+            .min(next_slot_check.saturating_duration_since(now))
             .min(next_housekeeping.saturating_duration_since(now))
             .min(next_renew.saturating_duration_since(now));
         tokio::select! {

@@ -198,6 +198,9 @@ struct Inner {
     wake: Notify,
     /// Wakes the maintainer: a task was scheduled, so the next due time may be earlier.
     reschedule: Notify,
+    /// Set when a schedule was written here: the maintainer looks at the schedules on its
+    /// next pass instead of at its usual time (it is woken by `reschedule`).
+    schedules_changed: AtomicBool,
     /// Wakes the webhook deliverer: a task with a callback ended, so a delivery is due.
     deliveries: Notify,
     /// Bumped whenever work may have become claimable; remote lease long-polls watch it.
@@ -267,6 +270,7 @@ impl Engine {
             meter: meter::Meter::new(config.max_retry_after),
             wake: Notify::new(),
             reschedule: Notify::new(),
+            schedules_changed: AtomicBool::new(false),
             deliveries: Notify::new(),
             work: watch::channel(0).0,
             remote_queues: DashMap::new(),

@@ -7,6 +7,7 @@
 //! `next_at` moves on with a guarded update; the pass that loses that race changed nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{Engine, EngineError, Inner};
 use crate::access::QueueScope;
@@ -86,6 +87,7 @@ impl Engine {
             .await
             .map_err(EngineError::Store)?;
         // The maintainer may sleep past this schedule's first slot.
+        self.inner.schedules_changed.store(true, Ordering::Release);
         self.inner.reschedule.notify_one();
         Ok((self.inner.schedule_info(stored).await?, existing.is_none()))
     }
