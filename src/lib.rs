@@ -62,6 +62,9 @@
 //!   children in `store/*/deps.rs`) and `handlers/joins.rs` (the `all` and `any` kinds).
 //! - Observer: `engine/events.rs` (the tailer reads the event log after each commit) and
 //!   `engine/hub.rs` (the firehose, and a channel per streamed task).
+//! - Periodic work: `engine/schedules.rs` — cron schedules fired by the maintainer, one task
+//!   per slot across nodes (the slot is the idempotency key); rate limits in the claim paths
+//!   (`store/sqlite/claims.rs`, `store/postgres/claim.rs`).
 //! - Backpressure: `store/sqlite/inserts.rs` (`decide` refuses beyond `--max-queued`, 429)
 //!   and `store/sqlite/writer.rs` (a bounded write queue).
 

@@ -37,6 +37,7 @@ pub const ATTEMPTS_STARTED: &str = "taskd_attempts_started_total";
 pub const ATTEMPTS_ENDED: &str = "taskd_attempts_ended_total";
 pub const WEBHOOK_DELIVERIES: &str = "taskd_webhook_deliveries_total";
 pub const TRACE_SPANS: &str = "taskd_trace_spans_total";
+pub const SCHEDULE_SLOTS: &str = "taskd_schedule_slots_total";
 pub const HTTP_REQUESTS: &str = "taskd_http_requests_total";
 pub const QUEUE_WAIT: &str = "taskd_task_queue_wait_seconds";
 pub const RUN_TIME: &str = "taskd_attempt_run_seconds";
@@ -130,6 +131,10 @@ fn describe() {
     describe_counter!(
         TRACE_SPANS,
         "Spans for the OTLP exporter, by outcome (exported, dropped: the queue was full, failed: the collector did not take them)."
+    );
+    describe_counter!(
+        SCHEDULE_SLOTS,
+        "Schedule slots this node handled, by outcome (fired, replayed: another node fired it, skipped: overlap or catch-up, failed)."
     );
     describe_counter!(
         HTTP_REQUESTS,
@@ -244,6 +249,11 @@ pub fn webhook_delivery(outcome: &'static str) {
 /// Spans of the OTLP exporter: `exported`, `dropped` or `failed`.
 pub fn trace_spans(outcome: &'static str, count: u64) {
     counter!(TRACE_SPANS, "outcome" => outcome).increment(count);
+}
+
+/// A schedule's slot was handled: `fired`, `replayed`, `skipped` or `failed`.
+pub fn schedule_slot(outcome: &'static str) {
+    counter!(SCHEDULE_SLOTS, "outcome" => outcome).increment(1);
 }
 
 fn seconds(millis: Millis) -> f64 {
@@ -418,6 +428,7 @@ mod tests {
             callback: None,
             callbacks: CallbackCounts::default(),
             remote: false,
+            rate: None,
             counts: BTreeMap::from([(TaskState::Queued, 4), (TaskState::Succeeded, 9)]),
             oldest_queued_at: Some(1_000),
             finished_last_minute: 0,

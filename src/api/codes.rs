@@ -59,6 +59,7 @@ error_codes! {
     UnknownParent => "unknown_parent", UNPROCESSABLE_ENTITY, "A parent named in `after` or `input_from` does not exist (or lies in a queue the key cannot see).";
     // The task or the queue.
     TaskNotFound => "task_not_found", NOT_FOUND, "No task has this id (never existed, deleted, or past retention).";
+    ScheduleNotFound => "schedule_not_found", NOT_FOUND, "No schedule has this name (or its queue is outside the key's).";
     TaskFinished => "task_finished", CONFLICT, "The task had already finished; nothing changed.";
     TaskNotRetryable => "task_not_retryable", CONFLICT, "Only a failed or cancelled task can be retried.";
     TaskNotFinished => "task_not_finished", CONFLICT, "Only a finished task can be deleted.";

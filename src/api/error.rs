@@ -80,6 +80,8 @@ fn engine_code(error: &EngineError) -> ErrorCode {
         EngineError::UnknownParent { .. } => ErrorCode::UnknownParent,
         EngineError::QueueFull { .. } => ErrorCode::QueueFull,
         EngineError::TooManyWaiters => ErrorCode::TooManyWaiters,
+        EngineError::ScheduleNotFound(_) => ErrorCode::ScheduleNotFound,
+        EngineError::InvalidSchedule(_) => ErrorCode::InvalidRequest,
         EngineError::WrongState { rule, .. } => match rule {
             StateRule::CancelFinished => ErrorCode::TaskFinished,
             StateRule::RetryNotEnded => ErrorCode::TaskNotRetryable,
@@ -109,6 +111,7 @@ fn engine_field(error: &EngineError) -> Option<(String, String)> {
         EngineError::UnknownParent { field, id } => {
             Some((field.clone(), format!("no task has the id {id}")))
         }
+        EngineError::InvalidSchedule(why) => Some(("cron".to_owned(), why.clone())),
         EngineError::QueueForbidden(queue) => Some((
             "queue".to_owned(),
             format!("this key may not use queue `{queue}`"),

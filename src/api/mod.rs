@@ -20,6 +20,7 @@ mod parents;
 mod plain;
 mod proxy;
 mod queues;
+mod schedules;
 mod serve;
 mod submit;
 mod system;
@@ -128,6 +129,10 @@ impl Route {
         Route::new(Method::PATCH, path, handler)
     }
 
+    fn put(path: &'static str, handler: MethodRouter<AppState>) -> Route {
+        Route::new(Method::PUT, path, handler)
+    }
+
     fn delete(path: &'static str, handler: MethodRouter<AppState>) -> Route {
         Route::new(Method::DELETE, path, handler)
     }
@@ -171,6 +176,7 @@ fn routes() -> Vec<Route> {
     let mut routes = tasks::routes();
     routes.extend(events::routes());
     routes.extend(queues::routes());
+    routes.extend(schedules::routes());
     routes.extend(workers::routes());
     routes.extend(system::routes());
     routes

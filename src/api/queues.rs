@@ -1,5 +1,5 @@
 //! `/v1/queues`: what each queue holds, and its settings (pause, concurrency, max depth,
-//! default callback).
+//! rate limit, default callback).
 
 use axum::extract::{Path, State};
 use std::collections::BTreeMap;
@@ -12,11 +12,15 @@ use super::extract::Json;
 use super::submit::CallbackRequest;
 use super::{AppState, Route};
 use crate::access::Scope;
-use crate::store::{CallbackCounts, QueueInfo, QueuePatch};
+use crate::store::{CallbackCounts, QueueInfo, QueuePatch, RateLimit};
 use crate::task::{Callback, QueueName, TaskState, now_millis};
 
 /// The largest per-queue `max_queued` accepted (a trillion: beyond any real backlog).
 const MAX_QUEUED_LIMIT: u64 = 1_000_000_000_000;
+/// The largest `rate.limit` accepted: the log of starts holds up to this many rows per queue.
+const MAX_RATE_LIMIT: u64 = 100_000;
+/// The longest `rate.per_ms` window accepted: a day.
+const MAX_RATE_WINDOW_MS: u64 = 86_400_000;
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
@@ -34,6 +38,7 @@ struct QueueBody {
     concurrency: Option<u32>,
     max_queued: Option<u64>,
     remote: bool,
+    rate: Option<RateLimit>,
     callback: Option<Callback>,
     callbacks: CallbackCounts,
     counts: BTreeMap<TaskState, u64>,
@@ -49,6 +54,7 @@ impl From<QueueInfo> for QueueBody {
             concurrency: info.concurrency,
             max_queued: info.max_queued,
             remote: info.remote,
+            rate: info.rate,
             callback: info.callback,
             callbacks: info.callbacks,
             counts: info.counts,
@@ -110,6 +116,36 @@ struct QueueUpdate {
     /// The default callback of the queue's tasks; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     callback: Option<Option<CallbackRequest>>,
+    /// At most `limit` attempts start per `per_ms`; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<RateRequest>>,
+}
+
+/// A rate limit as a client writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateRequest {
+    limit: u64,
+    per_ms: u64,
+}
+
+impl RateRequest {
+    fn parse(self) -> Result<RateLimit, ApiError> {
+        let out_of = |field: &str, max: u64, got: u64| ApiError::InvalidField {
+            field: field.to_owned(),
+            message: format!("must be a whole number from 1 to {max}, got {got}"),
+        };
+        if !(1..=MAX_RATE_LIMIT).contains(&self.limit) {
+            return Err(out_of("rate.limit", MAX_RATE_LIMIT, self.limit));
+        }
+        if !(1..=MAX_RATE_WINDOW_MS).contains(&self.per_ms) {
+            return Err(out_of("rate.per_ms", MAX_RATE_WINDOW_MS, self.per_ms));
+        }
+        Ok(RateLimit {
+            limit: self.limit as u32,
+            per_ms: self.per_ms,
+        })
+    }
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -147,6 +183,11 @@ async fn update(
             Some(Some(callback)) => Some(Some(callback.parse("callback")?)),
         },
         remote: update.remote,
+        rate: match update.rate {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(rate)) => Some(Some(rate.parse()?)),
+        },
     };
     let info = state
         .engine

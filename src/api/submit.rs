@@ -17,7 +17,7 @@ use super::parents;
 use super::plain::Number;
 use crate::task::{
     AfterPolicy, Backoff, Callback, DEFAULT_MAX_ATTEMPTS, Idempotency, Kind, Labels, NewTask,
-    QueueName, TaskId, now_millis,
+    QueueName, TaskId, TaskTemplate, now_millis,
 };
 use crate::traces::{SubmitSpan, Tracer};
 
@@ -255,6 +255,36 @@ impl SubmitRequest {
             input_from: dependencies.and_then(|d| d.input_from),
             ..NewTask::new(queue, kind, self.input)
         })
+    }
+}
+
+impl SubmitRequest {
+    /// The task of a schedule: a submission without the options a repeated task cannot
+    /// take (`run_at`, `delay_ms`: the slot is its time; `callback`: its secret would be
+    /// served with the schedule). Errors name fields below `task.`.
+    pub fn parse_template(mut self, default_backoff: Backoff) -> Result<TaskTemplate, ApiError> {
+        let refused = [
+            ("run_at", self.run_at.take().is_some()),
+            ("delay_ms", self.delay_ms.take().is_some()),
+            ("callback", self.callback.take().is_some()),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, given)| *given) {
+            let why = match *field {
+                "callback" => {
+                    "a schedule's task takes its queue's default callback; set it with PATCH /v1/queues/{name}"
+                }
+                _ => "a schedule's task runs at each slot of its cron; leave this out",
+            };
+            return Err(invalid(&format!("task.{field}"), why));
+        }
+        match self.parse(default_backoff) {
+            Ok(task) => Ok(TaskTemplate::of(task)),
+            Err(ApiError::InvalidField { field, message }) => Err(ApiError::InvalidField {
+                field: format!("task.{field}"),
+                message,
+            }),
+            Err(other) => Err(other),
+        }
     }
 }
 

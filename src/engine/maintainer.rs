@@ -1,4 +1,5 @@
-//! The maintainer keeps time: it promotes scheduled tasks when they fall due, renews the
+//! The maintainer keeps time: it promotes scheduled tasks when they fall due, fires the
+//! schedules whose slot has come (`schedules.rs`), renews the
 //! leases of the attempts running here, rescues attempts whose lease expired elsewhere, and
 //! deletes finished tasks past their retention.
 //!
@@ -19,6 +20,9 @@ use crate::task::now_millis;
 
 /// How often expired leases are looked for and old tasks deleted.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The shortest sleep before a schedule's due time is looked at again: a slot that stays due
+/// (its submit failed on a store error) is retried at this pace, not in a busy loop.
+const SCHEDULE_RETRY: Duration = Duration::from_millis(100);
 /// How many finished tasks one housekeeping pass deletes at most.
 const PURGE_BATCH: usize = 1000;
 
@@ -26,8 +30,20 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let renew_every = (inner.config.lease / 3).max(Duration::from_millis(10));
     let mut next_renew = Instant::now() + renew_every;
     let mut next_housekeeping = Instant::now();
+    // When the schedules are looked at next: at the earliest slot, and at least once per
+    // housekeeping period (another node may have written one). Not on every pass: the
+    // maintainer wakes on every scheduled submit and every other node's signal.
+    let mut next_slot_check = Instant::now();
     loop {
         promote(&inner).await;
+        if Instant::now() >= next_slot_check
+            || inner.schedules_changed.swap(false, Ordering::AcqRel)
+        {
+            super::schedules::fire_due(&inner).await;
+            let until_slot =
+                until(inner.store.schedule_next_at().await).clamp(SCHEDULE_RETRY, HOUSEKEEPING);
+            next_slot_check = Instant::now() + until_slot;
+        }
         if Instant::now() >= next_housekeeping {
             housekeeping(&inner).await;
             next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -36,22 +52,28 @@ pub(super) async fn run(inner: Arc<Inner>) {
             renew(&inner).await;
             next_renew = Instant::now() + renew_every;
         }
-        let until_due = match inner.store.next_due().await {
-            Ok(Some(at)) => Duration::from_millis((at - now_millis()).max(0) as u64),
-            Ok(None) => HOUSEKEEPING,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the next due time");
-                HOUSEKEEPING
-            }
-        };
+        let until_due = until(inner.store.next_due().await);
         let now = Instant::now();
         let sleep = until_due
+            .min(next_slot_check.saturating_duration_since(now))
             .min(next_housekeeping.saturating_duration_since(now))
             .min(next_renew.saturating_duration_since(now));
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = inner.reschedule.notified() => {}
             () = inner.stop_maintaining.cancelled() => return,
+        }
+    }
+}
+
+/// How long until a due time the store answered (a task's run_at, a schedule's next slot).
+fn until(due: Result<Option<crate::task::Millis>, crate::store::StoreError>) -> Duration {
+    match due {
+        Ok(Some(at)) => Duration::from_millis((at - now_millis()).max(0) as u64),
+        Ok(None) => HOUSEKEEPING,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the next due time");
+            HOUSEKEEPING
         }
     }
 }

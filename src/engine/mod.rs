@@ -13,12 +13,14 @@ mod maintainer;
 mod meter;
 mod pool;
 mod remote;
+mod schedules;
 mod waiters;
 mod webhooks;
 
 pub use hub::Subscription;
 pub use keys::{KEY_CACHE_TTL, NewKey, create_key};
 pub use remote::Heartbeat;
+pub use schedules::{ScheduleInfo, ScheduleSpec, UPCOMING};
 pub use webhooks::WebhookConfig;
 
 use std::sync::Arc;
@@ -38,7 +40,9 @@ use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
     TaskStore, Watched,
 };
-use crate::task::{Kind, NewTask, Progress, QueueName, Task, TaskEvent, TaskId};
+use crate::task::{
+    Kind, NewTask, Progress, QueueName, ScheduleName, Task, TaskEvent, TaskId,
+};
 use crate::traces::Tracer;
 
 /// The engine's limits; each has a flag in `config`.
@@ -101,6 +105,12 @@ pub enum EngineError {
     QueueForbidden(QueueName),
     #[error("queue `{0}` is not remote: mark it with PATCH {{\"remote\": true}} first")]
     NotRemote(QueueName),
+    #[error("schedule `{0}` not found")]
+    ScheduleNotFound(ScheduleName),
+    /// A schedule's cron or time zone is refused (checked at the edge first; this is the
+    /// engine's own check, for embedders).
+    #[error("{0}")]
+    InvalidSchedule(String),
     #[error("too many waiters")]
     TooManyWaiters,
     #[error("the server is shutting down")]
@@ -203,6 +213,9 @@ struct Inner {
     wake: Notify,
     /// Wakes the maintainer: a task was scheduled, so the next due time may be earlier.
     reschedule: Notify,
+    /// Set when a schedule was written here: the maintainer looks at the schedules on its
+    /// next pass instead of at its usual time (it is woken by `reschedule`).
+    schedules_changed: AtomicBool,
     /// Wakes the webhook deliverer: a task with a callback ended, so a delivery is due.
     deliveries: Notify,
     /// Bumped whenever work may have become claimable; remote lease long-polls watch it.
@@ -273,6 +286,7 @@ impl Engine {
             meter: meter::Meter::new(config.max_retry_after),
             wake: Notify::new(),
             reschedule: Notify::new(),
+            schedules_changed: AtomicBool::new(false),
             deliveries: Notify::new(),
             work: watch::channel(0).0,
             remote_queues: DashMap::new(),
@@ -335,23 +349,15 @@ impl Engine {
                     error: Box::new(EngineError::QueueForbidden(task.queue.clone())),
                 });
             }
-            // A remote queue takes any kind: its workers, not this server, know the kinds.
-            if self.inner.remote_queues.contains_key(&task.queue) {
-                continue;
-            }
-            let invalid = match self.inner.registry.validate(&task.kind, &task.input) {
-                None => Some(EngineError::UnknownKind(task.kind.clone())),
+            let checked = match self.check_kind(&task.queue, &task.kind, &task.input) {
                 // The input is a parent's result, known once it is released.
-                Some(Err(_)) if task.input_from.is_some() => None,
-                Some(Err(invalid)) => Some(EngineError::InvalidInput(invalid)),
-                Some(Ok(())) => None,
+                Err(EngineError::InvalidInput(_)) if task.input_from.is_some() => Ok(()),
+                checked => checked,
             };
-            if let Some(error) = invalid {
-                return Err(EngineError::InvalidItem {
+            checked.map_err(|error| EngineError::InvalidItem {
                     index,
                     error: Box::new(error),
-                });
-            }
+                })?;
         }
         self.check_parents(&tasks, scope).await?;
         let inserted = self
@@ -374,6 +380,24 @@ impl Engine {
                 ..inserted
             })
             .collect())
+    }
+
+    /// Fails unless `kind` is registered and `input` fits it. A remote queue takes any kind:
+    /// its workers, not this server, know the kinds.
+    fn check_kind(
+        &self,
+        queue: &QueueName,
+        kind: &Kind,
+        input: &serde_json::Value,
+    ) -> Result<(), EngineError> {
+        if self.inner.remote_queues.contains_key(queue) {
+            return Ok(());
+        }
+        match self.inner.registry.validate(kind, input) {
+            None => Err(EngineError::UnknownKind(kind.clone())),
+            Some(Err(invalid)) => Err(EngineError::InvalidInput(invalid)),
+            Some(Ok(())) => Ok(()),
+        }
     }
 
     /// The task, if it exists and lies in `scope` (one outside it is not found: a key

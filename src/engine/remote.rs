@@ -21,6 +21,10 @@ pub struct Heartbeat {
     pub lease_expires_at: i64,
 }
 
+/// How often a waiting lease looks at the store again though no work was announced: a
+/// rate-limited queue gains room as its window slides.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Engine {
     /// Leases up to `max_tasks` tasks of a remote queue, waiting up to `wait` for some, each
     /// with the outcomes of its parents (empty without). An empty answer means none came in
@@ -76,6 +80,8 @@ impl Engine {
                 }
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 () = self.inner.draining.cancelled() => return Ok(Vec::new()),
+                // A rate limit frees room with time alone, which bumps nothing: look again.
+                () = tokio::time::sleep(RECHECK) => {}
             }
         }
     }

@@ -40,6 +40,8 @@ pub const SQLITE: &[Migration] = &[
     migration!(4, "api_keys", "sqlite/0004_api_keys.sql"),
     migration!(5, "traceparent", "sqlite/0005_traceparent.sql"),
     migration!(6, "dependencies", "sqlite/0006_dependencies.sql"),
+    migration!(7, "schedules", "sqlite/0007_schedules.sql"),
+    migration!(8, "queue_rate", "sqlite/0008_queue_rate.sql"),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -49,6 +51,8 @@ pub const POSTGRES: &[Migration] = &[
     migration!(4, "api_keys", "postgres/0004_api_keys.sql"),
     migration!(5, "traceparent", "postgres/0005_traceparent.sql"),
     migration!(6, "dependencies", "postgres/0006_dependencies.sql"),
+    migration!(7, "schedules", "postgres/0007_schedules.sql"),
+    migration!(8, "queue_rate", "postgres/0008_queue_rate.sql"),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both

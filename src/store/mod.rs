@@ -9,6 +9,7 @@ mod keys;
 pub mod migrations;
 pub(crate) mod parents;
 pub mod postgres;
+pub(crate) mod schedules;
 pub mod space;
 pub(crate) mod sql;
 pub mod sqlite;
@@ -22,8 +23,8 @@ use async_trait::async_trait;
 
 use crate::access::{KeyRecord, QueueScope};
 use crate::task::{
-    Callback, Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId,
-    TaskState,
+    Callback, Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task,
+    TaskEvent, TaskId, TaskState,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -164,12 +165,22 @@ pub struct QueueInfo {
     pub callbacks: CallbackCounts,
     /// Served by remote workers that lease over HTTP; local handlers never take from it.
     pub remote: bool,
+    /// At most so many attempts start per window, across nodes; `None`: no limit.
+    pub rate: Option<RateLimit>,
     /// Tasks per state (every state present, zeros included).
     pub counts: std::collections::BTreeMap<TaskState, u64>,
     /// When the oldest queued task was submitted.
     pub oldest_queued_at: Option<Millis>,
     /// How many tasks finished in the last 60 seconds.
     pub finished_last_minute: u64,
+}
+
+/// A queue's rate limit: at most `limit` attempts start in any window of `per_ms`
+/// milliseconds (local claims and remote leases alike, across all nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub per_ms: u64,
 }
 
 /// How many of a queue's tasks have their completion webhook in each state.
@@ -189,6 +200,7 @@ pub struct QueuePatch {
     /// The default callback of the queue's tasks.
     pub callback: Option<Option<Callback>>,
     pub remote: Option<bool>,
+    pub rate: Option<Option<RateLimit>>,
 }
 
 /// A completion webhook due for a (re)try.
@@ -451,6 +463,42 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Records that the key was used at `at` (only ever moves `last_used_at` forward).
     async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError>;
+
+    // Schedules (see `task::Schedule`); the engine's maintainer fires them.
+
+    /// Creates the schedule, or replaces the one of its name: a replace keeps the stored
+    /// `created_at` and last run, and takes everything else. Returns it as stored.
+    async fn schedule_put(&self, schedule: Schedule) -> Result<Schedule, StoreError>;
+
+    async fn schedule_get(&self, name: ScheduleName) -> Result<Option<Schedule>, StoreError>;
+
+    /// By name, those after `after`, at most `limit`, whose task goes to a queue in `queues`.
+    async fn schedules(
+        &self,
+        after: Option<ScheduleName>,
+        limit: usize,
+        queues: QueueScope,
+    ) -> Result<Vec<Schedule>, StoreError>;
+
+    /// `false` if there was none.
+    async fn schedule_delete(&self, name: ScheduleName) -> Result<bool, StoreError>;
+
+    /// Unpaused schedules whose `next_at` is at or before `now`, soonest first, at most `limit`.
+    async fn schedules_due(&self, now: Millis, limit: usize) -> Result<Vec<Schedule>, StoreError>;
+
+    /// The earliest `next_at` of the unpaused schedules.
+    async fn schedule_next_at(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Moves the schedule's `next_at` from `expected_next_at` to `next_at`, recording the
+    /// slot fired and its task if one was. `false`: another pass (a node, a `PUT`) moved it
+    /// first, which is a normal outcome.
+    async fn schedule_fired(
+        &self,
+        name: ScheduleName,
+        expected_next_at: Millis,
+        next_at: Millis,
+        fired: Option<(TaskId, Millis)>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The fairness rule of every claim: shares `slots` between queues one at a time,

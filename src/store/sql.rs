@@ -21,7 +21,7 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    fn placeholder(self, n: usize) -> String {
+    pub(crate) fn placeholder(self, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("?{n}"),
             Dialect::Postgres => format!("${n}"),
@@ -119,6 +119,31 @@ pub(crate) fn task_list(dialect: Dialect, columns: &str, filter: &TaskFilter) ->
     bound
 }
 
+/// `SELECT columns FROM schedules`, by name after `after`, of the queues in `queues`.
+pub(crate) fn schedule_list(
+    dialect: Dialect,
+    columns: &str,
+    after: Option<String>,
+    limit: usize,
+    queues: &QueueScope,
+) -> Bound {
+    let mut bound = Bound::default();
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(scope) = queue_scope(queues, |v| bound.bind(dialect, v)) {
+        conditions.push(scope);
+    }
+    if let Some(after) = after {
+        conditions.push(format!("name > {}", bound.bind(dialect, after)));
+    }
+    bound.sql = format!("SELECT {columns} FROM schedules");
+    if !conditions.is_empty() {
+        bound.sql.push_str(" WHERE ");
+        bound.sql.push_str(&conditions.join(" AND "));
+    }
+    bound.sql.push_str(&format!(" ORDER BY name LIMIT {limit}"));
+    bound
+}
+
 /// The condition that keeps a listing inside `queues`, `None` when it is every queue. A
 /// prefix's length is our own number, written in as a literal.
 fn queue_scope(queues: &QueueScope, mut bind: impl FnMut(String) -> String) -> Option<String> {
@@ -165,6 +190,12 @@ fn label_needle(key: &str, value: &str) -> String {
 pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
     // Serializing our own plain data (maps of strings, JSON values) cannot fail.
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// How many attempts a rate-limited queue may start now, with `started` of its log inside
+/// the window.
+pub(crate) fn rate_room(limit: i64, started: i64) -> u64 {
+    (limit - started).max(0) as u64
 }
 
 /// How many tasks a queue may start now: its waiting tasks, capped by its concurrency less

@@ -14,8 +14,11 @@ use super::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
-use crate::access::KeyRecord;
-use crate::task::{Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId};
+use crate::access::{KeyRecord, QueueScope};
+use crate::task::{
+    Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
+    TaskId,
+};
 
 pub struct Watched {
     store: Arc<dyn TaskStore>,
@@ -248,5 +251,50 @@ impl TaskStore for Watched {
         // A last-use stamp may find the row already newer: no sign either way.
         let outcome = self.store.key_used(hash, at).await;
         self.note(outcome, |()| false)
+    }
+
+    async fn schedule_put(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        let outcome = self.store.schedule_put(schedule).await;
+        self.note(outcome, |_| true)
+    }
+
+    async fn schedule_get(&self, name: ScheduleName) -> Result<Option<Schedule>, StoreError> {
+        self.store.schedule_get(name).await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<ScheduleName>,
+        limit: usize,
+        queues: QueueScope,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.store.schedules(after, limit, queues).await
+    }
+
+    async fn schedule_delete(&self, name: ScheduleName) -> Result<bool, StoreError> {
+        let outcome = self.store.schedule_delete(name).await;
+        self.note(outcome, |&deleted| deleted)
+    }
+
+    async fn schedules_due(&self, now: Millis, limit: usize) -> Result<Vec<Schedule>, StoreError> {
+        self.store.schedules_due(now, limit).await
+    }
+
+    async fn schedule_next_at(&self) -> Result<Option<Millis>, StoreError> {
+        self.store.schedule_next_at().await
+    }
+
+    async fn schedule_fired(
+        &self,
+        name: ScheduleName,
+        expected_next_at: Millis,
+        next_at: Millis,
+        fired: Option<(TaskId, Millis)>,
+    ) -> Result<bool, StoreError> {
+        let outcome = self
+            .store
+            .schedule_fired(name, expected_next_at, next_at, fired)
+            .await;
+        self.note(outcome, |&moved| moved)
     }
 }

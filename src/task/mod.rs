@@ -8,6 +8,7 @@ mod id;
 mod lifecycle;
 mod moves;
 mod names;
+mod schedule;
 mod state;
 mod trace;
 mod wording;
@@ -22,7 +23,8 @@ pub use lifecycle::{
     AttemptEnd, attempt_deadline, end_attempt, expire_attempt, lose_attempt, timeout_error,
 };
 pub use moves::Move;
-pub use names::{Kind, NameError, QueueName};
+pub use names::{Kind, NameError, QueueName, ScheduleName};
+pub use schedule::{CatchUp, Cron, CronError, Overlap, Schedule, TaskTemplate};
 pub use state::{TaskState, Transition};
 pub use trace::{MAX_TRACESTATE, TraceContext, TraceParent, new_span_id, parse_tracestate};
 pub use wording::plain_serde_message;

@@ -82,6 +82,11 @@ name_type!(
     Kind
 );
 
+name_type!(
+    /// The name of a schedule (`PUT /v1/schedules/{name}`).
+    ScheduleName
+);
+
 impl Default for QueueName {
     fn default() -> Self {
         QueueName("default".to_owned())

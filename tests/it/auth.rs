@@ -21,7 +21,7 @@ use crate::helpers::{
 use crate::receiver::Receiver;
 
 /// Creates a key in the app's database, as `taskd keys create` would; returns its secret.
-pub async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
+pub(crate) async fn key(app: &TestApp, name: &str, scopes: &str, queues: &str) -> String {
     key_with_expiry(app, name, scopes, queues, None).await
 }
 
@@ -45,7 +45,7 @@ async fn key_with_expiry(
 }
 
 /// The JSON body of a GET that must succeed.
-async fn get_json(client: &Client, url: String) -> Value {
+pub(crate) async fn get_json(client: &Client, url: String) -> Value {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
@@ -69,7 +69,7 @@ fn strings(items: &Value, key: &str) -> Vec<String> {
 }
 
 /// A client that sends `secret` with every request.
-fn keyed(secret: &str) -> Client {
+pub(crate) fn keyed(secret: &str) -> Client {
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {secret}")).unwrap();
     headers.insert(AUTHORIZATION, value);

@@ -168,6 +168,11 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Takes the database this server keeps, so it outlives the server (a restart by hand).
+    pub fn take_database(&mut self) -> Option<TestDatabase> {
+        self._database.take()
+    }
+
     /// Stops this server and starts another on the same database, which stays.
     pub async fn restart(mut self, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         self.stop().await;

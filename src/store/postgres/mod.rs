@@ -24,6 +24,7 @@ mod keys;
 mod migrate;
 mod queues;
 mod rows;
+mod schedules;
 mod signals;
 
 use std::sync::Arc;
@@ -36,13 +37,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::access::KeyRecord;
+use crate::access::{KeyRecord, QueueScope};
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
-    Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
+    Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
+    TaskId, now_millis,
 };
 
 /// How many connections one node opens at most. The workers finish attempts concurrently
@@ -335,6 +337,46 @@ impl TaskStore for PostgresStore {
 
     async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError> {
         keys::key_used(&mut *self.conn().await?, &hash, at).await
+    }
+
+    async fn schedule_put(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        schedules::schedule_put(&mut *self.conn().await?, &schedule).await
+    }
+
+    async fn schedule_get(&self, name: ScheduleName) -> Result<Option<Schedule>, StoreError> {
+        schedules::schedule_get(&mut *self.conn().await?, &name).await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<ScheduleName>,
+        limit: usize,
+        queues: QueueScope,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        schedules::schedule_list(&mut *self.conn().await?, after.as_ref(), limit, &queues).await
+    }
+
+    async fn schedule_delete(&self, name: ScheduleName) -> Result<bool, StoreError> {
+        schedules::schedule_delete(&mut *self.conn().await?, &name).await
+    }
+
+    async fn schedules_due(&self, now: Millis, limit: usize) -> Result<Vec<Schedule>, StoreError> {
+        schedules::schedules_due(&mut *self.conn().await?, now, limit).await
+    }
+
+    async fn schedule_next_at(&self) -> Result<Option<Millis>, StoreError> {
+        schedules::schedule_next_at(&mut *self.conn().await?).await
+    }
+
+    async fn schedule_fired(
+        &self,
+        name: ScheduleName,
+        expected_next_at: Millis,
+        next_at: Millis,
+        fired: Option<(TaskId, Millis)>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        schedules::schedule_fired(&mut conn, &name, expected_next_at, next_at, fired).await
     }
 }
 

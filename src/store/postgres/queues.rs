@@ -5,7 +5,7 @@
 use sqlx::{Acquire, PgConnection};
 
 use crate::store::sql;
-use crate::store::{QueueInfo, QueuePatch, StoreError};
+use crate::store::{QueueInfo, QueuePatch, RateLimit, StoreError};
 use crate::task::{Callback, QueueName, now_millis};
 
 pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<QueueInfo, StoreError> {
@@ -16,16 +16,23 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
         Option<String>,
         Option<String>,
         bool,
+        Option<i32>,
+        Option<i64>,
     );
     let settings: Option<Settings> = sqlx::query_as(
-        "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote \
+        "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote, \
+             rate_limit, rate_per_ms \
          FROM queues WHERE name = $1",
     )
     .bind(name.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let (paused, concurrency, max_queued, callback_url, callback_secret, remote) =
+    let (paused, concurrency, max_queued, callback_url, callback_secret, remote, limit, per_ms) =
         settings.unwrap_or_default();
+    let rate = limit.zip(per_ms).map(|(limit, per_ms)| RateLimit {
+        limit: limit as u32,
+        per_ms: per_ms as u64,
+    });
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, sum(n)::bigint AS n FROM queue_counts WHERE queue = $1 GROUP BY state",
     )
@@ -62,6 +69,7 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
         }),
         callbacks,
         remote,
+        rate,
         counts,
         oldest_queued_at,
         finished_last_minute: finished_last_minute as u64,
@@ -94,8 +102,8 @@ pub async fn queue_update(
     let callback = patch.callback.clone().flatten();
     sqlx::query(
         "INSERT INTO queues (name, paused, concurrency, max_queued, callback_url, \
-             callback_secret, remote, updated_at) \
-         VALUES ($1, COALESCE($2, false), $4, $6, $8, $9, COALESCE($10, false), $11) \
+             callback_secret, remote, updated_at, rate_limit, rate_per_ms) \
+         VALUES ($1, COALESCE($2, false), $4, $6, $8, $9, COALESCE($10, false), $11, $13, $14) \
          ON CONFLICT (name) DO UPDATE SET \
              paused = COALESCE($2, queues.paused), \
              concurrency = CASE WHEN $3 THEN $4 ELSE queues.concurrency END, \
@@ -103,6 +111,8 @@ pub async fn queue_update(
              callback_url = CASE WHEN $7 THEN $8 ELSE queues.callback_url END, \
              callback_secret = CASE WHEN $7 THEN $9 ELSE queues.callback_secret END, \
              remote = COALESCE($10, queues.remote), \
+             rate_limit = CASE WHEN $12 THEN $13 ELSE queues.rate_limit END, \
+             rate_per_ms = CASE WHEN $12 THEN $14 ELSE queues.rate_per_ms END, \
              updated_at = $11",
     )
     .bind(name.as_str())
@@ -116,6 +126,9 @@ pub async fn queue_update(
     .bind(callback.and_then(|c| c.secret))
     .bind(patch.remote)
     .bind(now_millis())
+    .bind(patch.rate.is_some())
+    .bind(patch.rate.flatten().map(|r| r.limit as i32))
+    .bind(patch.rate.flatten().map(|r| r.per_ms as i64))
     .execute(&mut *conn)
     .await?;
     queue_get(conn, name).await

@@ -16,6 +16,7 @@ mod inserts;
 mod keys;
 mod queues;
 mod rows;
+mod schedules;
 mod writer;
 
 use std::path::PathBuf;
@@ -26,14 +27,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::access::KeyRecord;
+use crate::access::{KeyRecord, QueueScope};
 use crate::store::migrations::{self, Step};
 use crate::store::{
     CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
     QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
 };
 use crate::task::{
-    Kind, Millis, NewTask, Outcome, Progress, QueueName, Task, TaskEvent, TaskId, now_millis,
+    Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
+    TaskId, now_millis,
 };
 use writer::Writer;
 
@@ -609,6 +611,56 @@ impl TaskStore for SqliteStore {
     async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError> {
         self.writer
             .run(move |conn| keys::key_used(conn, &hash, at))
+            .await
+    }
+
+    async fn schedule_put(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        self.writer
+            .run(move |conn| schedules::schedule_put(conn, &schedule))
+            .await
+    }
+
+    async fn schedule_get(&self, name: ScheduleName) -> Result<Option<Schedule>, StoreError> {
+        self.read(move |conn| schedules::schedule_get(conn, &name))
+            .await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<ScheduleName>,
+        limit: usize,
+        queues: QueueScope,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.read(move |conn| schedules::schedule_list(conn, after.as_ref(), limit, &queues))
+            .await
+    }
+
+    async fn schedule_delete(&self, name: ScheduleName) -> Result<bool, StoreError> {
+        self.writer
+            .run(move |conn| schedules::schedule_delete(conn, &name))
+            .await
+    }
+
+    async fn schedules_due(&self, now: Millis, limit: usize) -> Result<Vec<Schedule>, StoreError> {
+        self.read(move |conn| schedules::schedules_due(conn, now, limit))
+            .await
+    }
+
+    async fn schedule_next_at(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(schedules::schedule_next_at).await
+    }
+
+    async fn schedule_fired(
+        &self,
+        name: ScheduleName,
+        expected_next_at: Millis,
+        next_at: Millis,
+        fired: Option<(TaskId, Millis)>,
+    ) -> Result<bool, StoreError> {
+        self.writer
+            .run(move |conn| {
+                schedules::schedule_fired(conn, &name, expected_next_at, next_at, fired)
+            })
             .await
     }
 }

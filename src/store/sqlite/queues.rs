@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::sql;
-use crate::store::{QueueInfo, QueuePatch, StoreError};
+use crate::store::{QueueInfo, QueuePatch, RateLimit, StoreError};
 use crate::task::{Callback, QueueName, now_millis};
 
 /// A queue's stored settings.
@@ -15,12 +15,22 @@ struct Settings {
     max_queued: Option<u64>,
     callback: Option<Callback>,
     remote: bool,
+    rate: Option<RateLimit>,
+}
+
+/// A stored rate limit: both columns or neither.
+pub(super) fn rate_of(limit: Option<i64>, per_ms: Option<i64>) -> Option<RateLimit> {
+    Some(RateLimit {
+        limit: limit? as u32,
+        per_ms: per_ms? as u64,
+    })
 }
 
 fn settings(conn: &Connection, name: &QueueName) -> Result<Settings, StoreError> {
     let settings = conn
         .prepare_cached(
-            "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote \
+            "SELECT paused, concurrency, max_queued, callback_url, callback_secret, remote, \
+                 rate_limit, rate_per_ms \
              FROM queues WHERE name = ?1",
         )?
         .query_row([name.as_str()], |row| {
@@ -34,6 +44,7 @@ fn settings(conn: &Connection, name: &QueueName) -> Result<Settings, StoreError>
                 max_queued: max_queued.map(|m| m as u64),
                 callback: url.map(|url| Callback { url, secret }),
                 remote: row.get(5)?,
+                rate: rate_of(row.get(6)?, row.get(7)?),
             })
         })
         .optional()?;
@@ -47,6 +58,7 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         max_queued,
         callback,
         remote,
+        rate,
     } = settings(conn, &name)?;
     let counts = sql::state_counts(count_rows(
         conn,
@@ -75,6 +87,7 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
         callback,
         callbacks,
         remote,
+        rate,
         counts,
         oldest_queued_at,
         finished_last_minute: finished_last_minute as u64,
@@ -106,12 +119,14 @@ pub fn queue_update(
     let max_queued = patch.max_queued.unwrap_or(current.max_queued);
     let callback = patch.callback.unwrap_or(current.callback);
     let remote = patch.remote.unwrap_or(current.remote);
+    let rate = patch.rate.unwrap_or(current.rate);
     conn.prepare_cached(
         "INSERT INTO queues (name, paused, concurrency, max_queued, callback_url, \
-             callback_secret, updated_at, remote) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             callback_secret, updated_at, remote, rate_limit, rate_per_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (name) DO UPDATE SET paused = ?2, concurrency = ?3, max_queued = ?4, \
-             callback_url = ?5, callback_secret = ?6, updated_at = ?7, remote = ?8",
+             callback_url = ?5, callback_secret = ?6, updated_at = ?7, remote = ?8, \
+             rate_limit = ?9, rate_per_ms = ?10",
     )?
     .execute(params![
         name.as_str(),
@@ -122,6 +137,8 @@ pub fn queue_update(
         callback.as_ref().and_then(|c| c.secret.as_deref()),
         now_millis(),
         remote,
+        rate.map(|r| r.limit),
+        rate.map(|r| r.per_ms as i64),
     ])?;
     queue_get(conn, name)
 }

@@ -11,6 +11,8 @@ mod migrations;
 mod moves;
 mod observer;
 mod queues;
+mod rates;
+mod schedules;
 mod shared;
 mod tasks;
 
@@ -189,6 +191,11 @@ mod cases {
         observer::a_delivery_is_due_on_each_end_and_only_then,
         keys::keys_are_named_once_revoked_and_kept,
         keys::listings_keep_to_a_scope,
+        schedules::schedules_round_trip_and_replace,
+        schedules::due_schedules_move_on_once,
+        schedules::schedule_listings_page_and_keep_to_a_scope,
+        rates::a_rate_limit_caps_starts_in_a_window,
+        rates::a_rate_window_slides,
     );
 }
 
@@ -216,5 +223,6 @@ mod several_nodes {
         shared::one_idempotency_key_makes_one_task_across_stores,
         shared::concurrency_holds_across_stores,
         deps::parents_ending_on_two_stores_release_their_child,
+        rates::a_rate_limit_holds_across_stores,
     );
 }
