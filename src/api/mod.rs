@@ -50,6 +50,7 @@ use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
 
 pub use auth::Caller;
+pub use body::MEMORY_PER_BODY_BYTE;
 pub use hosts::{AllowedHosts, HostPolicy};
 pub use serve::{ServeLimits, default_max_connections, serve};
 pub use tasks::MAX_WAIT_SECS;

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::body::{self, DeadlineBody};
-use super::conn::{Activity, ConnTimeouts, InFlight, InFlightBody, TimedIo};
+use super::conn::{Activity, ConnTimeouts, GuardedBody, InFlight, TimedIo};
 
 /// The limits of the serving layer; each has a flag in `config`.
 #[derive(Debug, Clone, Copy)]
@@ -143,10 +143,10 @@ async fn handle(
     request: hyper::Request<Incoming>,
     in_flight: InFlight,
     body_timeout: Duration,
-) -> Result<axum::response::Response<InFlightBody>, Infallible> {
+) -> Result<axum::response::Response<GuardedBody<InFlight>>, Infallible> {
     let request: Request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
     let response = router.oneshot(request).await?;
-    Ok(response.map(|body| InFlightBody::new(body, in_flight)))
+    Ok(response.map(|body| GuardedBody::new(body, in_flight)))
 }
 
 /// Counts failing accepts between log lines, so a flood logs a line per interval, not per

@@ -158,11 +158,13 @@ async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
 
 /// Runs one attempt; returns how it ended, for the completer to record (`None` when there is
 /// nothing to record: the task was given back at shutdown).
-async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
+async fn execute(inner: &Arc<Inner>, mut task: Task) -> Option<Done> {
     let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
     let ctx = TaskContext::new(task.id, task.attempt, cancel.clone(), inner.cpu.clone())
         .with_progress(progress_sink(inner, task.id));
-    let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
+    // The handler owns its input; moved out, not copied (an input may be 1 MB).
+    let input = Arc::unwrap_or_clone(std::mem::take(&mut task.input));
+    let result = match inner.registry.run(&task.kind, input, ctx) {
         Some(attempt) => {
             let attempt = AssertUnwindSafe(attempt).catch_unwind();
             let limit = task.timeout_ms.map(Duration::from_millis);

@@ -10,6 +10,8 @@ mod names;
 mod state;
 mod wording;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,7 +53,9 @@ pub fn now_millis() -> Millis {
 pub struct NewTask {
     pub queue: QueueName,
     pub kind: Kind,
-    pub input: Value,
+    /// Shared, not copied, by the task it becomes and the answer that echoes it: an input may
+    /// be as large as a request body (`--max-body-bytes`).
+    pub input: Arc<Value>,
     /// Higher runs first within a queue; FIFO among equals.
     pub priority: i32,
     pub max_attempts: u32,
@@ -72,7 +76,7 @@ impl NewTask {
         NewTask {
             queue,
             kind,
-            input,
+            input: Arc::new(input),
             priority: 0,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
@@ -247,7 +251,8 @@ pub struct Task {
     pub id: TaskId,
     pub queue: QueueName,
     pub kind: Kind,
-    pub input: Value,
+    /// Shared by the clones of a task (waiters, events, answers); see [`NewTask::input`].
+    pub input: Arc<Value>,
     pub state: TaskState,
     pub priority: i32,
     /// How many times the task was started; the running attempt's number while running.
