@@ -11,8 +11,8 @@
 //!   the response is sent: the body's bytes are not its only memory, the task parsed from
 //!   them, its copies on the way to the store and the answer that echoes it are too.
 //!   Reservations count in KiB, so a 32-bit permit count covers any size.
-//! - [`return_large_buffers_to_the_os`]: glibc keeps freed memory of large buffers in its
-//!   arenas; bodies' buffers are taken from the OS and given back instead.
+//!
+//! What the allocator keeps after large bodies is `heap.rs`'s.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -216,23 +216,5 @@ pub async fn reserve_body_memory(
                 .map(|body| Body::new(GuardedBody::new(body, share)))
         }
         None => ApiError::BodyMemoryFull.into_response(),
-    }
-}
-
-/// Allocations from this size up are mapped from the OS and unmapped when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
-/// Makes glibc give the memory of large buffers (bodies, their parsed strings) back to the
-/// OS when they are freed. Its default threshold for that starts at 128 KiB but rises to the
-/// largest buffer freed so far (up to 32 MiB), after which 1 MB bodies come from its heap and
-/// stay there: 100 concurrent 1 MB submits left ~490 MB of RSS behind for good
-/// (bench/bodies). Setting the threshold fixes it where it starts. Process-wide; a no-op on
-/// other allocators.
-pub fn return_large_buffers_to_the_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; any value is valid to pass.
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
-        tracing::warn!("cannot set the allocator's mmap threshold");
     }
 }

@@ -12,6 +12,7 @@ mod cursor;
 pub mod error;
 mod events;
 mod extract;
+mod heap;
 mod hosts;
 mod nul;
 mod params;
