@@ -244,9 +244,10 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
-    /// How many bytes of request bodies may be read or parsed at once, over all requests; a
-    /// request that would go beyond (by its Content-Length, or by --max-body-bytes when it
-    /// has none) answers 503 with Retry-After before its body is read. Default: 256 MiB.
+    /// How much memory requests with bodies may hold at once, over all requests: each
+    /// counts 3 × its Content-Length (or --max-body-bytes when it has none), more if its JSON
+    /// parses into many small values, from before its body is read until its answer is sent.
+    /// A request that would go beyond answers 503 with Retry-After. Default: 256 MiB.
     #[arg(long, env = "TASKD_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
     pub max_body_memory: usize,
 

@@ -4,20 +4,22 @@
 //!   route; past it the read fails with [`BodyTimedOut`], which the JSON extractor answers
 //!   with 408. A total deadline, not one between frames: a body dripped a byte at a time
 //!   would never trip a per-frame one.
-//! - [`BodyBudget`]: the bytes of bodies being read or parsed at once, over all requests, are
-//!   at most `--max-body-memory`. A request reserves its share before its body is read (its
-//!   Content-Length, or `--max-body-bytes` when it has none) and gets 503 with Retry-After
-//!   when the share is not free; the JSON extractor gives the share back once it has parsed
-//!   the body. Reservations count in KiB, so a 32-bit permit count covers any size.
-//! - [`return_large_buffers_to_the_os`]: glibc keeps freed memory of large buffers in its
-//!   arenas; bodies' buffers are taken from the OS and given back instead.
+//! - [`BodyBudget`]: the memory that requests with bodies take at once, over all requests, is
+//!   at most `--max-body-memory`. A request reserves its share before its body is read
+//!   ([`MEMORY_PER_BODY_BYTE`] times its Content-Length, or `--max-body-bytes` when it has
+//!   none) and gets 503 with Retry-After when the share is not free. The share is held until
+//!   the response is sent: the body's bytes are not its only memory, the task parsed from
+//!   them, its copies on the way to the store and the answer that echoes it are too.
+//!   Reservations count in KiB, so a 32-bit permit count covers any size.
+//!
+//! What the allocator keeps after large bodies is `heap.rs`'s.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +27,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use super::conn::GuardedBody;
 use super::error::ApiError;
 use super::extract::BodyLimit;
 
@@ -105,7 +108,14 @@ where
     }
 }
 
-/// The memory that request bodies may take at once. Cloning shares the budget.
+/// How much memory a request holds at its worst moment per byte of its body, for the body
+/// budget: while the store commits a submit there are, besides the parsed input that the
+/// task keeps, its JSON text for the row and SQLite's own copy of that text while the
+/// statement runs; then the answer, which echoes the task, is serialized beside it. Measured
+/// with bench/bodies (docs/benchmarks.md).
+pub const MEMORY_PER_BODY_BYTE: u64 = 3;
+
+/// The memory that requests with bodies may take at once. Cloning shares the budget.
 #[derive(Clone)]
 pub struct BodyBudget {
     // A semaphore of KiB: a reservation is an owned permit that travels with its request
@@ -114,10 +124,39 @@ pub struct BodyBudget {
     capacity_kib: u32,
 }
 
-/// A request's share of the [`BodyBudget`], held until its body is parsed. Clone because
-/// request extensions must be; the share returns when the last clone is dropped.
+/// A request's share of the [`BodyBudget`]: in its extensions while it is served (the JSON
+/// extractor may find that the parsed body needs more, see [`BodyShare::cover`]) and in its
+/// response body until that is sent or dropped. The KiB return when the last clone goes.
 #[derive(Clone)]
-pub struct BodyReservation(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct BodyShare {
+    budget: BodyBudget,
+    held: Arc<Mutex<OwnedSemaphorePermit>>,
+}
+
+impl BodyShare {
+    /// Makes the share cover `bytes` of memory in all, taking what it lacks from the budget;
+    /// `false` when that much is not free. A parsed body can take far more than its bytes:
+    /// `[0,0,0,…]` is 2 bytes per number as text and 32 or more once parsed.
+    pub fn cover(&self, bytes: u64) -> bool {
+        let kib = self.budget.kib(bytes) as usize;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lacking) = kib.checked_sub(held.num_permits()).filter(|&n| n > 0) else {
+            return true;
+        };
+        match self
+            .budget
+            .free
+            .clone()
+            .try_acquire_many_owned(lacking as u32)
+        {
+            Ok(more) => {
+                held.merge(more);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 impl BodyBudget {
     pub fn new(max_bytes: usize) -> BodyBudget {
@@ -130,19 +169,29 @@ impl BodyBudget {
         }
     }
 
-    /// Takes `bytes` from the budget now, or `None` when that much is not free. A body
-    /// larger than the whole budget takes the whole budget, so it can still pass alone.
-    fn try_reserve(&self, bytes: u64) -> Option<BodyReservation> {
-        let kib = u32::try_from(bytes.div_ceil(1024))
+    /// `bytes` in KiB of the budget; at most the whole budget, so that a request larger than
+    /// the budget can still pass alone.
+    fn kib(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
-            .min(self.capacity_kib);
+            .min(self.capacity_kib)
+    }
+
+    /// Takes the memory of a body of `bytes` from the budget now, or `None` when that much
+    /// is not free.
+    fn try_reserve(&self, bytes: u64) -> Option<BodyShare> {
+        let kib = self.kib(bytes.saturating_mul(MEMORY_PER_BODY_BYTE));
         let permit = self.free.clone().try_acquire_many_owned(kib).ok()?;
-        Some(BodyReservation(Arc::new(permit)))
+        Some(BodyShare {
+            budget: self.clone(),
+            held: Arc::new(Mutex::new(permit)),
+        })
     }
 }
 
-/// Middleware: reserves a request's body bytes before anything reads them; 503 when the
-/// budget has not that much free. Requests without a body pass untouched.
+/// Middleware: reserves a request's share of the body budget before anything reads its
+/// body, and keeps it until the response is sent; 503 when the budget has not that much
+/// free. Requests without a body pass untouched.
 pub async fn reserve_body_memory(
     State(budget): State<BodyBudget>,
     mut request: Request,
@@ -160,28 +209,12 @@ pub async fn reserve_body_memory(
             .map_or(u64::MAX, |limit| limit.0 as u64)
     });
     match budget.try_reserve(bytes) {
-        Some(reservation) => {
-            request.extensions_mut().insert(reservation);
-            next.run(request).await
+        Some(share) => {
+            request.extensions_mut().insert(share.clone());
+            next.run(request)
+                .await
+                .map(|body| Body::new(GuardedBody::new(body, share)))
         }
         None => ApiError::BodyMemoryFull.into_response(),
-    }
-}
-
-/// Allocations from this size up are mapped from the OS and unmapped when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
-/// Makes glibc give the memory of large buffers (bodies, their parsed strings) back to the
-/// OS when they are freed. Its default threshold for that starts at 128 KiB but rises to the
-/// largest buffer freed so far (up to 32 MiB), after which 1 MB bodies come from its heap and
-/// stay there: 100 concurrent 1 MB submits left ~490 MB of RSS behind for good
-/// (bench/bodies). Setting the threshold fixes it where it starts. Process-wide; a no-op on
-/// other allocators.
-pub fn return_large_buffers_to_the_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; any value is valid to pass.
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
-        tracing::warn!("cannot set the allocator's mmap threshold");
     }
 }

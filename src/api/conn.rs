@@ -15,7 +15,7 @@
 //! - `Idle`: a response is done and no new byte has come — `--idle-timeout`.
 //!
 //! The service marks a request in flight with an [`InFlight`] guard that travels inside the
-//! response body ([`InFlightBody`]). No HTTP routing is known here.
+//! response body ([`GuardedBody`]). No HTTP routing is known here.
 
 use std::io;
 use std::pin::Pin;
@@ -70,22 +70,24 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is dropped.
-pub struct InFlightBody {
+/// A response body that holds a guard until it is dropped (sent, or abandoned): with an
+/// [`InFlight`], its request stays in flight; with a body reservation (`body.rs`), the
+/// request's share of the body budget stays taken.
+pub struct GuardedBody<G> {
     body: Body,
-    _in_flight: InFlight,
+    _guard: G,
 }
 
-impl InFlightBody {
-    pub fn new(body: Body, in_flight: InFlight) -> InFlightBody {
-        InFlightBody {
+impl<G> GuardedBody<G> {
+    pub fn new(body: Body, guard: G) -> GuardedBody<G> {
+        GuardedBody {
             body,
-            _in_flight: in_flight,
+            _guard: guard,
         }
     }
 }
 
-impl http_body::Body for InFlightBody {
+impl<G: Unpin> http_body::Body for GuardedBody<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

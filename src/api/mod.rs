@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 mod extract;
 mod front;
+mod heap;
 mod hosts;
 mod nul;
 mod params;
@@ -54,6 +55,7 @@ use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
 
 pub use auth::Caller;
+pub use body::MEMORY_PER_BODY_BYTE;
 pub use front::FrontDoor;
 pub use hosts::{AllowedHosts, HostPolicy};
 pub use proxy::{BasePath, Links, ProxyConfig, TrustedProxies};

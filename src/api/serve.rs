@@ -22,9 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::body::{self, DeadlineBody};
-use super::conn::{Activity, ConnTimeouts, InFlight, InFlightBody, TimedIo};
+use super::body::DeadlineBody;
+use super::conn::{Activity, ConnTimeouts, GuardedBody, InFlight, TimedIo};
 use super::front::FrontDoor;
+use super::heap;
 
 /// The limits of the serving layer; each has a flag in `config`.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +77,8 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    body::return_large_buffers_to_the_os();
+    heap::return_large_buffers_to_the_os();
+    let trimmer = tokio::spawn(heap::trim_free_heap());
     // One permit per open connection, moved into its task and dropped when it closes.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -132,6 +134,7 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    trimmer.abort();
     Ok(())
 }
 
@@ -143,10 +146,10 @@ async fn handle(
     request: hyper::Request<Incoming>,
     in_flight: InFlight,
     body_timeout: Duration,
-) -> Result<axum::response::Response<InFlightBody>, Infallible> {
+) -> Result<axum::response::Response<GuardedBody<InFlight>>, Infallible> {
     let request: Request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
     let response = front.call(peer, request).await;
-    Ok(response.map(|body| InFlightBody::new(body, in_flight)))
+    Ok(response.map(|body| GuardedBody::new(body, in_flight)))
 }
 
 /// Counts failing accepts between log lines, so a flood logs a line per interval, not per

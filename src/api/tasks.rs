@@ -182,7 +182,8 @@ async fn submit_many(
         };
         let idempotency = submit::item_idempotency(&item).map_err(in_item)?;
         let mut task = item
-            .parse_item(state.config.default_backoff, Some(index)).map_err(in_item)?;
+            .parse_item(state.config.default_backoff, Some(index))
+            .map_err(in_item)?;
         task.idempotency = idempotency;
         task.trace = trace.clone();
         tasks.push(task);

@@ -40,9 +40,7 @@ use crate::store::{
     CancelResult, Changed, EventFilter, Inserted, QueueInfo, QueuePatch, StoreError, TaskFilter,
     TaskStore, Watched,
 };
-use crate::task::{
-    Kind, NewTask, Progress, QueueName, ScheduleName, Task, TaskEvent, TaskId,
-};
+use crate::task::{Kind, NewTask, Progress, QueueName, ScheduleName, Task, TaskEvent, TaskId};
 use crate::traces::Tracer;
 
 /// The engine's limits; each has a flag in `config`.
@@ -355,9 +353,9 @@ impl Engine {
                 checked => checked,
             };
             checked.map_err(|error| EngineError::InvalidItem {
-                    index,
-                    error: Box::new(error),
-                })?;
+                index,
+                error: Box::new(error),
+            })?;
         }
         self.check_parents(&tasks, scope).await?;
         let inserted = self

@@ -158,7 +158,7 @@ async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
 
 /// Runs one attempt; returns how it ended, for the completer to record (`None` when there is
 /// nothing to record: the task was given back at shutdown).
-async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
+async fn execute(inner: &Arc<Inner>, mut task: Task) -> Option<Done> {
     let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
     // A child sees its parents' outcomes; a failed read fails the attempt (retryably).
     let (parents, unreadable) = match inner.parents_of(&task).await {
@@ -172,7 +172,9 @@ async fn execute(inner: &Arc<Inner>, task: Task) -> Option<Done> {
         .with_progress(progress_sink(inner, task.id))
         .with_trace(inner.config.tracer.attempt_context(&task))
         .with_parents(parents);
-    let result = match inner.registry.run(&task.kind, task.input.clone(), ctx) {
+    // The handler owns its input; moved out, not copied (an input may be 1 MB).
+    let input = Arc::unwrap_or_clone(std::mem::take(&mut task.input));
+    let result = match inner.registry.run(&task.kind, input, ctx) {
         _ if unreadable => Err(HandlerError::new(
             "store",
             "the outcomes of the task's parents could not be read",

@@ -260,7 +260,7 @@ impl Registry {
     /// [`Handler::redact`]), whatever queue the task is in.
     pub fn redact(&self, task: &mut crate::task::Task) {
         if let Some(handler) = self.kinds.get(&task.kind) {
-            handler.redact(&mut task.input);
+            handler.redact(Arc::make_mut(&mut task.input));
         }
     }
 

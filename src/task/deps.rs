@@ -193,7 +193,7 @@ impl Task {
                 debug_assert!(self.state.allows(Transition::Unblock, TaskState::Queued));
                 self.state = TaskState::Queued;
                 if let Some(input) = input {
-                    self.input = input;
+                    self.input = input.into();
                 }
             }
             Settled::Failed(error) => {
@@ -295,7 +295,7 @@ mod tests {
             5,
         );
         assert_eq!(task.state, TaskState::Queued);
-        assert_eq!(task.input, json!({"a": 1}));
+        assert_eq!(*task.input, json!({"a": 1}));
         let ps = [ParentOutcome::gone(TaskId::new())];
         let mut task = child(AfterPolicy::AllSucceeded, &ps, 9);
         task.state = TaskState::Queued;

@@ -13,6 +13,8 @@ mod state;
 mod trace;
 mod wording;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,7 +59,9 @@ pub fn now_millis() -> Millis {
 pub struct NewTask {
     pub queue: QueueName,
     pub kind: Kind,
-    pub input: Value,
+    /// Shared, not copied, by the task it becomes and the answer that echoes it: an input may
+    /// be as large as a request body (`--max-body-bytes`).
+    pub input: Arc<Value>,
     /// Higher runs first within a queue; FIFO among equals.
     pub priority: i32,
     pub max_attempts: u32,
@@ -85,7 +89,7 @@ impl NewTask {
         NewTask {
             queue,
             kind,
-            input,
+            input: Arc::new(input),
             priority: 0,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
@@ -268,7 +272,8 @@ pub struct Task {
     pub id: TaskId,
     pub queue: QueueName,
     pub kind: Kind,
-    pub input: Value,
+    /// Shared by the clones of a task (waiters, events, answers); see [`NewTask::input`].
+    pub input: Arc<Value>,
     pub state: TaskState,
     pub priority: i32,
     /// How many times the task was started; the running attempt's number while running.

@@ -180,7 +180,7 @@ impl TaskTemplate {
         TaskTemplate {
             queue: task.queue,
             kind: task.kind,
-            input: task.input,
+            input: std::sync::Arc::unwrap_or_clone(task.input),
             priority: task.priority,
             max_attempts: task.max_attempts,
             backoff: task.backoff,

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{DEADLINE, TestApp, expect_problem, spawn_app_with, wait_for};
+use taskd::api::MEMORY_PER_BODY_BYTE;
+
+use crate::helpers::{DEADLINE, TestApp, expect_problem, patch_queue, spawn_app_with, wait_for};
 
 const SHORT: Duration = Duration::from_secs(1);
 
@@ -236,12 +238,16 @@ async fn beyond_max_connections_a_client_waits_and_is_then_served() {
     assert_eq!(status(&response), 200, "{response}");
 }
 
+/// The body budget of these tests: room for 64 KiB of bodies, each counted with the memory
+/// that its request takes besides its bytes.
+const BODY_BUDGET: usize = 64 * 1024 * MEMORY_PER_BODY_BYTE as usize;
+
 /// With the body budget taken by a body still arriving, a request whose Content-Length
 /// does not fit gets 503 with Retry-After; a small one goes through; once the slow body
 /// is gone, the large one fits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_body_memory_budget_a_request_gets_503() {
-    let app = spawn_app_with(|config| config.max_body_memory = 64 * 1024).await;
+    let app = spawn_app_with(|config| config.max_body_memory = BODY_BUDGET).await;
     // A body of 40 KiB (of the 64) that arrives only in part. `Expect: 100-continue` makes
     // the server say when it starts reading the body: by then the share is reserved.
     let mut slow = connect(&app).await;
@@ -281,4 +287,51 @@ async fn beyond_the_body_memory_budget_a_request_gets_503() {
         (response.status() == StatusCode::ACCEPTED).then_some(())
     })
     .await;
+}
+
+/// A request keeps its share of the body budget until its answer is sent, not only while
+/// its body is read: a submit waiting with `Prefer: wait` for its task (in a paused queue)
+/// holds it, so a large submit meanwhile gets 503, and fits once the first one is answered.
+/// A body is counted as parsed too: in the room left, 10 KiB of text fit, 10 KiB of numbers
+/// (`[0,0,…]`, 32 bytes or more each once parsed) do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_holds_its_body_memory_until_it_is_answered() {
+    let app = spawn_app_with(|config| config.max_body_memory = BODY_BUDGET).await;
+    patch_queue(&app, "held", json!({"paused": true})).await;
+    let waiting =
+        json!({"kind": "echo", "queue": "held", "input": {"filler": "x".repeat(40 * 1024)}});
+    let request = app
+        .client
+        .post(app.url("/v1/tasks"))
+        .header("prefer", "wait=60")
+        .json(&waiting);
+    let answer = tokio::spawn(async move { request.send().await.expect("the waiting submit") });
+    wait_for("the waiting submit to be stored", || async {
+        let listed: Value = app.get("/v1/tasks?queue=held").await.json().await.unwrap();
+        (listed["tasks"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+
+    let large = json!({"kind": "echo", "input": {"filler": "x".repeat(30 * 1024)}});
+    expect_problem(
+        app.post_json("/v1/tasks", &large).await,
+        503,
+        "body_memory_full",
+    )
+    .await;
+    // 10 KiB fit in what is left as text, but not as 5,000 numbers once parsed.
+    app.submit(json!({"kind": "echo", "input": "x".repeat(10 * 1024)}))
+        .await;
+    let numbers = json!({"kind": "echo", "input": vec![0; 5 * 1024]});
+    expect_problem(
+        app.post_json("/v1/tasks", &numbers).await,
+        503,
+        "body_memory_full",
+    )
+    .await;
+
+    patch_queue(&app, "held", json!({"paused": false})).await;
+    let answered = answer.await.expect("the waiting submit's task");
+    assert_eq!(answered.status(), StatusCode::OK, "answered once finished");
+    app.submit(large).await;
 }

@@ -106,7 +106,7 @@ async fn try_insert(
             Err(refused) => answers.push(Err(refused)),
         }
     }
-    if !rows.is_empty() && insert_rows(conn, &rows).await? < rows.len() {
+    if !rows.is_empty() && insert_all(conn, &rows).await? < rows.len() {
         return Ok(None);
     }
     deps::insert_edges(conn, &edges).await?;
@@ -178,11 +178,42 @@ fn plan(planning: &mut Planning, job: &Job) -> Result<Planned, StoreError> {
     Ok(planned)
 }
 
-/// Inserts the rows in one statement; returns how many were inserted (fewer: a key was
-/// stored by another node meanwhile).
+/// The most input text one INSERT carries (beyond its first row); more goes in the next.
+const INSERT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Inserts the rows, in one statement unless their inputs are large; returns how many were
+/// inserted (fewer: a key was stored by another node meanwhile).
+///
+/// A statement's input texts exist three times while it is sent (the array, sqlx's encoding
+/// of it, the connection's write buffer): a group commit of a hundred 1 MB inputs in one
+/// statement took ~300 MB at once. Inputs become text here, one statement at a time.
+async fn insert_all(
+    conn: &mut PgConnection,
+    rows: &[(Task, Option<String>)],
+) -> Result<usize, StoreError> {
+    let (mut inserted, mut start) = (0, 0);
+    while start < rows.len() {
+        let (mut inputs, mut bytes) = (Vec::new(), 0);
+        while let Some((task, _)) = rows.get(start + inputs.len()) {
+            if !inputs.is_empty() && bytes >= INSERT_BYTES {
+                break;
+            }
+            let input = task.input.to_string();
+            bytes += input.len();
+            inputs.push(Some(input));
+        }
+        let end = start + inputs.len();
+        inserted += insert_rows(conn, &rows[start..end], inputs).await?;
+        start = end;
+    }
+    Ok(inserted)
+}
+
+/// Inserts the rows in one statement, with `inputs` their input texts.
 async fn insert_rows(
     conn: &mut PgConnection,
     rows: &[(Task, Option<String>)],
+    inputs: Vec<Option<String>>,
 ) -> Result<usize, StoreError> {
     let text = |f: &dyn Fn(&Task) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(task, _)| f(task)).collect()
@@ -214,7 +245,7 @@ async fn insert_rows(
     .bind(text(&|t| Some(t.id.to_string())))
     .bind(text(&|t| Some(t.queue.to_string())))
     .bind(text(&|t| Some(t.kind.to_string())))
-    .bind(text(&|t| Some(t.input.to_string())))
+    .bind(inputs)
     .bind(text(&|t| Some(t.state.as_str().to_owned())))
     .bind(number(&|t| Some(t.priority.into())))
     .bind(number(&|t| Some(t.max_attempts.into())))

@@ -93,6 +93,15 @@ impl PostgresStore {
                     Ok(())
                 })
             })
+            // A connection's buffers grow to its largest message (a group commit of large
+            // inputs: hundreds of MB) and sqlx keeps them; back in the pool, a connection
+            // keeps its default size only. Cheap when they did not grow.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Connection::shrink_buffers(conn);
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let stop = CancellationToken::new();

@@ -3,9 +3,12 @@
 //! by the state it expects (and the lease, for a running task); the transition itself is
 //! decided in `task/`.
 
-use rusqlite::types::{Type, Value as SqlValue};
+use std::sync::Arc;
+
+use rusqlite::types::{ToSql, Type, Value as SqlValue};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::ends;
 pub(super) use crate::store::sql::to_json;
@@ -171,11 +174,29 @@ pub fn task_by_key(conn: &Connection, key: &str) -> Result<Option<(Task, String)
     .map_err(corrupt)
 }
 
-/// A new task's values, in the column order of [`INSERT_COLUMNS`].
-pub type InsertRow = [SqlValue; INSERT_VALUES];
-
 /// How many values one row of [`INSERT_COLUMNS`] has.
 const INSERT_VALUES: usize = 24;
+
+/// A new task's row: its values in the column order of [`INSERT_COLUMNS`], but for the
+/// input, which becomes text only when its statement runs ([`task_insert_rows`]).
+pub struct InsertRow {
+    /// Every column but `input` (the fourth).
+    values: [SqlValue; INSERT_VALUES - 1],
+    input: Arc<Value>,
+}
+
+impl InsertRow {
+    /// The statement's parameters for this row, with `input` as its text.
+    fn params<'a>(&'a self, input: &'a SqlValue) -> impl Iterator<Item = &'a dyn ToSql> {
+        let (before, after) = self.values.split_at(3);
+        let value = |v: &'a SqlValue| v as &'a dyn ToSql;
+        before
+            .iter()
+            .map(value)
+            .chain(std::iter::once(input as &dyn ToSql))
+            .chain(after.iter().map(value))
+    }
+}
 
 const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, queue, kind, input, state, priority, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, idempotency_key, \
@@ -184,17 +205,18 @@ const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, queue, kind, input, state, 
 
 /// How many rows one multi-row INSERT takes (24 values each, far below SQLite's limit).
 const INSERT_CHUNK: usize = 32;
+/// The most input text one multi-row INSERT carries; a chunk with more goes row by row.
+const INSERT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A new task as the values of one row; `request_hash` goes with an idempotency key.
 pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
     let text = |s: &str| SqlValue::Text(s.to_owned());
     let optional_text = |s: Option<&str>| s.map_or(SqlValue::Null, text);
     let optional_int = |n: Option<i64>| n.map_or(SqlValue::Null, SqlValue::Integer);
-    [
+    let values = [
         SqlValue::Text(task.id.to_string()),
         text(task.queue.as_str()),
         text(task.kind.as_str()),
-        SqlValue::Text(task.input.to_string()),
         text(task.state.as_str()),
         SqlValue::Integer(i64::from(task.priority)),
         SqlValue::Integer(i64::from(task.max_attempts)),
@@ -225,25 +247,54 @@ pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
             .as_ref()
             .map_or(SqlValue::Null, |e| SqlValue::Text(to_json(e))),
         optional_int(task.finished_at),
-    ]
+    ];
+    InsertRow {
+        values,
+        input: Arc::clone(&task.input),
+    }
 }
 
 /// Writes new tasks, in order: full chunks with one multi-row statement each, the rest one
 /// statement per row. Fewer statements, fewer statement journals.
+///
+/// Inputs become text here, a chunk at a time, not when the rows are planned: a group commit
+/// of a hundred 1 MB inputs held all their texts (and SQLite its copy of each chunk's) at
+/// once. A chunk of large inputs goes row by row, so that only one large text and SQLite's
+/// copy of it exist at a time.
 pub fn task_insert_rows(conn: &Connection, rows: &[InsertRow]) -> Result<(), StoreError> {
     let values = |n: usize| {
         let row = format!("({})", vec!["?"; INSERT_VALUES].join(", "));
         format!("{INSERT_COLUMNS}{}", vec![row; n].join(", "))
     };
     for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut inputs = Vec::with_capacity(chunk.len());
         if chunk.len() == INSERT_CHUNK {
-            conn.prepare_cached(&values(INSERT_CHUNK))?
-                .execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
-        } else {
-            let mut single = conn.prepare_cached(&values(1))?;
+            let mut bytes = 0;
             for row in chunk {
-                single.execute(rusqlite::params_from_iter(row.iter()))?;
+                if bytes > INSERT_CHUNK_BYTES {
+                    break;
+                }
+                let input = to_json(&*row.input);
+                bytes += input.len();
+                inputs.push(SqlValue::Text(input));
             }
+            if bytes <= INSERT_CHUNK_BYTES {
+                let params = chunk
+                    .iter()
+                    .zip(&inputs)
+                    .flat_map(|(row, input)| row.params(input));
+                conn.prepare_cached(&values(INSERT_CHUNK))?
+                    .execute(rusqlite::params_from_iter(params))?;
+                continue;
+            }
+        }
+        let mut single = conn.prepare_cached(&values(1))?;
+        let mut made = inputs.into_iter();
+        for row in chunk {
+            let input = made
+                .next()
+                .unwrap_or_else(|| SqlValue::Text(to_json(&*row.input)));
+            single.execute(rusqlite::params_from_iter(row.params(&input)))?;
         }
     }
     Ok(())

@@ -74,7 +74,7 @@ pub async fn a_child_is_released_with_its_parents_result(store: Arc<dyn TaskStor
     end(&store, "p1", Outcome::Succeeded(json!({"data": "x"}))).await;
     let released = get(&store, &waiting).await;
     assert_eq!(released.state, TaskState::Queued);
-    assert_eq!(released.input, json!({"data": "x"}));
+    assert_eq!(*released.input, json!({"data": "x"}));
     assert_eq!(store.delete(parent.id).await.unwrap(), Changed::Done(None));
 }
 
@@ -130,7 +130,7 @@ pub async fn parents_in_a_batch_and_parents_already_settled(store: Arc<dyn TaskS
     };
     let queued = insert(&store, new).await;
     assert_eq!(queued.state, TaskState::Queued);
-    assert_eq!(queued.input, json!("done"));
+    assert_eq!(*queued.input, json!("done"));
     let failed = insert(&store, task("s3", "fail", json!({}))).await;
     end(&store, "s3", failure()).await;
     let cancelled = insert(

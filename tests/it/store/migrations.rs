@@ -149,7 +149,11 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
         "http://127.0.0.1:1/hook"
     );
     assert_eq!(
-        old[2].trace.as_ref().map(|t| t.parent.to_string()).as_deref(),
+        old[2]
+            .trace
+            .as_ref()
+            .map(|t| t.parent.to_string())
+            .as_deref(),
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         "0005's trace context survives the rebuild"
     );

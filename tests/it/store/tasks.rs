@@ -22,7 +22,7 @@ pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStor
     let other = insert(&store, task("b", "sleep", json!({"ms": 1}))).await;
     let first = store.get(ids[0]).await.unwrap().unwrap();
     assert_eq!(first.state, TaskState::Queued);
-    assert_eq!(first.input, json!({"n": 0}));
+    assert_eq!(*first.input, json!({"n": 0}));
     assert_eq!((first.attempt, first.max_attempts), (0, 3));
     assert_eq!(first.labels.get("parity").map(String::as_str), Some("even"));
     assert!(first.lease.is_none() && first.started_at.is_none());
@@ -390,7 +390,7 @@ pub async fn nul_characters_round_trip(store: Arc<dyn TaskStore>) {
     new.labels.insert("plain".into(), "x".into());
     let inserted = insert(&store, new).await;
     let stored = get(&store, &inserted).await;
-    assert_eq!(stored.input, input);
+    assert_eq!(*stored.input, input);
     assert_eq!(stored.labels, inserted.labels);
     for label in [("plain", "x"), ("nul", "v\u{0}w")] {
         let filter = TaskFilter {
