@@ -207,7 +207,7 @@ mod tests {
         };
         assert_eq!(values(br#"[0,0,0]"#), 4);
         assert_eq!(values(br#"{"a":"x,y:[{"}"#), 3);
-        assert_eq!(values(br#"{"a":"",[{:"}"#), 3);
+        assert_eq!(values(br#"{"a":"\",[{:"}"#), 3);
         assert_eq!(values(br#""#), 1);
     }
 
