@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     /// The taskd server to lease from.
     #[arg(long, env = "TASKD_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// An API key with the `work` scope, sent as `Authorization: Bearer`; never printed.
+    #[arg(long, env = "TASKD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// The remote queue to serve.
     #[arg(long, env = "TASKD_QUEUE")]
     pub queue: String,
@@ -58,6 +61,10 @@ pub struct WorkerConfig {
 pub enum WorkerError {
     #[error("cannot reach {url}: {source}")]
     Unreachable { url: String, source: reqwest::Error },
+    #[error("the API key holds characters a header cannot carry")]
+    BadKey,
+    #[error("cannot make an HTTP client: {0}")]
+    Client(String),
     #[error("the server refused the lease: {status} {body}")]
     Refused { status: StatusCode, body: String },
 }
@@ -74,9 +81,25 @@ struct Leased {
     trace: Vec<(&'static str, String)>,
 }
 
+/// The HTTP client every request goes through, carrying the key (marked sensitive, so no
+/// debug output shows it) when there is one.
+fn client(api_key: Option<&str>) -> Result<Client, WorkerError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| WorkerError::BadKey)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|source| WorkerError::Client(source.to_string()))
+}
+
 /// Runs until `shutdown` fires; running commands finish first.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let client = Client::new();
+    let client = client(config.api_key.as_deref())?;
     let worker_id = config
         .worker_id
         .clone()

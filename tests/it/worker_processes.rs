@@ -227,3 +227,53 @@ async fn the_embedded_example_serves_a_custom_kind() {
         .unwrap();
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// With keys in force, `taskd worker --api-key` leases with a `work` key and finishes the
+/// queue's tasks: the key goes with every request it makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskd_worker_sends_its_api_key() {
+    let app = spawn_app().await;
+    make_remote(&app, "keyed").await;
+    let admin = crate::auth::keyed(&crate::auth::key(&app, "admin", "admin", "").await);
+    let work = crate::auth::key(&app, "worker", "work", "keyed").await;
+    // A server that had no key notices the first within its key cache's lifetime.
+    crate::helpers::wait_for("keys to be in force", || async {
+        (app.get("/v1/queues").await.status() == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    let child = Command::new(env!("CARGO_BIN_EXE_taskd"))
+        .args([
+            "worker", "--url", &app.base, "--queue", "keyed", "--lease", "3s",
+        ])
+        .args(["--api-key", &work, "--", "sh", "-c", "cat"])
+        .env("TASKD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("taskd worker starts");
+    let _worker = Process(child);
+    let submitted: Value = admin
+        .post(app.url("/v1/tasks"))
+        .json(&json!({"kind": "copy", "queue": "keyed", "input": {"n": 7}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let url = app.url(&format!("/v1/tasks/{id}?wait=5"));
+    let done: Value = crate::helpers::wait_for("the keyed worker to finish the task", || async {
+        let now: Value = admin
+            .get(url.clone())
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (now["state"] != "queued" && now["state"] != "running").then_some(now)
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!({"n": 7}));
+}
