@@ -27,6 +27,7 @@ mod multinode;
 mod openapi;
 mod operations;
 mod outbound;
+mod patterns;
 mod poison;
 mod pool;
 mod proxies;
