@@ -77,10 +77,10 @@ peer_measure() {
     about=$(sed -n 's/^ABOUT //p' "$tmp/peer-$scenario-$peer.out")
 }
 
-# ratio TASKD PEER: taskd's figure as a percentage of the peer's, or nothing without taskd's.
+# ratio TASKD PEER: "taskd 0.42×" of the peer, or nothing without taskd's figure.
 ratio() {
     [[ -n $1 ]] || return 0
-    awk -v t="$1" -v p="$2" 'BEGIN { printf "%.1f%%", 100 * t / p }'
+    awk -v t="$1" -v p="$2" 'BEGIN { printf "taskd %.2f×", t / p }'
 }
 
 peers_scenario() {
