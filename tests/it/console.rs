@@ -48,14 +48,22 @@ async fn a_submitted_task_appears_and_finishes_live() {
     app.submit(json!({"kind": "fail", "input": {"message": "card declined"}, "max_attempts": 1, "queue": "billing"}))
         .await;
     let task = app
-        .submit(json!({"kind": "sleep", "input": {"ms": 1500}}))
+        .submit(json!({"kind": "sleep", "input": {"ms": 2000}}))
         .await;
     let id = task["id"].as_str().unwrap();
     let state = format!("tr[data-id='{id}'] .state");
     browser.wait_text(&state, "running").await;
+    wait_for("a progress bar past 10%", || async {
+        let script = "const bar = document.querySelector(arguments[0]); \
+                      return bar ? parseFloat(bar.style.width) : 0;";
+        let bar = json!(format!("tr[data-id='{id}'] .progress .bar > div"));
+        let percent = browser.run(script, vec![bar]).await.as_f64()?;
+        (percent > 10.0).then_some(())
+    })
+    .await;
+    browser.screenshot("tasks").await;
     browser.wait_text(&state, "succeeded").await;
     assert_eq!(app.task(id).await["state"], "succeeded");
-    browser.screenshot("tasks").await;
 
     browser.click(&format!("tr[data-id='{id}'] a")).await;
     browser.wait_text("#outcome", "slept_ms").await;
@@ -67,11 +75,28 @@ async fn a_submitted_task_appears_and_finishes_live() {
     );
     browser.screenshot("task").await;
 
+    // The queues, with a trend: two waves of tasks while the page samples.
     browser.click("nav a[data-view='queues']").await;
     browser.wait_text("tr[data-queue='orders']", "orders").await;
     browser
         .wait_text("tr[data-queue='default']", "default")
         .await;
+    for (wave, samples) in [(6, 2), (12, 4)] {
+        let tasks: Vec<Value> = (0..wave)
+            .map(|n| json!({"kind": "echo", "input": n, "queue": "orders"}))
+            .collect();
+        let response = app
+            .post_json("/v1/tasks/batch", &json!({"tasks": tasks}))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        wait_for("the trend to sample", || async {
+            let script =
+                "return Number(document.querySelector('.summary svg')?.dataset.samples ?? 0);";
+            let taken = browser.run(script, vec![]).await.as_u64()?;
+            (taken >= samples).then_some(())
+        })
+        .await;
+    }
     browser.screenshot("queues").await;
     browser.close().await;
 }

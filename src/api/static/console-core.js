@@ -34,12 +34,21 @@ const shortId = (id) => `${String(id).slice(0, 8)}…${String(id).slice(-4)}`;
 const taskLink = (id) => el("a", { href: `#/tasks/${encodeURIComponent(id)}`, class: "mono", title: id }, shortId(id));
 const json = (value) => JSON.stringify(value, null, 2);
 
-/** A time as a person reads it: the time of day (with ms) today, with the date before. */
+/** A time in the browser's zone, as `2025-01-31 14:05:09.123` (without ms: `seconds`). */
+function stamp(iso, precision = "ms") {
+  if (!iso) return null;
+  const d = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  const text = `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  return precision === "ms" ? `${text}.${String(d.getMilliseconds()).padStart(3, "0")}` : text;
+}
+
+/** A time as a table shows it: today's without the date. */
 function when(iso) {
   if (!iso) return "";
-  const date = new Date(iso);
-  const time = date.toLocaleTimeString([], { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
-  return date.toDateString() === new Date().toDateString() ? time : `${date.toLocaleDateString()} ${time}`;
+  const full = stamp(iso);
+  return new Date(iso).toDateString() === new Date().toDateString() ? full.slice(11) : full;
 }
 
 function age(ms) {

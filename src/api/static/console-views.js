@@ -24,12 +24,15 @@ function sample(queues) {
 /** A line of a queue's (or all queues') finished-per-minute over the last ten minutes. */
 function chart(name, width = 110, height = 28) {
   const samples = throughput.get(name) ?? [];
-  const span = 600000, now = Date.now();
+  // Ten minutes at most; less (but 20 s at least) while the page has sampled less.
+  const now = Date.now();
+  const span = Math.min(600000, Math.max(20000, now - (samples[0]?.[0] ?? now)));
   const top = Math.max(1, ...samples.map(([, n]) => n)) * 1.15;
   const points = samples.map(([t, n]) =>
     `${(width - ((now - t) / span) * width).toFixed(1)},${(height - 2 - (n / top) * (height - 4)).toFixed(1)}`);
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "chart");
+  svg.dataset.samples = samples.length;
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -70,9 +73,9 @@ function queuesView(main) {
         el("th", {}, "queue"),
         STATES.map((s) => el("th", { class: "num" }, s)),
         el("th", { class: "num" }, "oldest queued"), el("th", { class: "num" }, "finished / min"),
-        el("th", {}, "last 10 min"), el("th", {}, "limits"), el("th", {}, ""))),
+        el("th", {}, "trend"), el("th", {}, "limits"), el("th", {}, ""))),
       body),
-    el("p", { class: "muted" }, "The chart samples each queue's finished-per-minute every 2 s since this page opened."),
+    el("p", { class: "muted" }, "The trend lines sample each queue's finished-per-minute every 2 s while this page is open, over the last 10 minutes at most."),
     editor);
 
   const refresh = async () => {
@@ -91,7 +94,8 @@ function queuesView(main) {
       figure("waiting to run", sum("waiting") + sum("scheduled") + sum("queued")),
       figure("running", sum("running")),
       figure("finished in the last minute", page.queues.reduce((n, q) => n + q.finished_last_minute, 0)),
-      el("div", { class: "figure grow" }, chart(ALL, 560, 56), el("div", { class: "muted" }, "finished per minute, all queues, last 10 min")));
+      el("div", { class: "figure grow" }, chart(ALL, 560, 56), el("div", { class: "muted" },
+        `finished per minute, all queues, since this page opened (10 min at most); peak ${Math.max(0, ...throughput.get(ALL).map(([, n]) => n))}`)));
     body.replaceChildren(...page.queues.map((q) => el("tr", { "data-queue": q.name },
       el("td", { class: "nowrap" }, el("a", { href: `#/tasks?queue=${encodeURIComponent(q.name)}` }, q.name), " ",
         q.paused ? el("span", { class: "pill paused" }, "paused") : el("span", { class: "pill state-succeeded" }, "active"),
@@ -343,8 +347,8 @@ function taskView(main, id) {
       el("dl", { class: "fields" },
         pair("queue", el("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue)}` }, t.queue)), pair("kind", t.kind),
         pair("attempt", `${t.attempt} of ${t.max_attempts}`), pair("priority", t.priority),
-        pair("created", t.created_at), pair("started", t.started_at),
-        pair("finished", t.finished_at), pair("run at", t.run_at),
+        pair("created", stamp(t.created_at)), pair("started", stamp(t.started_at)),
+        pair("finished", stamp(t.finished_at)), pair("run at", stamp(t.run_at)),
         pair("timeout", t.timeout_ms === null ? "none" : `${t.timeout_ms} ms`), pair("labels", labels.length ? labels : "none"),
         pair("parents", t.after.length ? t.after.flatMap((p) => [taskLink(p), " "]) : "none"),
         pair("after policy", t.after_policy), pair("webhook", t.callback_status), pair("input from", t.input_from ? taskLink(t.input_from) : null))),
@@ -395,7 +399,7 @@ function schedulesView(main) {
   const body = el("tbody");
   main.append(el("h1", {}, "Schedules"),
     el("table", { id: "schedules" }, el("thead", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "cron"),
-      el("th", {}, "task"), el("th", {}, "next runs"), el("th", {}, "last run"), el("th", {}, "status"), el("th", {}, ""))),
+      el("th", {}, "task"), el("th", { title: "in this browser's time zone" }, "next runs"), el("th", {}, "last run"), el("th", {}, "status"), el("th", {}, ""))),
     body));
 
   const refresh = async () => {
@@ -409,7 +413,7 @@ function schedulesView(main) {
     body.replaceChildren(...page.schedules.map((s) => el("tr", { "data-schedule": s.name },
       el("td", {}, s.name), el("td", { class: "mono" }, `${s.cron} (${s.timezone})`),
       el("td", {}, `${s.task.kind} on ${s.task.queue}`),
-      el("td", {}, s.next_fire_times.slice(0, 3).map((t) => el("div", {}, new Date(t).toLocaleString()))),
+      el("td", {}, s.next_fire_times.slice(0, 3).map((t) => el("div", {}, stamp(t, "s")))),
       el("td", {}, s.last_run ? [taskLink(s.last_run.id), " ", s.last_run.state ? pill(s.last_run.state) : "gone"] : "–"),
       el("td", {}, s.paused ? el("span", { class: "pill paused" }, "paused") : el("span", { class: "pill state-succeeded" }, "active")),
       el("td", {}, el("button", { onclick: () => pauseSchedule(s, refresh) }, s.paused ? "Resume" : "Pause")))));
