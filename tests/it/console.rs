@@ -105,13 +105,15 @@ async fn a_submitted_task_appears_and_finishes_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_task_is_cancelled_from_its_page() {
     let app = spawn_app().await;
+    // The browser first: waiting for its turn (`browser`) must not eat into the task's run.
+    let browser = open(&app, "", "#/queues").await;
     let task = app
-        .submit(json!({"kind": "sleep", "input": {"ms": 60000}}))
+        .submit(json!({"kind": "sleep", "input": {"ms": 600_000}}))
         .await;
     let id = task["id"].as_str().unwrap();
     app.wait_state(id, "running").await;
 
-    let browser = open(&app, "", &format!("#/tasks/{id}")).await;
+    browser.goto(&format!("{}/#/tasks/{id}", app.base)).await;
     browser.wait_text("#progress", "slept").await;
     browser.click("#cancel").await;
     assert_eq!(app.wait_terminal(id).await["state"], "cancelled");
