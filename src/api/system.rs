@@ -17,9 +17,10 @@ const OPENAPI: &str = include_str!("../../openapi.yaml");
 /// elsewhere) while each part stays a file of its own. It uses the public API only.
 const CONSOLE_HTML: &str = include_str!("static/console.html");
 const CONSOLE_CSS: &str = include_str!("static/console.css");
-const CONSOLE_JS: [&str; 2] = [
+const CONSOLE_JS: [&str; 3] = [
     include_str!("static/console-core.js"),
-    include_str!("static/console-views.js"),
+    include_str!("static/console-queues.js"),
+    include_str!("static/console-tasks.js"),
 ];
 const CSS_MARKER: &str = "/*CSS*/";
 const JS_MARKER: &str = "//JS";

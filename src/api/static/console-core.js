@@ -1,6 +1,7 @@
 "use strict";
 // The console's plumbing: DOM building, calls to the API, the key prompt, the problem banner,
-// the event streams and the router. The views (console-views.js) build on these.
+// the event streams and the router. The views (console-queues.js, console-tasks.js) build on
+// these.
 //
 // Every call carries the API key the page was given (kept in this tab's sessionStorage only,
 // never in a URL); a 401 asks for one. Event streams are read with fetch, since EventSource
