@@ -40,6 +40,14 @@ async fn a_submitted_task_appears_and_finishes_live() {
     let app = spawn_app().await;
     let browser = open(&app, "", "#/tasks").await;
     browser.wait_text("#tasks tbody", "No tasks match").await;
+    // The kind field suggests the registered kinds.
+    wait_for("the kinds as suggestions", || async {
+        let script =
+            "return [...document.querySelectorAll('#kind-choices option')].map((o) => o.value);";
+        let kinds = browser.run(script, vec![]).await;
+        kinds.as_array()?.contains(&json!("sleep")).then_some(())
+    })
+    .await;
 
     for n in 1..=3 {
         app.submit(json!({"kind": "echo", "input": {"order": n}, "queue": "orders", "labels": {"tenant": "acme"}}))

@@ -16,7 +16,13 @@ function tasksView(main, params) {
   const rows = new Map();
   const selected = new Set();
 
-  const field = (name, placeholder) => el("input", { name, value: filters[name], placeholder, size: 14 });
+  const field = (name, placeholder) =>
+    el("input", { name, value: filters[name], placeholder, size: 14, list: `${name}-choices` });
+  // What the server knows, offered as the fields' suggestions (any name may still be typed).
+  const choices = { queue: el("datalist", { id: "queue-choices" }), kind: el("datalist", { id: "kind-choices" }) };
+  const offer = (list, names) => list.replaceChildren(...names.map((name) => el("option", { value: name })));
+  api("v1/queues").then((page) => offer(choices.queue, page.queues.map((q) => q.name)), () => {});
+  api("v1/kinds").then((page) => offer(choices.kind, page.kinds.map((k) => k.kind)), () => {});
   const toolbar = el("form", { class: "toolbar", id: "filters" },
     el("label", {}, "state", el("select", { name: "state" }, el("option", { value: "" }, "any"),
       STATES.map((s) => el("option", { value: s, selected: s === filters.state }, s)))),
@@ -53,7 +59,7 @@ function tasksView(main, params) {
   const pageLabel = el("span", { class: "muted" });
   const newer = el("button", { id: "newer", onclick: () => { cursor = cursors.pop() ?? null; load(); } }, "← Newer");
   const older = el("button", { id: "older", onclick: () => { cursors.push(cursor); cursor = next; load(); } }, "Older →");
-  main.append(el("h1", {}, "Tasks"), toolbar, notice,
+  main.append(el("h1", {}, "Tasks"), toolbar, choices.queue, choices.kind, notice,
     el("table", { id: "tasks" },
       el("thead", {}, el("tr", {}, el("th", {}, all), el("th", {}, "id"), el("th", {}, "queue"),
         el("th", {}, "kind"), el("th", {}, "state"), el("th", {}, "progress"), el("th", { class: "num" }, "attempt"),
