@@ -109,7 +109,8 @@ async fn a_submitted_task_appears_and_finishes_live() {
     browser.close().await;
 }
 
-/// The Cancel button of a running task's page cancels it: the API then says `cancelled`.
+/// The Cancel button of a running task's page cancels it: the API then says `cancelled`;
+/// Retry runs it again, and the page follows the new attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_task_is_cancelled_from_its_page() {
     let app = spawn_app().await;
@@ -127,6 +128,13 @@ async fn a_running_task_is_cancelled_from_its_page() {
     assert_eq!(app.wait_terminal(id).await["state"], "cancelled");
     browser.wait_text("#timeline", "cancelled").await;
     browser.screenshot("cancelled").await;
+
+    // Retry queues it again, and the page follows the new attempt live.
+    browser.click("#retry").await;
+    app.wait_state(id, "running").await;
+    browser
+        .wait_text("#timeline li:first-child", "running")
+        .await;
     browser.close().await;
 }
 

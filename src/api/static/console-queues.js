@@ -21,7 +21,7 @@ function sample(queues) {
 }
 
 /** A line of a queue's (or all queues') finished-per-minute over the last ten minutes. */
-function chart(name, width = 110, height = 28) {
+function chart(name, width = 96, height = 28) {
   const samples = throughput.get(name) ?? [];
   // Ten minutes at most; less (but 20 s at least) while the page has sampled less.
   const now = Date.now();
@@ -94,7 +94,7 @@ function queuesView(main) {
       figure("running", sum("running")),
       figure("finished in the last minute", page.queues.reduce((n, q) => n + q.finished_last_minute, 0)),
       el("div", { class: "figure grow" }, chart(ALL, 560, 56), el("div", { class: "muted" },
-        `finished per minute, all queues, since this page opened (10 min at most); peak ${Math.max(0, ...throughput.get(ALL).map(([, n]) => n))}`)));
+        `finished per minute, all queues, sampled while open · peak ${Math.max(0, ...throughput.get(ALL).map(([, n]) => n))}`)));
     body.replaceChildren(...page.queues.map((q) => el("tr", { "data-queue": q.name },
       el("td", { class: "nowrap" }, el("a", { href: `#/tasks?queue=${encodeURIComponent(q.name)}` }, q.name), " ",
         q.paused ? el("span", { class: "pill paused" }, "paused") : el("span", { class: "pill state-succeeded" }, "active"),

@@ -125,7 +125,7 @@ function tasksView(main, params) {
       // A bar while it runs; the last report of an ended attempt says nothing of the next.
       if (event.progress) $(".progress", tr).replaceChildren(progressBar(event.progress));
       else if (event.state !== "running") $(".progress", tr).replaceChildren();
-      if (TERMINAL.has(event.state) && !event.progress) $(".finished", tr).textContent = when(event.at);
+      if (!event.progress) $(".finished", tr).textContent = TERMINAL.has(event.state) ? when(event.at) : "";
       return;
     }
     const fresh = event.attempt === 0 && ["waiting", "scheduled", "queued"].includes(event.state);
@@ -197,7 +197,10 @@ function taskView(main, id) {
       el("div", { class: "row" }, pill(t.state), t.cancel_requested ? el("span", { class: "pill paused" }, "cancel requested") : null,
         el("span", { class: "grow" }),
         action("cancel", "Cancel", "POST", `${base}/cancel`, !TERMINAL.has(t.state), load),
-        action("retry", "Retry", "POST", `${base}/retry`, t.state === "failed" || t.state === "cancelled", load),
+        action("retry", "Retry", "POST", `${base}/retry`, t.state === "failed" || t.state === "cancelled", () => {
+          load();
+          follow();
+        }),
         action("delete", "Delete", "DELETE", base, TERMINAL.has(t.state), () => { location.hash = "#/tasks"; })),
       el("h2", {}, "Progress"),
       el("div", { class: "row", id: "progress" },
@@ -249,7 +252,20 @@ function taskView(main, id) {
       reload = setTimeout(load, 100);
     }
   };
-  load().then(() => stream(`v1/tasks/${encodeURIComponent(id)}/events`, { signal: controller.signal, lastEventId: 0, onTask: onEvent }));
+  // The task's events: its log from the start, then live until it ends. A retry follows it
+  // again from the last event seen (the stream of an ended task has ended).
+  let lastSeq = 0, following = false;
+  async function follow() {
+    if (following) return;
+    following = true;
+    await stream(`v1/tasks/${encodeURIComponent(id)}/events`, {
+      signal: controller.signal,
+      lastEventId: lastSeq,
+      onTask: (event) => { lastSeq = event.seq; onEvent(event); },
+    });
+    following = false;
+  }
+  load().then(follow);
   return () => controller.abort();
 }
 
