@@ -1,4 +1,4 @@
-//! Health, readiness, the registered kinds, the OpenAPI contract and the dashboard.
+//! Health, readiness, the registered kinds, the OpenAPI contract and the console.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -12,11 +12,33 @@ use crate::access::{QueueScope, Scope};
 
 /// The contract, served as written.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
-/// A one-page dashboard: queues, recent tasks and live events, from the public API only.
-const DASHBOARD: &str = include_str!("static/dashboard.html");
-/// The dashboard's `<base>`, which [`dashboard`] points at the server's root as the client
+/// The console's page: its markup, with its style sheet and scripts put in at the markers
+/// below, so the browser gets one self-contained page (no second request, nothing from
+/// elsewhere) while each part stays a file of its own. It uses the public API only.
+const CONSOLE_HTML: &str = include_str!("static/console.html");
+const CONSOLE_CSS: &str = include_str!("static/console.css");
+const CONSOLE_JS: [&str; 3] = [
+    include_str!("static/console-core.js"),
+    include_str!("static/console-queues.js"),
+    include_str!("static/console-tasks.js"),
+];
+const CSS_MARKER: &str = "/*CSS*/";
+const JS_MARKER: &str = "//JS";
+/// The console's `<base>`, which [`dashboard`] points at the server's root as the client
 /// sees it; the page's URLs are relative to it.
 const DASHBOARD_BASE: &str = r#"<base href="/">"#;
+
+/// The console's page, put together once.
+fn console_page() -> &'static str {
+    static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        CONSOLE_HTML.replacen(CSS_MARKER, CONSOLE_CSS, 1).replacen(
+            JS_MARKER,
+            &CONSOLE_JS.join("\n"),
+            1,
+        )
+    });
+    &PAGE
+}
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
@@ -73,7 +95,7 @@ async fn openapi() -> impl IntoResponse {
 async fn dashboard(links: Links) -> axum::response::Html<String> {
     // The prefix is checked to be URL-safe characters only: nothing to escape in an attribute.
     let base = format!(r#"<base href="{}/">"#, links.prefix());
-    axum::response::Html(DASHBOARD.replacen(DASHBOARD_BASE, &base, 1))
+    axum::response::Html(console_page().replacen(DASHBOARD_BASE, &base, 1))
 }
 
 async fn kinds(State(state): State<AppState>) -> axum::Json<Value> {
@@ -87,11 +109,22 @@ mod tests {
     /// The page has the one `<base>` the server rewrites, and no URL that ignores it.
     #[test]
     fn the_dashboard_has_a_base_and_only_relative_urls() {
-        assert_eq!(DASHBOARD.matches(DASHBOARD_BASE).count(), 1);
-        for absolute in ["(\"/", "(`/", "href=\"/\"", "src=\"/"] {
-            let count = DASHBOARD.matches(absolute).count();
+        let page = console_page();
+        assert_eq!(page.matches(DASHBOARD_BASE).count(), 1);
+        for absolute in ["(\"/", "(`/", "href=\"/\"", "src=\"/", "\"//"] {
+            let count = page.matches(absolute).count();
             let allowed = usize::from(absolute == "href=\"/\"");
             assert_eq!(count, allowed, "`{absolute}` in the dashboard");
+        }
+    }
+
+    /// Each part went in at its marker, and no marker is left.
+    #[test]
+    fn the_console_page_holds_its_style_and_scripts() {
+        let page = console_page();
+        assert!(!page.contains(CSS_MARKER) && !page.contains(JS_MARKER));
+        for part in [CONSOLE_CSS].iter().chain(&CONSOLE_JS) {
+            assert!(page.contains(part.trim()));
         }
     }
 }

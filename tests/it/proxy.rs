@@ -143,7 +143,8 @@ async fn firehose_streams(proxy: &Proxy, client: &Client, api: &str) {
 }
 
 /// The dashboard through the proxy: its `<base>` is the prefix, and every URL its script
-/// calls (`api("…")`, `fetch("…")`) resolves against it to a working route.
+/// calls (`api("…")`, `fetch("…")`, its event stream's `stream("…")`) resolves against it to
+/// a working route.
 async fn dashboard_urls_resolve(proxy: &Proxy, client: &Client, api: &str, prefix: &str) {
     let page = client.get(format!("{api}/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK, "{}", proxy.log());
@@ -152,7 +153,7 @@ async fn dashboard_urls_resolve(proxy: &Proxy, client: &Client, api: &str, prefi
     assert!(html.contains(&base), "no {base} in the page");
     let page_url = url::Url::parse(&format!("{api}/")).unwrap();
     let mut urls = Vec::new();
-    for call in [r#"api(""#, r#"fetch(""#] {
+    for call in [r#"api(""#, r#"fetch(""#, r#"stream(""#] {
         for piece in html.split(call).skip(1) {
             urls.push(piece.split('"').next().unwrap().to_owned());
         }
