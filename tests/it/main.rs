@@ -10,6 +10,7 @@ mod child;
 mod cli;
 mod client_cli;
 mod clock;
+mod commits;
 mod contract;
 mod deps;
 mod disk_full;
