@@ -124,6 +124,10 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
 
 async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
     let stop = inner.stop_claiming.clone();
+    // After a wake-up nothing says how much work waits: a claim of one probes, so the other
+    // free workers stay free meanwhile for submits that start their own tasks (`starts.rs`).
+    // A claim that comes back full is followed by one as large as the free workers.
+    let mut probing = true;
     loop {
         let first = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -133,7 +137,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             () = stop.cancelled() => return,
         };
         let mut held = vec![first];
-        while held.len() < CLAIM_BATCH {
+        while !probing && held.len() < CLAIM_BATCH {
             match Arc::clone(&permits).try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
@@ -151,6 +155,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
                 }
             }
         };
+        probing = claimed.len() < held.len();
         if claimed.is_empty() {
             drop(held);
             // `notify_one` stores a wake-up when nobody waits, so a submit that landed
