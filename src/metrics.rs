@@ -39,6 +39,7 @@ pub const WEBHOOK_DELIVERIES: &str = "taskd_webhook_deliveries_total";
 pub const TRACE_SPANS: &str = "taskd_trace_spans_total";
 pub const SCHEDULE_SLOTS: &str = "taskd_schedule_slots_total";
 pub const HTTP_REQUESTS: &str = "taskd_http_requests_total";
+pub const STORE_COMMITS: &str = "taskd_store_commits_total";
 pub const QUEUE_WAIT: &str = "taskd_task_queue_wait_seconds";
 pub const RUN_TIME: &str = "taskd_attempt_run_seconds";
 pub const SUBMIT_TO_FINISH: &str = "taskd_task_total_seconds";
@@ -139,6 +140,10 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests, by method, route template and status."
+    );
+    describe_counter!(
+        STORE_COMMITS,
+        "Store writes that stored something, by purpose (submit, claim, finish, ...): one transaction each; on SQLite concurrent writes share one group commit."
     );
     describe_histogram!(
         QUEUE_WAIT,
@@ -249,6 +254,11 @@ pub fn webhook_delivery(outcome: &'static str) {
 /// Spans of the OTLP exporter: `exported`, `dropped` or `failed`.
 pub fn trace_spans(outcome: &'static str, count: u64) {
     counter!(TRACE_SPANS, "outcome" => outcome).increment(count);
+}
+
+/// A store write that stored something committed, for `purpose` (`submit`, `claim`, …).
+pub fn store_commit(purpose: &'static str) {
+    counter!(STORE_COMMITS, "purpose" => purpose).increment(1);
 }
 
 /// A schedule's slot was handled: `fired`, `replayed`, `skipped` or `failed`.

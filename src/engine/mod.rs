@@ -14,6 +14,7 @@ mod meter;
 mod pool;
 mod remote;
 mod schedules;
+mod starts;
 mod waiters;
 mod webhooks;
 
@@ -226,6 +227,8 @@ struct Inner {
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
     running: DashMap<TaskId, Running>,
     cpu: CpuPool,
+    /// The worker pool's door for tasks a submit started itself; set once the pool starts.
+    door: std::sync::OnceLock<pool::Door>,
     ready: AtomicBool,
     /// Whether the store takes writes; the store notes each write's outcome in it.
     space: Arc<Space>,
@@ -291,6 +294,7 @@ impl Engine {
             keys: keys::KeyCache::default(),
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
+            door: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             space,
             draining: CancellationToken::new(),
@@ -360,8 +364,7 @@ impl Engine {
         self.check_parents(&tasks, scope).await?;
         let inserted = self
             .inner
-            .store
-            .insert(tasks, self.inner.config.max_queued)
+            .store_submitted(tasks)
             .await
             .map_err(|error| self.inner.store_error(error))?;
         for inserted in inserted.iter().filter(|inserted| !inserted.replayed) {
@@ -370,7 +373,6 @@ impl Engine {
         if inserted.iter().any(|i| i.task.run_at.is_some()) {
             self.inner.reschedule.notify_one();
         }
-        self.inner.work_available();
         Ok(inserted
             .into_iter()
             .map(|inserted| Inserted {

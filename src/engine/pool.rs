@@ -14,6 +14,9 @@
 //! one commit per batch instead of holding every worker for a commit of its own. Until its
 //! outcome is recorded a task stays `running` under its lease; a crash in between re-runs it
 //! (at-least-once).
+//!
+//! A submit that finds workers free takes their permits itself and claims in its own
+//! transaction (`starts.rs`); what it started comes through the [`Door`] to the same workers.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -37,7 +40,7 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long the dispatcher backs off after the store failed.
 const ERROR_BACKOFF: Duration = Duration::from_millis(250);
 
-type Job = (Task, OwnedSemaphorePermit);
+pub(super) type Job = (Task, OwnedSemaphorePermit);
 /// An attempt's end, waiting to be recorded.
 type Done = EndedAttempt;
 
@@ -46,12 +49,66 @@ const COMPLETER_QUEUE: usize = 4096;
 /// The most outcomes one store call records.
 const COMPLETE_BATCH: usize = 1024;
 
+/// The pool's door for tasks claimed outside the dispatcher: the same permits, the same
+/// workers' channel.
+pub(super) struct Door {
+    permits: Arc<Semaphore>,
+    /// Weak: the dispatcher's sender is the one that keeps the workers' channel open, so the
+    /// door closes when the dispatcher stops (shutdown) and the workers can drain and end.
+    jobs: mpsc::WeakSender<Job>,
+}
+
+impl Door {
+    /// Up to `n` permits of workers free now (never waits), and the way to them; `None` if
+    /// there is none or the pool stopped taking work.
+    pub(super) fn free_workers(
+        &self,
+        n: usize,
+    ) -> Option<(Vec<OwnedSemaphorePermit>, mpsc::Sender<Job>)> {
+        let jobs = self.jobs.upgrade()?;
+        let mut held = Vec::new();
+        while held.len() < n {
+            match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        (!held.is_empty()).then_some((held, jobs))
+    }
+}
+
+/// Hands a claimed task to the workers under `permit`: counted as started and registered
+/// (so a cancel finds it) before a worker can take it. `false`: the workers are gone.
+pub(super) async fn hand_over(
+    inner: &Inner,
+    jobs: &mpsc::Sender<Job>,
+    task: Task,
+    permit: OwnedSemaphorePermit,
+) -> bool {
+    metrics::attempt_started(&task);
+    let cancel = inner.abort_running.child_token();
+    let lease = task
+        .lease
+        .as_ref()
+        .map(|l| l.token.clone())
+        .unwrap_or_default();
+    inner.running.insert(task.id, Running::new(cancel, lease));
+    jobs.send((task, permit)).await.is_ok()
+}
+
 /// Starts the dispatcher and `workers` workers; they stop once `inner.stop_claiming` fires
 /// and every claimed task was run.
 pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(workers));
     // Capacity = workers: the dispatcher never holds more claimed tasks than free workers.
     let (jobs, queue) = mpsc::channel::<Job>(workers);
+    let door = Door {
+        permits: Arc::clone(&permits),
+        jobs: jobs.downgrade(),
+    };
+    if inner.door.set(door).is_err() {
+        tracing::error!("the worker pool was started twice; submits use the first");
+    }
     // Workers share one receiver; the mutex is held only while taking the next job.
     let queue = Arc::new(Mutex::new(queue));
     // The last sender goes with the last worker; the completer then drains and stops.
@@ -67,6 +124,10 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
 
 async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
     let stop = inner.stop_claiming.clone();
+    // After a wake-up nothing says how much work waits: a claim of one probes, so the other
+    // free workers stay free meanwhile for submits that start their own tasks (`starts.rs`).
+    // A claim that comes back full is followed by one as large as the free workers.
+    let mut probing = true;
     loop {
         let first = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -76,7 +137,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             () = stop.cancelled() => return,
         };
         let mut held = vec![first];
-        while held.len() < CLAIM_BATCH {
+        while !probing && held.len() < CLAIM_BATCH {
             match Arc::clone(&permits).try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
@@ -94,6 +155,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
                 }
             }
         };
+        probing = claimed.len() < held.len();
         if claimed.is_empty() {
             drop(held);
             // `notify_one` stores a wake-up when nobody waits, so a submit that landed
@@ -106,16 +168,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             continue;
         }
         for (task, permit) in claimed.into_iter().zip(held) {
-            metrics::attempt_started(&task);
-            // Registered before the worker starts, so a cancel arriving now finds it.
-            let cancel = inner.abort_running.child_token();
-            let lease = task
-                .lease
-                .as_ref()
-                .map(|l| l.token.clone())
-                .unwrap_or_default();
-            inner.running.insert(task.id, Running::new(cancel, lease));
-            if jobs.send((task, permit)).await.is_err() {
+            if !hand_over(&inner, &jobs, task, permit).await {
                 return;
             }
         }

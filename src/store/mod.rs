@@ -13,6 +13,7 @@ pub(crate) mod schedules;
 pub mod space;
 pub(crate) mod sql;
 pub mod sqlite;
+pub(crate) mod starts;
 mod watched;
 
 pub use watched::Watched;
@@ -100,6 +101,25 @@ pub struct Inserted {
     pub replayed: bool,
     /// How many tasks waited in the queue before this one (for a `Retry-After` estimate).
     pub waiting_before: u64,
+}
+
+/// A claim made in a submit's own transaction (see [`TaskStore::insert_claiming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimNow {
+    /// At most this many tasks start: the local pool's workers held free for them.
+    pub limit: usize,
+    pub lease_expires_at: Millis,
+}
+
+/// What a submit that may claim stored and started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Submitted {
+    /// As `insert` answers them; a task of the call that started is shown as it is now,
+    /// running.
+    pub inserted: Vec<Inserted>,
+    /// The tasks the claim moved to running (the call's own first), for the local pool's
+    /// workers: never more than the call's `ClaimNow::limit`.
+    pub started: Vec<Task>,
 }
 
 /// What a cancel found and did, decided atomically in the store.
@@ -282,6 +302,26 @@ pub trait TaskStore: Send + Sync + 'static {
         tasks: Vec<NewTask>,
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError>;
+
+    /// Stores new tasks as `insert` does and, in the same transaction, claims as `claim`
+    /// does (its fairness, pauses, concurrency and rate limits, remote queues skipped) up to
+    /// `claim.limit` tasks, but no more than the call stored `queued`: a call that stored
+    /// nothing queued (a replay, a delayed task, a child that waits) starts nothing. One
+    /// durable commit covers both, so a task submitted while a worker is free is started
+    /// without a commit of its own; the event log still says `queued`, then `running`.
+    /// The default stores and starts nothing of what it stored.
+    async fn insert_claiming(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+        claim: ClaimNow,
+    ) -> Result<Submitted, StoreError> {
+        let _ = claim;
+        Ok(Submitted {
+            inserted: self.insert(tasks, default_max_queued).await?,
+            started: Vec::new(),
+        })
+    }
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
 

@@ -4,6 +4,10 @@
 //! Every operation is passed through unchanged. A write counts as "wrote" only if it stored
 //! something (a task inserted, an attempt ended, a row changed): a write that found nothing
 //! to do never touched the disk, so it cannot tell that space is back.
+//!
+//! The writes that stored something are also counted by purpose
+//! (`taskd_store_commits_total`): each is one transaction (on SQLite, concurrent ones share
+//! one group commit, so there it is an upper bound of the fsyncs).
 
 use std::sync::Arc;
 
@@ -11,10 +15,11 @@ use async_trait::async_trait;
 
 use super::space::Space;
 use super::{
-    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
-    QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
+    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
 };
 use crate::access::{KeyRecord, QueueScope};
+use crate::metrics;
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
     TaskId,
@@ -30,13 +35,22 @@ impl Watched {
         Watched { store, space }
     }
 
+    /// Notes a write's outcome in the space watch and, if it stored something, counts its
+    /// commit under `purpose`.
     fn note<T>(
         &self,
         outcome: Result<T, StoreError>,
+        purpose: &'static str,
         wrote: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
         match &outcome {
-            Ok(value) => self.space.note(None, wrote(value)),
+            Ok(value) => {
+                let wrote = wrote(value);
+                if wrote {
+                    metrics::store_commit(purpose);
+                }
+                self.space.note(None, wrote)
+            }
             Err(error) => self.space.note(Some(error), false),
         }
         outcome
@@ -59,7 +73,7 @@ impl TaskStore for Watched {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let outcome = self.store.migrate().await;
-        self.note(outcome, |()| false)
+        self.note(outcome, "migrate", |()| false)
     }
 
     async fn insert(
@@ -68,7 +82,24 @@ impl TaskStore for Watched {
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
         let outcome = self.store.insert(tasks, default_max_queued).await;
-        self.note(outcome, |inserted| inserted.iter().any(|i| !i.replayed))
+        self.note(outcome, "submit", |inserted| {
+            inserted.iter().any(|i| !i.replayed)
+        })
+    }
+
+    async fn insert_claiming(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+        claim: ClaimNow,
+    ) -> Result<Submitted, StoreError> {
+        let outcome = self
+            .store
+            .insert_claiming(tasks, default_max_queued, claim)
+            .await;
+        self.note(outcome, "submit", |submitted| {
+            submitted.inserted.iter().any(|i| !i.replayed)
+        })
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -81,7 +112,7 @@ impl TaskStore for Watched {
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
         let outcome = self.store.claim(limit, lease_expires_at).await;
-        self.note(outcome, |claimed| !claimed.is_empty())
+        self.note(outcome, "claim", |claimed| !claimed.is_empty())
     }
 
     async fn finish(
@@ -91,7 +122,7 @@ impl TaskStore for Watched {
         outcome: Outcome,
     ) -> Result<Option<Task>, StoreError> {
         let outcome = self.store.finish(id, lease, outcome).await;
-        self.note(outcome, Option::is_some)
+        self.note(outcome, "finish", Option::is_some)
     }
 
     async fn finish_many(
@@ -99,7 +130,7 @@ impl TaskStore for Watched {
         attempts: Vec<EndedAttempt>,
     ) -> Result<Vec<Option<Task>>, StoreError> {
         let outcome = self.store.finish_many(attempts).await;
-        self.note(outcome, |ended| ended.iter().any(Option::is_some))
+        self.note(outcome, "finish", |ended| ended.iter().any(Option::is_some))
     }
 
     async fn renew(
@@ -108,12 +139,12 @@ impl TaskStore for Watched {
         lease_expires_at: Millis,
     ) -> Result<u64, StoreError> {
         let outcome = self.store.renew(leases, lease_expires_at).await;
-        self.note(outcome, |&renewed| renewed > 0)
+        self.note(outcome, "renew", |&renewed| renewed > 0)
     }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
         let outcome = self.store.cancel(id).await;
-        self.note(outcome, |cancel| {
+        self.note(outcome, "cancel", |cancel| {
             matches!(
                 cancel,
                 CancelResult::Cancelled(_) | CancelResult::Requested(_)
@@ -123,22 +154,22 @@ impl TaskStore for Watched {
 
     async fn release(&self, id: TaskId, lease: &str) -> Result<Option<Task>, StoreError> {
         let outcome = self.store.release(id, lease).await;
-        self.note(outcome, Option::is_some)
+        self.note(outcome, "release", Option::is_some)
     }
 
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
         let outcome = self.store.recover_running().await;
-        self.note(outcome, |recovered| !recovered.is_empty())
+        self.note(outcome, "recover", |recovered| !recovered.is_empty())
     }
 
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
         let outcome = self.store.rescue_expired(now).await;
-        self.note(outcome, |rescued| !rescued.is_empty())
+        self.note(outcome, "rescue", |rescued| !rescued.is_empty())
     }
 
     async fn promote_due(&self, now: Millis) -> Result<u64, StoreError> {
         let outcome = self.store.promote_due(now).await;
-        self.note(outcome, |&promoted| promoted > 0)
+        self.note(outcome, "promote", |&promoted| promoted > 0)
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
@@ -147,17 +178,17 @@ impl TaskStore for Watched {
 
     async fn retry(&self, id: TaskId) -> Result<Changed, StoreError> {
         let outcome = self.store.retry(id).await;
-        self.note(outcome, changed)
+        self.note(outcome, "retry", changed)
     }
 
     async fn delete(&self, id: TaskId) -> Result<Changed, StoreError> {
         let outcome = self.store.delete(id).await;
-        self.note(outcome, changed)
+        self.note(outcome, "delete", changed)
     }
 
     async fn purge_finished(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
         let outcome = self.store.purge_finished(before, limit).await;
-        self.note(outcome, |&purged| purged > 0)
+        self.note(outcome, "purge", |&purged| purged > 0)
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
@@ -174,7 +205,7 @@ impl TaskStore for Watched {
         patch: QueuePatch,
     ) -> Result<QueueInfo, StoreError> {
         let outcome = self.store.update_queue(name, patch).await;
-        self.note(outcome, |_| true)
+        self.note(outcome, "queue", |_| true)
     }
 
     async fn claim_queue(
@@ -188,7 +219,7 @@ impl TaskStore for Watched {
             .store
             .claim_queue(queue, kinds, limit, lease_expires_at)
             .await;
-        self.note(outcome, |claimed| !claimed.is_empty())
+        self.note(outcome, "lease", |claimed| !claimed.is_empty())
     }
 
     fn commits(&self) -> Arc<tokio::sync::Notify> {
@@ -213,7 +244,7 @@ impl TaskStore for Watched {
         updates: Vec<(TaskId, String, Progress)>,
     ) -> Result<u64, StoreError> {
         let outcome = self.store.record_progress(updates).await;
-        self.note(outcome, |&recorded| recorded > 0)
+        self.note(outcome, "progress", |&recorded| recorded > 0)
     }
 
     async fn deliveries_due(&self, now: Millis, limit: usize) -> Result<Vec<Delivery>, StoreError> {
@@ -222,12 +253,12 @@ impl TaskStore for Watched {
 
     async fn delivery_tried(&self, id: String, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         let outcome = self.store.delivery_tried(id, outcome).await;
-        self.note(outcome, |()| true)
+        self.note(outcome, "delivery", |()| true)
     }
 
     async fn key_insert(&self, key: KeyRecord) -> Result<(), StoreError> {
         let outcome = self.store.key_insert(key).await;
-        self.note(outcome, |()| true)
+        self.note(outcome, "key", |()| true)
     }
 
     async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -240,7 +271,7 @@ impl TaskStore for Watched {
 
     async fn key_revoke(&self, name: String, at: Millis) -> Result<bool, StoreError> {
         let outcome = self.store.key_revoke(name, at).await;
-        self.note(outcome, |&revoked| revoked)
+        self.note(outcome, "key", |&revoked| revoked)
     }
 
     async fn keys_exist(&self) -> Result<bool, StoreError> {
@@ -250,12 +281,12 @@ impl TaskStore for Watched {
     async fn key_used(&self, hash: String, at: Millis) -> Result<(), StoreError> {
         // A last-use stamp may find the row already newer: no sign either way.
         let outcome = self.store.key_used(hash, at).await;
-        self.note(outcome, |()| false)
+        self.note(outcome, "key", |()| false)
     }
 
     async fn schedule_put(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
         let outcome = self.store.schedule_put(schedule).await;
-        self.note(outcome, |_| true)
+        self.note(outcome, "schedule", |_| true)
     }
 
     async fn schedule_get(&self, name: ScheduleName) -> Result<Option<Schedule>, StoreError> {
@@ -273,7 +304,7 @@ impl TaskStore for Watched {
 
     async fn schedule_delete(&self, name: ScheduleName) -> Result<bool, StoreError> {
         let outcome = self.store.schedule_delete(name).await;
-        self.note(outcome, |&deleted| deleted)
+        self.note(outcome, "schedule", |&deleted| deleted)
     }
 
     async fn schedules_due(&self, now: Millis, limit: usize) -> Result<Vec<Schedule>, StoreError> {
@@ -295,6 +326,6 @@ impl TaskStore for Watched {
             .store
             .schedule_fired(name, expected_next_at, next_at, fired)
             .await;
-        self.note(outcome, |&moved| moved)
+        self.note(outcome, "schedule", |&moved| moved)
     }
 }

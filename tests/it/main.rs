@@ -11,6 +11,7 @@ mod child;
 mod cli;
 mod client_cli;
 mod clock;
+mod commits;
 mod console;
 mod contract;
 mod deps;

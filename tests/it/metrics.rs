@@ -24,7 +24,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The sum of the samples of `name` whose labels include every one of `labels`; 0 if none.
-fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     page.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::insert::{Answer, Job, insert_jobs};
-use crate::store::{Inserted, StoreError};
+use crate::store::{ClaimNow, StoreError, Submitted};
 use crate::task::NewTask;
 
 /// How many submits may wait for the inserter; beyond, submitters wait (backpressure).
@@ -39,16 +39,19 @@ impl Inserter {
         Inserter { requests }
     }
 
-    /// Stores `tasks` in the next batch; answers once that batch committed (or failed).
+    /// Stores `tasks` in the next batch, claiming for `claim` in its transaction; answers
+    /// once that batch committed (or failed).
     pub async fn insert(
         &self,
         tasks: Vec<NewTask>,
         default_max_queued: u64,
-    ) -> Result<Vec<Inserted>, StoreError> {
+        claim: Option<ClaimNow>,
+    ) -> Result<Submitted, StoreError> {
         let (answer, answered) = oneshot::channel();
         let job = Job {
             tasks,
             default_max_queued,
+            claim,
         };
         self.requests
             .send((job, answer))

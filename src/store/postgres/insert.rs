@@ -10,15 +10,20 @@
 //!   node inserts at the same moment is caught by the unique index (`ON CONFLICT DO NOTHING`
 //!   waits for that node's transaction and skips the row if it committed). Then the whole
 //!   transaction starts over, and finds that key stored like any other.
+//! - **Starting at once**: jobs that hold free workers (`insert_claiming`) then claim, in the
+//!   same transaction, as the dispatcher's claim would (its locks and rules), for as many
+//!   tasks as they may start together (see `store::starts`): one commit makes the tasks
+//!   durable and started.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Acquire, PgConnection};
 
 use super::admission::{Keyed, admit, by_keys, queue_callbacks};
-use super::deps;
 use super::rows::to_json;
-use crate::store::{Inserted, StoreError, parents};
+use super::{claim, deps};
+use crate::store::starts::{self, Stored};
+use crate::store::{ClaimNow, Inserted, StoreError, Submitted, parents};
 use crate::task::{
     Callback, NewTask, ParentOutcome, ParentRef, QueueName, Task, TaskId, now_millis,
 };
@@ -30,9 +35,11 @@ const RACES: usize = 3;
 pub struct Job {
     pub tasks: Vec<NewTask>,
     pub default_max_queued: u64,
+    /// Free workers the job holds: it may start up to so many tasks.
+    pub claim: Option<ClaimNow>,
 }
 
-pub type Answer = Result<Vec<Inserted>, StoreError>;
+pub type Answer = Result<Submitted, StoreError>;
 
 /// Stores the jobs in one transaction and answers each (a refused job stores nothing and
 /// does not stop the others). `Err`: the transaction failed; no job was stored.
@@ -94,7 +101,7 @@ async fn try_insert(
         let counted = admit(conn, &queue).await?;
         planning.room.insert(queue, counted);
     }
-    let mut answers = Vec::with_capacity(jobs.len());
+    let mut answers: Vec<Stored> = Vec::with_capacity(jobs.len());
     let (mut rows, mut edges) = (Vec::new(), Vec::new());
     for job in jobs {
         match plan(&mut planning, job) {
@@ -110,7 +117,38 @@ async fn try_insert(
         return Ok(None);
     }
     deps::insert_edges(conn, &edges).await?;
-    Ok(Some(answers))
+    Ok(Some(start(conn, jobs, answers).await?))
+}
+
+/// Claims for the jobs that may start tasks, as the dispatcher's claim would, and shares
+/// out what started. A claim that fails is undone (to its savepoint) and starts nothing:
+/// the tasks stay queued for the dispatcher, and the jobs' inserts stand.
+async fn start(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+    stored: Vec<Stored>,
+) -> Result<Vec<Answer>, StoreError> {
+    let claims: Vec<Option<ClaimNow>> = jobs.iter().map(|job| job.claim).collect();
+    let budgets: Vec<usize> = stored
+        .iter()
+        .zip(&claims)
+        .map(|(stored, claim)| starts::budget(stored, *claim))
+        .collect();
+    let mut started = Vec::new();
+    if let Some(terms) = starts::combined(&budgets, &claims) {
+        let mut savepoint = conn.begin().await?;
+        match claim::task_claim(&mut savepoint, terms.limit, terms.lease_expires_at).await {
+            Ok(claimed) => {
+                savepoint.commit().await?;
+                started = claimed;
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                tracing::error!(%error, "a submit's claim failed; the dispatcher will claim");
+            }
+        }
+    }
+    Ok(starts::share(started, stored, &budgets))
 }
 
 /// Decides one job against `planning`, which it updates only if the job is accepted.
@@ -297,6 +335,7 @@ mod tests {
         Job {
             tasks,
             default_max_queued,
+            claim: None,
         }
     }
 

@@ -39,8 +39,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::access::{KeyRecord, QueueScope};
 use crate::store::{
-    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
-    QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
+    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
@@ -178,7 +178,21 @@ impl TaskStore for PostgresStore {
         tasks: Vec<NewTask>,
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
-        self.wrote(self.inserter.insert(tasks, default_max_queued).await)
+        let submitted = self.inserter.insert(tasks, default_max_queued, None).await;
+        self.wrote(submitted.map(|submitted| submitted.inserted))
+    }
+
+    async fn insert_claiming(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+        claim: ClaimNow,
+    ) -> Result<Submitted, StoreError> {
+        self.wrote(
+            self.inserter
+                .insert(tasks, default_max_queued, Some(claim))
+                .await,
+        )
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {

@@ -11,6 +11,10 @@
 //! written inside a savepoint: if writing them fails, it is undone and every call is decided
 //! and written again on its own, so a call whose rows the database refuses fails alone and
 //! never the others that shared its job (out of space excepted: that fails every call alike).
+//!
+//! Calls that hold free workers (`insert_claiming`) then claim, in the same job, as the
+//! dispatcher would, for as many tasks as they may start together; one commit makes the
+//! tasks durable and started (see `store::starts` for who gets which).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,18 +22,19 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::deps;
 use super::rows::{self, Admission, InsertRow};
 use super::writer::{Reply, Writer};
-use crate::store::parents;
-use crate::store::{Inserted, StoreError};
+use super::{claims, deps};
+use crate::store::starts::{self, Stored};
+use crate::store::{ClaimNow, Inserted, StoreError, Submitted, parents};
 use crate::task::{NewTask, QueueName, Task, now_millis};
 
-type Answer = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
+type Answer = oneshot::Sender<Result<Submitted, StoreError>>;
 
-/// One insert call: its tasks and where its answer goes.
+/// One insert call: its tasks, whether it may start some, and where its answer goes.
 struct Call {
     tasks: Vec<NewTask>,
+    claim: Option<ClaimNow>,
     answer: Answer,
 }
 
@@ -40,17 +45,23 @@ pub struct Inserts {
 }
 
 impl Inserts {
-    /// Stores `tasks`, all or none, and answers once they are committed.
+    /// Stores `tasks`, all or none, claims for `claim` in the same job, and answers once
+    /// they are committed.
     pub async fn insert(
         &self,
         writer: &Writer,
         tasks: Vec<NewTask>,
         default_max_queued: u64,
-    ) -> Result<Vec<Inserted>, StoreError> {
+        claim: Option<ClaimNow>,
+    ) -> Result<Submitted, StoreError> {
         let (answer, answered) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.push(Call { tasks, answer });
+            waiting.push(Call {
+                tasks,
+                claim,
+                answer,
+            });
             waiting.len() == 1
         };
         // The call that finds the list empty sends the job that will take the list (with
@@ -114,17 +125,21 @@ impl Drop for Taker {
 type Admissions = HashMap<QueueName, Admission>;
 /// Keys admitted in this job: a repeat within the job replays them like a stored one.
 type Keyed = HashMap<String, (Task, String)>;
-/// What one call is told, unless the commit fails.
-type Outcome = Result<Vec<Inserted>, StoreError>;
+/// What one call stored, before its share of the claim.
+type Outcome = Stored;
 
-/// Decides every call, writes the admitted tasks, and returns the reply that answers each
-/// call once the batch committed.
+/// Decides every call, writes the admitted tasks, claims for the calls that may start some,
+/// and returns the reply that answers each call once the batch committed.
 fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) -> Reply {
-    let (answers, tasks): (Vec<Answer>, Vec<Vec<NewTask>>) = calls
-        .into_iter()
-        .map(|call| (call.answer, call.tasks))
-        .unzip();
-    let outcomes = match together(conn, &tasks, default_max_queued) {
+    let mut answers = Vec::with_capacity(calls.len());
+    let mut tasks = Vec::with_capacity(calls.len());
+    let mut claims = Vec::with_capacity(calls.len());
+    for call in calls {
+        answers.push(call.answer);
+        tasks.push(call.tasks);
+        claims.push(call.claim);
+    }
+    let stored = match together(conn, &tasks, default_max_queued) {
         Ok(outcomes) => outcomes,
         // A call's rows may have failed the combined statements (a CHECK, a value the
         // column refuses): each call is decided alone, so only the call at fault fails.
@@ -133,6 +148,7 @@ fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) ->
         }
         Err(error) => tasks.iter().map(|_| Err(error.clone())).collect(),
     };
+    let outcomes = start(conn, stored, &claims);
     Box::new(move |commit_error: Option<&StoreError>| {
         for (answer, outcome) in answers.into_iter().zip(outcomes) {
             let outcome = match (commit_error, outcome) {
@@ -145,6 +161,32 @@ fn insert_calls(conn: &Connection, calls: Vec<Call>, default_max_queued: u64) ->
             let _ = answer.send(outcome);
         }
     })
+}
+
+/// Claims for the calls that may start tasks, as the dispatcher's claim would, and shares
+/// out what started. A claim that fails is undone and starts nothing: the tasks stay
+/// queued for the dispatcher, and the calls' inserts stand.
+fn start(
+    conn: &Connection,
+    stored: Vec<Outcome>,
+    claims: &[Option<ClaimNow>],
+) -> Vec<Result<Submitted, StoreError>> {
+    let budgets: Vec<usize> = stored
+        .iter()
+        .zip(claims)
+        .map(|(stored, claim)| starts::budget(stored, *claim))
+        .collect();
+    let started = match starts::combined(&budgets, claims) {
+        None => Vec::new(),
+        Some(claim) => savepoint(conn, || {
+            claims::task_claim(conn, claim.limit, claim.lease_expires_at, now_millis())
+        })
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a submit's claim failed; the dispatcher will claim");
+            Vec::new()
+        }),
+    };
+    starts::share(started, stored, &budgets)
 }
 
 /// Runs `f` inside a savepoint that is rolled back if `f` fails, so a failed write leaves

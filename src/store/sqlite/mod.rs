@@ -30,8 +30,8 @@ use tokio::sync::{Notify, Semaphore};
 use crate::access::{KeyRecord, QueueScope};
 use crate::store::migrations::{self, Step};
 use crate::store::{
-    CancelResult, Changed, Delivery, DeliveryOutcome, EndedAttempt, EventFilter, Inserted,
-    QueueInfo, QueuePatch, Signal, StoreError, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
+    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
@@ -373,8 +373,21 @@ impl TaskStore for SqliteStore {
         tasks: Vec<NewTask>,
         default_max_queued: u64,
     ) -> Result<Vec<Inserted>, StoreError> {
+        let submitted = self
+            .inserts
+            .insert(&self.writer, tasks, default_max_queued, None)
+            .await?;
+        Ok(submitted.inserted)
+    }
+
+    async fn insert_claiming(
+        &self,
+        tasks: Vec<NewTask>,
+        default_max_queued: u64,
+        claim: ClaimNow,
+    ) -> Result<Submitted, StoreError> {
         self.inserts
-            .insert(&self.writer, tasks, default_max_queued)
+            .insert(&self.writer, tasks, default_max_queued, Some(claim))
             .await
     }
 

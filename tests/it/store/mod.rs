@@ -14,6 +14,7 @@ mod queues;
 mod rates;
 mod schedules;
 mod shared;
+mod starts;
 mod tasks;
 
 use std::future::Future;
@@ -196,6 +197,9 @@ mod cases {
         schedules::schedule_listings_page_and_keep_to_a_scope,
         rates::a_rate_limit_caps_starts_in_a_window,
         rates::a_rate_window_slides,
+        starts::a_submit_starts_its_task_in_its_own_transaction,
+        starts::a_submit_starts_only_what_a_claim_would,
+        starts::a_started_task_whose_lease_expires_runs_again,
     );
 }
 
