@@ -56,7 +56,9 @@ pub(super) async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match caller(&state, scope, request.headers()).await {
+    // Boxed: the lookup is done by the time the request is handed on, and a long-poll
+    // parked in `next.run` would otherwise carry the lookup's space for as long as it waits.
+    match Box::pin(caller(&state, scope, request.headers())).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

@@ -217,25 +217,24 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     };
     let mut router = Router::new();
     for route in routes() {
-        let mut handler = if route.long_poll {
-            route.handler
-        } else {
-            route.handler.layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                config.request_timeout,
-            ))
-        };
-        handler = handler.layer(middleware::from_fn_with_state(
-            route.query,
-            params::refuse_unknown,
-        ));
+        // One layer of the route's own, not one per middleware: axum boxes the future of
+        // every `layer` call, and a parked long-poll holds each box for as long as it waits.
+        let timeout = (!route.long_poll).then(|| {
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout)
+        });
         // Outside the timeout: a key lookup is part of the request like anything else.
-        if let Some(scope) = route.scope {
-            handler = handler.layer(middleware::from_fn_with_state(
-                (state.clone(), scope),
-                auth::authorize,
-            ));
-        }
+        let authorize = route
+            .scope
+            .map(|scope| middleware::from_fn_with_state((state.clone(), scope), auth::authorize));
+        let handler = route.handler.layer(
+            ServiceBuilder::new()
+                .option_layer(authorize)
+                .layer(middleware::from_fn_with_state(
+                    route.query,
+                    params::refuse_unknown,
+                ))
+                .option_layer(timeout),
+        );
         // Routes on one path with different methods merge into one method router.
         router = router.route(route.path, handler);
     }
@@ -243,20 +242,28 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     router
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state)
+        // Few `layer` calls, each with a stack, for the same reason as the routes' own.
         // Inside the layers below: a body over --max-body-bytes is a 413 before it takes
         // any of the budget.
-        .layer(middleware::from_fn_with_state(
-            BodyBudget::new(config.max_body_memory),
-            body::reserve_body_memory,
-        ))
-        .layer(middleware::from_fn_with_state(
-            config.allowed_hosts.clone(),
-            hosts::check_host,
-        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(
+                    config.allowed_hosts.clone(),
+                    hosts::check_host,
+                ))
+                .layer(middleware::from_fn_with_state(
+                    BodyBudget::new(config.max_body_memory),
+                    body::reserve_body_memory,
+                )),
+        )
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
             // `problem_for_errors`, and carries the request id.
             ServiceBuilder::new()
+                // Outermost: every answer is counted and timed, by the route template that
+                // matched.
+                .layer(middleware::from_fn(crate::metrics::track_http))
+                .layer(axum::extract::DefaultBodyLimit::disable())
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // A failed answer is not logged here at ERROR: real internal errors are logged
                 // where they happen, and a full disk or a full body budget is said once and
@@ -274,9 +281,6 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 .layer(RequestBodyLimitLayer::new(limit))
                 .layer(AddExtensionLayer::new(BodyLimit(limit))),
         )
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        // Outermost: every answer is counted and timed, by the route template that matched.
-        .layer(middleware::from_fn(crate::metrics::track_http))
 }
 
 /// `/metrics` alone, without keys: what `--metrics-listen` serves on its own address.

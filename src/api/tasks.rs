@@ -214,6 +214,11 @@ async fn get_task(
     headers: HeaderMap,
     Query(query): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
+    // Copied out, and the headers dropped, before the wait: their values share one buffer
+    // with the request head as hyper read it (kilobytes), which a parked long-poll would
+    // otherwise hold for as long as it waits.
+    let validators = if_none_match(&headers);
+    drop(headers);
     // Like `Prefer: wait` (and Google's and Consul's long-polls), a longer wait is cut to
     // the server's limit rather than refused: the client gets the task either way.
     let max = state.config.max_wait;
@@ -235,15 +240,10 @@ async fn get_task(
     // A strong validator of the representation: equal bytes, equal tag.
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-    let unchanged = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == etag
-        });
+    let unchanged = validators.iter().flat_map(|v| v.split(',')).any(|tag| {
+        let tag = tag.trim();
+        tag == "*" || tag.trim_start_matches("W/") == etag
+    });
     let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
@@ -259,6 +259,16 @@ async fn get_task(
         body,
     )
         .into_response())
+}
+
+/// The `If-None-Match` values of a request, as owned text.
+fn if_none_match(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn result(

@@ -20,8 +20,10 @@ use crate::task::{TaskEvent, TaskId};
 /// How many events the firehose buffers for its slowest live subscriber.
 const FIREHOSE_CAPACITY: usize = 4096;
 /// How many events one task's channel buffers: its state changes and progress reports,
-/// which the progress flusher writes a few times a second at most.
-const TASK_CAPACITY: usize = 64;
+/// which the progress flusher writes a few times a second at most, and its stream's
+/// forwarder takes at once. Small, since every open task stream holds one (a slot is
+/// ~40 bytes, allocated up front): one that falls behind anyway resumes from the log.
+const TASK_CAPACITY: usize = 16;
 
 type Channel = broadcast::Sender<Arc<TaskEvent>>;
 

@@ -451,6 +451,8 @@ impl Engine {
         if task.state.is_terminal() {
             return Ok(task);
         }
+        // Not kept while parked: its input and labels may be kilobytes, times every waiter.
+        drop(task);
         tokio::select! {
             finished = waiter.finished() => {
                 if let Some(task) = finished {

@@ -22,7 +22,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -48,6 +49,10 @@ type Done = EndedAttempt;
 const COMPLETER_QUEUE: usize = 4096;
 /// The most outcomes one store call records.
 const COMPLETE_BATCH: usize = 1024;
+/// How many store calls of the completer may be under way at once (see [`complete`]). On
+/// SQLite the writer runs them one after the other; on PostgreSQL two may commit side by
+/// side, as two nodes' would.
+const COMPLETE_IN_FLIGHT: usize = 2;
 
 /// The pool's door for tasks claimed outside the dispatcher: the same permits, the same
 /// workers' channel.
@@ -188,24 +193,50 @@ async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: m
     }
 }
 
-/// Records outcomes in batches: whatever is waiting goes in one store call.
+/// Records outcomes in batches: whatever is waiting goes in one store call, so a lone end
+/// under low load is recorded at once and ends under high load share a commit. Up to
+/// [`COMPLETE_IN_FLIGHT`] batches are on their way at once: while one commits, the next
+/// already waits at the store, so the ends that came meanwhile go into the very next commit
+/// rather than waiting for this one's answer to travel back first (and for a commit that
+/// started without them in between), and their waiters hear of them one commit sooner.
 async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
+    let mut recording = FuturesUnordered::new();
     let mut batch = Vec::with_capacity(COMPLETE_BATCH);
-    while outcomes.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
-        let attempts: Vec<Done> = std::mem::take(&mut batch);
-        let ids: Vec<TaskId> = attempts.iter().map(|attempt| attempt.id).collect();
-        match inner.store.finish_many(attempts).await {
-            Ok(ended) => {
-                for (id, ended) in ids.iter().zip(ended) {
-                    match ended {
-                        Some(ended) => inner.ended(&ended),
-                        None => tracing::debug!(%id, "the attempt lost its lease before it ended"),
-                    }
+    let mut open = true;
+    while open || !recording.is_empty() {
+        tokio::select! {
+            // A recorded batch first: its waiters are waiting for it.
+            biased;
+            Some(()) = recording.next(), if !recording.is_empty() => {}
+            // `recv_many` is cancel-safe: a branch not taken loses nothing.
+            taken = outcomes.recv_many(&mut batch, COMPLETE_BATCH),
+                if open && recording.len() < COMPLETE_IN_FLIGHT =>
+            {
+                if taken == 0 {
+                    // Every worker is gone: record what is on its way, then stop.
+                    open = false;
+                } else {
+                    recording.push(record(&inner, std::mem::take(&mut batch)));
                 }
             }
-            // The tasks stay running under their leases; rescue or recovery re-runs them.
-            Err(error) => tracing::error!(count = ids.len(), %error, "cannot record outcomes"),
         }
+    }
+}
+
+/// Records one batch of outcomes and tells whoever waits for those tasks.
+async fn record(inner: &Inner, attempts: Vec<Done>) {
+    let ids: Vec<TaskId> = attempts.iter().map(|attempt| attempt.id).collect();
+    match inner.store.finish_many(attempts).await {
+        Ok(ended) => {
+            for (id, ended) in ids.iter().zip(ended) {
+                match ended {
+                    Some(ended) => inner.ended(&ended),
+                    None => tracing::debug!(%id, "the attempt lost its lease before it ended"),
+                }
+            }
+        }
+        // The tasks stay running under their leases; rescue or recovery re-runs them.
+        Err(error) => tracing::error!(count = ids.len(), %error, "cannot record outcomes"),
     }
 }
 

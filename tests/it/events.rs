@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, TestDatabase};
-use crate::helpers::{DEADLINE, TestApp, patch_queue, spawn_app, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    DEADLINE, TestApp, park_echo_tasks, patch_queue, spawn_app, spawn_app_on, spawn_app_with,
+};
 
 /// One received SSE event.
 #[derive(Debug, Clone)]
@@ -126,6 +128,35 @@ async fn a_task_stream_shows_every_change_then_ends() {
         .await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].data["state"], "succeeded");
+}
+
+/// With a hundred task streams open on tasks that end together, each stream gets its own
+/// task's changes only, all of them, in order, and ends after its terminal event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_task_streams_each_get_their_own_changes_in_order() {
+    let app = spawn_app_with(|config| config.workers = 16).await;
+    let ids = park_echo_tasks(&app, "streams", 100).await;
+    let mut streams = Vec::new();
+    for id in ids {
+        let mut stream = SseStream::open(&app, &format!("/v1/tasks/{id}/events"), None).await;
+        // Its current state first: the stream is live from here on.
+        let first = stream.next().await.unwrap();
+        assert_eq!(first.data["state"], "queued");
+        streams.push((id, stream));
+    }
+    patch_queue(&app, "streams", json!({"paused": false})).await;
+    for (id, stream) in streams {
+        let events = stream.collect().await;
+        assert!(events.iter().all(|e| e.event == "task"), "{events:?}");
+        assert!(events.iter().all(|e| e.data["task_id"] == id.as_str()));
+        let states: Vec<&str> = events
+            .iter()
+            .map(|e| e.data["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["running", "succeeded"], "{id}");
+        let seqs: Vec<i64> = events.iter().map(seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    }
 }
 
 /// The firehose forwards only what its filter asks for.

@@ -367,6 +367,26 @@ pub async fn patch_queue(app: &TestApp, name: &str, body: Value) -> Value {
     response.json().await.expect("a queue")
 }
 
+/// Pauses `queue` and submits `count` echo tasks into it in one batch: tasks that wait until
+/// the queue is resumed. Returns their ids, in order.
+pub async fn park_echo_tasks(app: &TestApp, queue: &str, count: usize) -> Vec<String> {
+    patch_queue(app, queue, serde_json::json!({"paused": true})).await;
+    let tasks: Vec<Value> = (0..count)
+        .map(|n| serde_json::json!({"kind": "echo", "input": n, "queue": queue}))
+        .collect();
+    let response = app
+        .post_json("/v1/tasks/batch", &serde_json::json!({ "tasks": tasks }))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let batch: Value = response.json().await.expect("a batch");
+    batch["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|task| task["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
 /// The most `[started_at, finished_at)` intervals of these tasks that overlap at one instant:
 /// how many ran at once, at most.
 pub fn max_overlap(tasks: &[Value]) -> usize {

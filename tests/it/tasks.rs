@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{expect_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    expect_problem, park_echo_tasks, patch_queue, spawn_app, spawn_app_with, wait_for,
+};
 
 /// A submit answers 202 with Location and the stored task (queued, or running if a free
 /// worker started it); the long-poll resolves it.
@@ -158,6 +160,83 @@ async fn many_waiters_on_one_task_all_resolve() {
         let task = waiter.await.unwrap();
         assert_eq!(task["state"], "succeeded", "{task}");
     }
+}
+
+/// The value of the gauge of open long-polls on a `/metrics` page.
+fn open_long_polls(page: &str) -> u64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix("taskd_open_long_polls "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// With hundreds of long-polls parked on tasks that cannot run yet, a task that ends answers
+/// its own long-poll while the others stay parked; when the parked tasks then all end at
+/// once, each long-poll gets its own finished task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_answered_while_hundreds_stay_parked() {
+    // A wait longer than the test: a parked long-poll ends only with its task.
+    let app = spawn_app_with(|config| {
+        config.workers = 16;
+        config.max_wait = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let ids = park_echo_tasks(&app, "parked", 300).await;
+    let parked: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/v1/tasks/{id}?wait=600"));
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                response.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    wait_for("300 parked long-polls", || async {
+        let page = app.get("/metrics").await.text().await.unwrap();
+        (open_long_polls(&page) >= 300).then_some(())
+    })
+    .await;
+
+    let lone = app.submit(json!({"kind": "echo", "input": "lone"})).await;
+    let answered = app.task_waiting(lone["id"].as_str().unwrap(), 600).await;
+    assert_eq!(answered["state"], "succeeded", "{answered}");
+    assert!(
+        parked.iter().all(|waiter| !waiter.is_finished()),
+        "the parked long-polls still wait"
+    );
+
+    patch_queue(&app, "parked", json!({"paused": false})).await;
+    for (id, waiter) in ids.iter().zip(parked) {
+        let task = waiter.await.unwrap();
+        assert_eq!(task["id"], id.as_str());
+        assert_eq!(task["state"], "succeeded", "{task}");
+    }
+}
+
+/// A long-poll still honours `If-None-Match`: the representation it would answer with,
+/// already known to the client, is a 304 without a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_not_modified_for_a_known_representation() {
+    let app = spawn_app().await;
+    let task = app.submit(json!({"kind": "echo", "input": "tag"})).await;
+    let id = task["id"].as_str().unwrap();
+    app.wait_terminal(id).await;
+    let url = app.url(&format!("/v1/tasks/{id}?wait=5"));
+    let first = app.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(&url)
+        .header("if-none-match", format!("\"other\", {etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
 }
 
 /// Listing is newest first, filters by state, kind and queue, and pages with a cursor.
