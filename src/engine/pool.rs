@@ -1,12 +1,17 @@
 //! The worker pool: one dispatcher claims queued tasks, a fixed set of workers runs them.
 //!
 //! ```text
-//! submit ─► wake ─► dispatcher ─(permit per free worker)─► store.claim(n) ─► channel ─► worker × N
+//! submit ─► wake ─► dispatcher ─(permit per free worker, + ahead)─► store.claim(n) ─► channel ─► worker × N
 //! ```
 //!
-//! The semaphore has one permit per worker, and the dispatcher claims only as many tasks as it
-//! holds permits, so no task is ever claimed that a worker cannot start now (a claimed task
-//! holds a lease; one parked in a buffer would hold it for nothing). Workers are spawned once
+//! The semaphore has one permit per worker, and the dispatcher claims as many tasks as it
+//! holds permits. A claim is a round trip and a commit; were the dispatcher to claim only
+//! for idle workers, workers that end their tasks meanwhile would wait for it. So it also
+//! claims *ahead*: as many more as the workers ended while its last claim was on its way,
+//! at most one more per worker (a second semaphore), and those wait in the channel for the
+//! next free worker. Short tasks end many meanwhile, and the workers find their next task
+//! waiting; long ones end few, so few are claimed ahead and no task waits long behind a
+//! busy worker holding a lease that another node could have used. Workers are spawned once
 //! and reused for every task.
 //!
 //! A worker hands each outcome to the completer and returns its permit at once: the completer
@@ -17,6 +22,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -49,41 +55,83 @@ const COMPLETE_BATCH: usize = 1024;
 /// Starts the dispatcher and `workers` workers; they stop once `inner.stop_claiming` fires
 /// and every claimed task was run.
 pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
-    let permits = Arc::new(Semaphore::new(workers));
-    // Capacity = workers: the dispatcher never holds more claimed tasks than free workers.
-    let (jobs, queue) = mpsc::channel::<Job>(workers);
+    let slots = Slots {
+        idle: Arc::new(Semaphore::new(workers)),
+        ahead: Arc::new(Semaphore::new(workers)),
+        ended: Arc::new(AtomicU64::new(0)),
+    };
+    // Capacity = both semaphores' permits: a send never waits.
+    let (jobs, queue) = mpsc::channel::<Job>(2 * workers.max(1));
     // Workers share one receiver; the mutex is held only while taking the next job.
     let queue = Arc::new(Mutex::new(queue));
     // The last sender goes with the last worker; the completer then drains and stops.
     let (done, outcomes) = mpsc::channel::<Done>(COMPLETER_QUEUE);
     let mut set = JoinSet::new();
-    set.spawn(dispatch(Arc::clone(inner), permits, jobs));
+    let ended = Arc::clone(&slots.ended);
+    set.spawn(dispatch(Arc::clone(inner), slots, jobs));
     set.spawn(complete(Arc::clone(inner), outcomes));
     for _ in 0..workers {
-        set.spawn(work(Arc::clone(inner), Arc::clone(&queue), done.clone()));
+        let worker = work(
+            Arc::clone(inner),
+            Arc::clone(&queue),
+            done.clone(),
+            Arc::clone(&ended),
+        );
+        set.spawn(worker);
     }
     set
 }
 
-async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
-    let stop = inner.stop_claiming.clone();
-    loop {
-        let first = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stop.cancelled() => return,
-        };
+/// What bounds the claimed tasks that have not ended: a permit each, from `idle` (one per
+/// worker: the dispatcher waits for one of these) or from `ahead` (claimed ahead of the
+/// workers, never waited for); a permit goes back when its task's outcome is handed off.
+struct Slots {
+    idle: Arc<Semaphore>,
+    ahead: Arc<Semaphore>,
+    /// Attempts the workers ended, ever: the dispatcher reads how many ended during a claim.
+    ended: Arc<AtomicU64>,
+}
+
+impl Slots {
+    /// Permits for the next claim: at least one worker's (waited for), every other free
+    /// one, and up to `ahead` more to run after them; at most `CLAIM_BATCH` in all.
+    async fn take(&self, ahead: usize) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = Arc::clone(&self.idle).acquire_owned().await.ok()?;
         let mut held = vec![first];
         while held.len() < CLAIM_BATCH {
-            match Arc::clone(&permits).try_acquire_owned() {
+            match Arc::clone(&self.idle).try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
             }
         }
+        let limit = CLAIM_BATCH.min(held.len() + ahead);
+        while held.len() < limit {
+            match Arc::clone(&self.ahead).try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        Some(held)
+    }
+}
+
+async fn dispatch(inner: Arc<Inner>, slots: Slots, jobs: mpsc::Sender<Job>) {
+    let stop = inner.stop_claiming.clone();
+    // How many attempts ended while the last claim was on its way: as many are claimed ahead.
+    let mut ended_meanwhile = 0;
+    loop {
+        let held = tokio::select! {
+            held = slots.take(ended_meanwhile) => match held {
+                Some(held) => held,
+                None => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        let ended_before = slots.ended.load(Ordering::Relaxed);
         let lease_expires_at = now_millis() + inner.config.lease.as_millis() as i64;
-        let claimed = match inner.store.claim(held.len(), lease_expires_at).await {
+        let claimed = inner.store.claim(held.len(), lease_expires_at).await;
+        ended_meanwhile = (slots.ended.load(Ordering::Relaxed) - ended_before) as usize;
+        let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
                 super::log_store_failure(&error, "claim failed");
@@ -105,6 +153,7 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             }
             continue;
         }
+        // Workers' permits come first in `held`: a short claim gives back the ahead ones.
         for (task, permit) in claimed.into_iter().zip(held) {
             metrics::attempt_started(&task);
             // Registered before the worker starts, so a cancel arriving now finds it.
@@ -122,15 +171,21 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
     }
 }
 
-async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: mpsc::Sender<Done>) {
+async fn work(
+    inner: Arc<Inner>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    done: mpsc::Sender<Done>,
+    ended: Arc<AtomicU64>,
+) {
     loop {
         let job = queue.lock().await.recv().await;
         let Some((task, permit)) = job else { return };
-        if let Some(ended) = execute(&inner, task).await
-            && done.send(ended).await.is_err()
+        if let Some(outcome) = execute(&inner, task).await
+            && done.send(outcome).await.is_err()
         {
             return;
         }
+        ended.fetch_add(1, Ordering::Relaxed);
         drop(permit);
     }
 }
