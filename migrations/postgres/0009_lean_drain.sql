@@ -74,7 +74,7 @@ END $$;
 -- `state = 'running'`, so the planner, counting few running tasks, could read all of this
 -- index (or all `running` entries of `tasks_state`) in a bitmap scan instead of probing for
 -- the ids: every entry of every dead row version a claim left since the last vacuum, which a
--- bitmap scan never marks dead. A drain of 40,000 tasks spent most of its database time
+-- bitmap scan never marks dead. A drain of 20,000 tasks spent most of its database time
 -- there. The statements now name their ids as `id = ANY($1)` too (an index condition of
 -- `tasks_state` and of the key), and this index takes the same rows (the CHECKs of 0001 tie a
 -- lease, its expiry and `running` together) under a predicate a state guard does not imply:
