@@ -7,12 +7,13 @@
 //! The semaphore has one permit per worker, and the dispatcher claims as many tasks as it
 //! holds permits. A claim is a round trip and a commit; were the dispatcher to claim only
 //! for idle workers, workers that end their tasks meanwhile would wait for it. So it also
-//! claims *ahead*: as many more as the workers ended while its last claim was on its way,
-//! at most one more per worker (a second semaphore), and those wait in the channel for the
-//! next free worker. Short tasks end many meanwhile, and the workers find their next task
-//! waiting; long ones end few, so few are claimed ahead and no task waits long behind a
-//! busy worker holding a lease that another node could have used. Workers are spawned once
-//! and reused for every task.
+//! claims *ahead* when tasks are shorter than a claim: as many more as the workers ended
+//! while its last claim was on its way, if those took less time on average than the claim
+//! did, at most one more per worker (a second semaphore). They wait in the channel for the
+//! next free worker, `running` under their lease, for about one short task's time. Tasks
+//! longer than a claim are never claimed ahead, so none waits behind a busy worker holding a
+//! lease that another node could have used. Workers are spawned once and reused for every
+//! task.
 //!
 //! A worker hands each outcome to the completer and returns its permit at once: the completer
 //! records outcomes in batches (one store call for all that are waiting), so recording costs
@@ -23,7 +24,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -59,6 +60,7 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
         idle: Arc::new(Semaphore::new(workers)),
         ahead: Arc::new(Semaphore::new(workers)),
         ended: Arc::new(AtomicU64::new(0)),
+        busy_micros: Arc::new(AtomicU64::new(0)),
     };
     // Capacity = both semaphores' permits: a send never waits.
     let (jobs, queue) = mpsc::channel::<Job>(2 * workers.max(1));
@@ -67,7 +69,7 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
     // The last sender goes with the last worker; the completer then drains and stops.
     let (done, outcomes) = mpsc::channel::<Done>(COMPLETER_QUEUE);
     let mut set = JoinSet::new();
-    let ended = Arc::clone(&slots.ended);
+    let ended = (Arc::clone(&slots.ended), Arc::clone(&slots.busy_micros));
     set.spawn(dispatch(Arc::clone(inner), slots, jobs));
     set.spawn(complete(Arc::clone(inner), outcomes));
     for _ in 0..workers {
@@ -75,7 +77,7 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
             Arc::clone(inner),
             Arc::clone(&queue),
             done.clone(),
-            Arc::clone(&ended),
+            (Arc::clone(&ended.0), Arc::clone(&ended.1)),
         );
         set.spawn(worker);
     }
@@ -88,8 +90,10 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
 struct Slots {
     idle: Arc<Semaphore>,
     ahead: Arc<Semaphore>,
-    /// Attempts the workers ended, ever: the dispatcher reads how many ended during a claim.
+    /// Attempts the workers ended, ever, and how long they ran in all (µs): the dispatcher
+    /// reads how many ended during a claim, and how long those took on average.
     ended: Arc<AtomicU64>,
+    busy_micros: Arc<AtomicU64>,
 }
 
 impl Slots {
@@ -117,7 +121,8 @@ impl Slots {
 
 async fn dispatch(inner: Arc<Inner>, slots: Slots, jobs: mpsc::Sender<Job>) {
     let stop = inner.stop_claiming.clone();
-    // How many attempts ended while the last claim was on its way: as many are claimed ahead.
+    // How many to claim ahead: as many as ended while the last claim was on its way, if they
+    // were shorter on average than the claim (see the module's note); else none.
     let mut ended_meanwhile = 0;
     loop {
         let held = tokio::select! {
@@ -128,9 +133,18 @@ async fn dispatch(inner: Arc<Inner>, slots: Slots, jobs: mpsc::Sender<Job>) {
             () = stop.cancelled() => return,
         };
         let ended_before = slots.ended.load(Ordering::Relaxed);
+        let busy_before = slots.busy_micros.load(Ordering::Relaxed);
+        let claim_began = Instant::now();
         let lease_expires_at = now_millis() + inner.config.lease.as_millis() as i64;
         let claimed = inner.store.claim(held.len(), lease_expires_at).await;
-        ended_meanwhile = (slots.ended.load(Ordering::Relaxed) - ended_before) as usize;
+        let claim_micros = claim_began.elapsed().as_micros() as u64;
+        let ended = slots.ended.load(Ordering::Relaxed) - ended_before;
+        let busy = slots.busy_micros.load(Ordering::Relaxed) - busy_before;
+        ended_meanwhile = if ended > 0 && busy / ended < claim_micros {
+            ended as usize
+        } else {
+            0
+        };
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -175,16 +189,18 @@ async fn work(
     inner: Arc<Inner>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     done: mpsc::Sender<Done>,
-    ended: Arc<AtomicU64>,
+    (ended, busy_micros): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
     loop {
         let job = queue.lock().await.recv().await;
         let Some((task, permit)) = job else { return };
+        let began = Instant::now();
         if let Some(outcome) = execute(&inner, task).await
             && done.send(outcome).await.is_err()
         {
             return;
         }
+        busy_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         ended.fetch_add(1, Ordering::Relaxed);
         drop(permit);
     }
