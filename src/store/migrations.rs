@@ -42,6 +42,7 @@ pub const SQLITE: &[Migration] = &[
     migration!(6, "dependencies", "sqlite/0006_dependencies.sql"),
     migration!(7, "schedules", "sqlite/0007_schedules.sql"),
     migration!(8, "queue_rate", "sqlite/0008_queue_rate.sql"),
+    migration!(9, "lean_drain", "sqlite/0009_lean_drain.sql"),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -53,6 +54,7 @@ pub const POSTGRES: &[Migration] = &[
     migration!(6, "dependencies", "postgres/0006_dependencies.sql"),
     migration!(7, "schedules", "postgres/0007_schedules.sql"),
     migration!(8, "queue_rate", "postgres/0008_queue_rate.sql"),
+    migration!(9, "lean_drain", "postgres/0009_lean_drain.sql"),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both

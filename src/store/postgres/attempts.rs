@@ -3,8 +3,16 @@
 //! names the state it expects, and the lease for a running task: zero rows means another node
 //! (or a newer attempt) got there first. Where `task/` decides the new state, the row is read
 //! `FOR UPDATE` first so nothing changes it between the decision and the write.
+//!
+//! A write to running attempts found by id is guarded by their leases alone: a lease is set
+//! exactly while its task runs (a CHECK of migration 0001), so `lease = $lease` is the state
+//! guard of `Move::Finish` and the lease in one comparison (`held_guard`). Spelled with
+//! `state = 'running'` besides, it let the planner, counting few running tasks, read every
+//! `running` entry of an index in a bitmap scan instead of probing the key for the ids: every
+//! dead row version a claim left since the last vacuum, which a bitmap scan never marks
+//! (docs/benchmarks.md, "PostgreSQL drain: where the time goes").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Acquire, PgConnection};
 
@@ -13,15 +21,17 @@ use super::rows::{COLUMNS, fetch_task, fetch_tasks, task_get, to_json};
 use crate::store::sql::state_guard;
 use crate::store::{CancelResult, Changed, EndedAttempt, StoreError};
 use crate::task::{
-    AttemptEnd, Millis, Move, Task, TaskId, TaskState, end_attempt, expire_attempt, lose_attempt,
-    now_millis,
+    AttemptEnd, Millis, Move, Outcome, Task, TaskId, TaskState, end_attempt, expire_attempt,
+    lose_attempt, now_millis,
 };
 
-/// Ends many running attempts in one transaction: one read of the rows still held under
-/// their leases (locked, in id order, so two batches never wait on each other in a circle),
-/// `end_attempt` for each at its `ended_at`, and one guarded write for all. Answers in order;
-/// `None` where the lease is no longer current (or the task appears twice: its first end
-/// counts).
+/// Ends many running attempts in one transaction and answers in order: `None` where the
+/// lease is no longer current (or the task appears twice: its first end counts).
+///
+/// Successes, nearly every end of a drain, take one guarded `UPDATE` that returns the ended
+/// rows ([`succeed_held`]). Every other end, and a success the quick write left alone (its
+/// cancel was requested meanwhile, or its lease is gone), is decided on the row as read under
+/// its lock ([`end_held`]).
 pub async fn task_finish_many(
     conn: &mut PgConnection,
     attempts: Vec<EndedAttempt>,
@@ -29,36 +39,103 @@ pub async fn task_finish_many(
     if attempts.is_empty() {
         return Ok(Vec::new());
     }
+    let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
+    let mut seen = HashSet::with_capacity(attempts.len());
+    let (successes, others): (Vec<EndedAttempt>, Vec<EndedAttempt>) = attempts
+        .into_iter()
+        .filter(|attempt| seen.insert(attempt.id))
+        .partition(|attempt| matches!(attempt.outcome, Outcome::Succeeded(_)));
     let mut tx = conn.begin().await?;
+    let (mut ended, left) = succeed_held(&mut tx, successes).await?;
+    ended.extend(end_held(&mut tx, left.into_iter().chain(others).collect()).await?);
+    deps::after_ends(&mut tx, &ended, now_millis()).await?;
+    tx.commit().await?;
+    let mut ended: HashMap<TaskId, Task> = ended.into_iter().map(|t| (t.id, t)).collect();
+    Ok(order.iter().map(|id| ended.remove(id)).collect())
+}
+
+/// Ends successful attempts in one statement, without reading the rows first: for a running
+/// task with no cancel requested, `end_attempt` of a success writes the state `succeeded`,
+/// the result and the end time, and leaves the rest as it is — so the guard (state, lease,
+/// no cancel requested) is all the decision needs, and the row lock the `UPDATE` takes is
+/// the only one. Answers the ended tasks as they are now, and the attempts it did not end.
+async fn succeed_held(
+    conn: &mut PgConnection,
+    successes: Vec<EndedAttempt>,
+) -> Result<(Vec<Task>, Vec<EndedAttempt>), StoreError> {
+    if successes.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut ids = Vec::with_capacity(successes.len());
+    let mut leases = Vec::with_capacity(successes.len());
+    let mut results = Vec::with_capacity(successes.len());
+    let mut finished_ats = Vec::with_capacity(successes.len());
+    for attempt in &successes {
+        let Outcome::Succeeded(result) = &attempt.outcome else {
+            continue;
+        };
+        ids.push(attempt.id.to_string());
+        leases.push(attempt.lease.clone());
+        results.push(result.to_string());
+        finished_ats.push(attempt.ended_at);
+    }
+    // The unnested columns have names of their own: `COLUMNS` names the task's.
+    let sql = format!(
+        "UPDATE tasks SET state = '{succeeded}', result = ended.end_result, \
+             finished_at = ended.end_at, lease = NULL, lease_expires_at = NULL \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) \
+             AS ended (end_id, end_lease, end_result, end_at) \
+         WHERE tasks.id = ended.end_id AND {held} \
+             AND NOT tasks.cancel_requested \
+         RETURNING {COLUMNS}",
+        succeeded = TaskState::Succeeded.as_str(),
+        held = held_guard("tasks.lease", "ended.end_lease"),
+    );
+    let query = sqlx::query(&sql)
+        .bind(ids)
+        .bind(leases)
+        .bind(results)
+        .bind(finished_ats);
+    let ended = fetch_tasks(conn, query).await?;
+    let done: HashSet<TaskId> = ended.iter().map(|task| task.id).collect();
+    let left = successes
+        .into_iter()
+        .filter(|attempt| !done.contains(&attempt.id))
+        .collect();
+    Ok((ended, left))
+}
+
+/// Ends attempts as decided on their rows: one read of the rows still held under their
+/// leases (locked, in id order, so two batches never wait on each other in a circle),
+/// `end_attempt` for each at its `ended_at`, and one guarded write for all.
+async fn end_held(
+    conn: &mut PgConnection,
+    attempts: Vec<EndedAttempt>,
+) -> Result<Vec<Task>, StoreError> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<String> = attempts.iter().map(|a| a.id.to_string()).collect();
     let leases: Vec<String> = attempts.iter().map(|a| a.lease.clone()).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks \
-         WHERE {held} \
-             AND (id, lease) IN (SELECT * FROM unnest($1::uuid[], $2::text[])) \
+         WHERE (id, lease) IN (SELECT * FROM unnest($1::uuid[], $2::text[])) \
          ORDER BY id FOR UPDATE",
-        held = state_guard("state", Move::Finish),
     );
     let query = sqlx::query(&sql).bind(&ids).bind(&leases);
-    let mut held: HashMap<TaskId, Task> = fetch_tasks(&mut tx, query)
+    let mut held: HashMap<TaskId, Task> = fetch_tasks(&mut *conn, query)
         .await?
         .into_iter()
         .map(|task| (task.id, task))
         .collect();
-    let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
     let mut ends: Vec<(Task, String, AttemptEnd)> = Vec::with_capacity(held.len());
     for attempt in attempts {
-        // `remove`: a task listed twice is ended once.
         if let Some(task) = held.remove(&attempt.id) {
             let end = end_attempt(&task, attempt.outcome, attempt.ended_at, fastrand::f64());
             ends.push((task, attempt.lease, end));
         }
     }
-    let ended = write_ends(&mut tx, ends).await?;
-    deps::after_ends(&mut tx, &ended, now_millis()).await?;
-    tx.commit().await?;
-    let mut ended: HashMap<TaskId, Task> = ended.into_iter().map(|t| (t.id, t)).collect();
-    Ok(order.iter().map(|id| ended.remove(id)).collect())
+    write_ends(conn, ends).await
 }
 
 /// Writes the ends of running attempts in one statement, each guarded by its lease, and
@@ -92,9 +169,9 @@ async fn write_ends(
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::bigint[], $8::bigint[]) \
              AS ended (id, lease, state, result, error, errors, run_at, finished_at) \
-         WHERE tasks.id = ended.id AND {held} AND tasks.lease = ended.lease \
+         WHERE tasks.id = ended.id AND {held} \
          RETURNING tasks.id::text, tasks.callback_status",
-        held = state_guard("tasks.state", Move::Finish),
+        held = held_guard("tasks.lease", "ended.lease"),
     );
     let written: Vec<(String, Option<String>)> = sqlx::query_as(&sql)
         .bind(columns.ids)
@@ -140,6 +217,12 @@ struct EndColumns {
     finished_ats: Vec<Option<i64>>,
 }
 
+/// The guard of a write to a running attempt under `lease` (see the module's note): the
+/// task is running (`Move::Finish` starts only there, tested below) and holds this lease.
+pub(super) fn held_guard(column: &str, lease: &str) -> String {
+    format!("{column} = {lease}")
+}
+
 pub async fn task_renew(
     conn: &mut PgConnection,
     leases: &[(TaskId, String)],
@@ -150,8 +233,8 @@ pub async fn task_renew(
     let sql = format!(
         "UPDATE tasks SET lease_expires_at = $3 \
          FROM unnest($1::uuid[], $2::text[]) AS held (id, lease) \
-         WHERE tasks.id = held.id AND {running} AND tasks.lease = held.lease",
-        running = state_guard("tasks.state", Move::Finish),
+         WHERE tasks.id = held.id AND {running}",
+        running = held_guard("tasks.lease", "held.lease"),
     );
     let renewed = sqlx::query(&sql)
         .bind(ids)
@@ -238,9 +321,11 @@ pub async fn task_lose_running(
     expired_before: Option<Millis>,
 ) -> Result<Vec<Task>, StoreError> {
     let mut tx = conn.begin().await?;
+    // No bound: every running task (each has an expiry, `i64::MAX` is above all); one
+    // comparison either way, so the rescue can read `tasks_lease` (migration 0009).
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks \
-         WHERE {lost} AND ($1::bigint IS NULL OR lease_expires_at < $1) \
+         WHERE {lost} AND lease_expires_at < COALESCE($1::bigint, 9223372036854775807) \
          FOR UPDATE SKIP LOCKED",
         lost = state_guard("state", Move::Recover),
     );
@@ -340,4 +425,17 @@ pub async fn task_purge_finished(
     .execute(conn)
     .await?;
     Ok(deleted.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::task::{Move, TaskState};
+
+    /// `held_guard` stands for the state guard of an end: an attempt ends only from
+    /// `running`, the one state in which a task holds a lease.
+    #[test]
+    fn a_lease_guard_is_the_state_guard_of_an_end() {
+        assert_eq!(Move::Finish.from_states(), &[TaskState::Running]);
+        assert_eq!(super::held_guard("tasks.lease", "$1"), "tasks.lease = $1");
+    }
 }

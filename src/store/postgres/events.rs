@@ -5,10 +5,11 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use super::attempts::held_guard;
 use super::rows::{COLUMNS, fetch_task};
-use crate::store::sql::{DeliveryColumns, state_guard};
+use crate::store::sql::DeliveryColumns;
 use crate::store::{Delivery, DeliveryOutcome, EventFilter, StoreError};
-use crate::task::{Kind, Millis, Move, Progress, QueueName, TaskEvent, TaskId};
+use crate::task::{Kind, Millis, Progress, QueueName, TaskEvent, TaskId};
 
 /// How long a delivery handed to one node is hidden from the others: longer than a try may
 /// take (`--webhook-timeout`, 10 s by default), so two nodes do not POST the same delivery at
@@ -98,8 +99,8 @@ pub async fn record_progress(
     let sql = format!(
         "UPDATE tasks SET progress = report.progress \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS report (id, lease, progress) \
-         WHERE tasks.id = report.id AND {held} AND tasks.lease = report.lease",
-        held = state_guard("tasks.state", Move::Finish),
+         WHERE tasks.id = report.id AND {held}",
+        held = held_guard("tasks.lease", "report.lease"),
     );
     let recorded = sqlx::query(&sql)
         .bind(ids)

@@ -1,8 +1,9 @@
 //! The relay of `LISTEN/NOTIFY`: one dedicated connection listens on channel `taskd` and turns
 //! each notification into a [`Signal`] on a broadcast channel, which the engine reads.
 //!
-//! The triggers of the migrations send `work`, `finished:<id>` and `cancel:<id>` from the
-//! transaction that made the change. Notifications this node's own connections sent are dropped ([`Own`]): the
+//! The triggers of the migrations send `work`, `finished:<id>,<id>,…` (the tasks one
+//! statement ended, up to 200 to a notification) and `cancel:<id>` from the transaction that
+//! made the change. Notifications this node's own connections sent are dropped ([`Own`]): the
 //! engine already acted on its own writes, and a `finished` relayed back would cost it one
 //! read per task it ran. A notification can be lost (the listening connection broke, or this
 //! node's relay lagged); the engine polls as a fallback, and after a reconnect the relay
@@ -91,18 +92,22 @@ pub async fn start(
     Ok(sender)
 }
 
-/// Reads a notification's payload.
-pub fn parse(payload: &str) -> Option<Signal> {
+/// Reads a notification's payload: `work`, `cancel:<id>`, or `finished:` with one id or
+/// several, comma-separated (migration 0009). Whatever it does not know reads as nothing.
+pub fn parse(payload: &str) -> Vec<Signal> {
     if payload == "work" {
-        return Some(Signal::Work);
+        return vec![Signal::Work];
     }
-    let (what, id) = payload.split_once(':')?;
-    let id = id.parse().ok()?;
+    let Some((what, ids)) = payload.split_once(':') else {
+        return Vec::new();
+    };
+    let ids = ids.split(',').map(str::parse);
     match what {
-        "finished" => Some(Signal::Finished(id)),
-        "cancel" => Some(Signal::Cancel(id)),
-        _ => None,
+        "finished" => ids.map(|id| id.map(Signal::Finished)).collect(),
+        "cancel" => ids.map(|id| id.map(Signal::Cancel)).collect(),
+        _ => Ok(Vec::new()),
     }
+    .unwrap_or_default()
 }
 
 async fn listen(options: &PgConnectOptions) -> Result<PgListener, StoreError> {
@@ -154,7 +159,7 @@ impl Relay {
                     Ok(Some(notification)) => {
                         // Another node committed something: its events are in the log.
                         self.commits.notify_one();
-                        if let Some(signal) = parse(notification.payload()) {
+                        for signal in parse(notification.payload()) {
                             // No receiver yet (no engine): nobody needs it.
                             let _ = self.signals.send(signal);
                         }
@@ -185,11 +190,17 @@ mod tests {
 
     #[test]
     fn payloads_become_signals() {
-        assert_eq!(parse("work"), Some(Signal::Work));
+        assert_eq!(parse("work"), [Signal::Work]);
         let id = crate::task::TaskId::new();
-        assert_eq!(parse(&format!("finished:{id}")), Some(Signal::Finished(id)));
-        assert_eq!(parse(&format!("cancel:{id}")), Some(Signal::Cancel(id)));
-        assert_eq!(parse("finished:nope"), None);
-        assert_eq!(parse("other"), None);
+        let other = crate::task::TaskId::new();
+        assert_eq!(parse(&format!("finished:{id}")), [Signal::Finished(id)]);
+        assert_eq!(
+            parse(&format!("finished:{id},{other}")),
+            [Signal::Finished(id), Signal::Finished(other)]
+        );
+        assert_eq!(parse(&format!("cancel:{id}")), [Signal::Cancel(id)]);
+        assert_eq!(parse("finished:nope"), []);
+        assert_eq!(parse(&format!("finished:{id},nope")), []);
+        assert_eq!(parse("other"), []);
     }
 }

@@ -4,7 +4,7 @@
 //! Every write is guarded by `state = 'running'` and the attempt's lease: an attempt whose
 //! lease is gone (expired and rescued, or released) ends nothing, and its caller hears so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, params, params_from_iter};
 
@@ -19,7 +19,8 @@ use crate::task::{AttemptEnd, Move, Outcome, Task, TaskId, end_attempt};
 const SUCCESS_CHUNK: usize = 32;
 
 /// Ends running attempts, in the order given: each answer is the ended task, or `None` when
-/// the attempt's lease was gone.
+/// the attempt's lease was gone (or the task appeared earlier in the batch: its first end
+/// counts).
 ///
 /// Successes (most ends) take a path without a read: a success changes nothing that depends
 /// on the row, so a guarded UPDATE alone writes it. The guard also asks for no cancel
@@ -32,7 +33,10 @@ pub fn task_finish_many(
     let order: Vec<TaskId> = attempts.iter().map(|a| a.id).collect();
     let mut successes = Vec::new();
     let mut rest = Vec::new();
-    for attempt in attempts {
+    // A task listed twice ends by its first end; the repeat answers `None` (one UPDATE of
+    // several successes of one task would keep any one of them).
+    let mut seen = HashSet::with_capacity(attempts.len());
+    for attempt in attempts.into_iter().filter(|a| seen.insert(a.id)) {
         match &attempt.outcome {
             Outcome::Succeeded(value) => {
                 let result = value.to_string();

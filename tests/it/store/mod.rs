@@ -167,6 +167,7 @@ mod cases {
         tasks::a_stale_lease_changes_nothing,
         tasks::a_batch_of_ends_is_decided_one_by_one,
         tasks::a_large_batch_of_successes_is_decided_one_by_one,
+        tasks::a_task_twice_in_a_batch_ends_once,
         tasks::a_new_attempt_starts_without_progress,
         tasks::a_failed_attempt_backs_off_then_fails_then_retries,
         tasks::nul_characters_round_trip,

@@ -236,6 +236,38 @@ pub async fn a_batch_of_ends_is_decided_one_by_one(store: Arc<dyn TaskStore>) {
     assert!(store.finish_many(Vec::new()).await.unwrap().is_empty());
 }
 
+/// A task listed twice in one batch of ends is ended once, by its first end (a success
+/// here, so the quick path of a success meets the repeat); the repeat answers `None`.
+pub async fn a_task_twice_in_a_batch_ends_once(store: Arc<dyn TaskStore>) {
+    let task = running(&store, "batch-twice", 3).await;
+    let ended_at = taskd::task::now_millis();
+    let end = |outcome: Outcome| EndedAttempt {
+        id: task.id,
+        lease: lease(&task),
+        outcome,
+        ended_at,
+    };
+    let ended = store
+        .finish_many(vec![
+            end(Outcome::Succeeded(json!("first"))),
+            end(failure("second")),
+            end(Outcome::Succeeded(json!("third"))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 3);
+    let first = ended[0].clone().expect("the first end counts");
+    assert_eq!(
+        (first.state, first.result.clone()),
+        (TaskState::Succeeded, Some(json!("first")))
+    );
+    assert!(
+        ended[1].is_none() && ended[2].is_none(),
+        "a repeat ends nothing"
+    );
+    assert_eq!(get(&store, &task).await, first);
+}
+
 /// A new attempt starts without the progress an earlier attempt reported.
 pub async fn a_new_attempt_starts_without_progress(store: Arc<dyn TaskStore>) {
     let task = running(&store, "progress-reset", 2).await;

@@ -1,0 +1,5 @@
+-- 0009: nothing to do on SQLite. PostgreSQL's 0009 sends the `finished` wake-ups of one
+-- statement in one notification and drops the event log's primary key, which only its
+-- numbering used; SQLite has one node, no notifications, and numbers its events as it writes
+-- them. The version exists on both backends under one name, so the two lists stay alike
+-- (store/migrations.rs).
