@@ -22,6 +22,8 @@ pub(super) struct Filters {
     pub queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Where the next page starts (only tasks older than `before`), and under which filters.
@@ -65,6 +67,7 @@ impl Filters {
             kind: merge("kind", self.kind, cursor.kind)?,
             queue: merge("queue", self.queue, cursor.queue)?,
             label: merge("label", self.label, cursor.label)?,
+            parent: merge("parent", self.parent, cursor.parent)?,
         })
     }
 }

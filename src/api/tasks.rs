@@ -34,7 +34,9 @@ pub(super) fn routes() -> Vec<Route> {
         Route::post("/v1/tasks/batch", axum::routing::post(submit_batch)).scope(Scope::Submit),
         Route::get("/v1/tasks", axum::routing::get(list))
             .scope(Scope::Read)
-            .query(&["state", "kind", "queue", "label", "limit", "cursor"]),
+            .query(&[
+                "state", "kind", "queue", "label", "parent", "limit", "cursor",
+            ]),
         Route::get("/v1/tasks/{id}", axum::routing::get(get_task))
             .scope(Scope::Read)
             .query(&["wait"])
@@ -330,6 +332,8 @@ async fn delete_task(
 struct ListQuery {
     /// `key:value`
     label: Option<String>,
+    /// A task id: only its children.
+    parent: Option<String>,
     state: Option<String>,
     kind: Option<String>,
     queue: Option<String>,
@@ -355,6 +359,7 @@ impl ListQuery {
             kind: self.kind,
             queue: self.queue,
             label: self.label,
+            parent: self.parent,
         };
         let (filters, before) = match self.cursor {
             None => (asked, None),
@@ -395,6 +400,12 @@ impl ListQuery {
                 .map(label_filter)
                 .transpose()
                 .map_err(|e| invalid("label", &e))?,
+            parent: filters
+                .parent
+                .as_deref()
+                .map(str::parse::<TaskId>)
+                .transpose()
+                .map_err(|e| invalid("parent", &e))?,
             before,
             limit,
             // The engine narrows it to the caller's queues.

@@ -95,6 +95,9 @@ pub struct ListArgs {
     /// Only tasks with this label, `key=value`.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub label: Option<(String, String)>,
+    /// Only the children of this task (the tasks that name it in `after`).
+    #[arg(long, value_name = "ID")]
+    pub parent: Option<String>,
     /// Tasks per page (1 to 500), newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
@@ -308,6 +311,7 @@ pub async fn list(args: ListArgs) -> Result<Exit, CliError> {
         ("queue", &args.queue),
         ("state", &args.state),
         ("kind", &args.kind),
+        ("parent", &args.parent),
     ] {
         if let Some(value) = value {
             query.push((name, value.clone()));

@@ -163,6 +163,8 @@ pub struct TaskFilter {
     pub queue: Option<QueueName>,
     /// `(key, value)`: only tasks carrying this label.
     pub label: Option<(String, String)>,
+    /// Only tasks that name this task in their `after` (its children).
+    pub parent: Option<TaskId>,
     /// Only tasks older than this one (the cursor of the previous page).
     pub before: Option<TaskId>,
     pub limit: usize,

@@ -104,6 +104,15 @@ pub(crate) fn task_list(dialect: Dialect, columns: &str, filter: &TaskFilter) ->
             }
         });
     }
+    if let Some(parent) = filter.parent {
+        // `parents` is the JSON array of the ids the task named, each quoted: an id's quoted
+        // text matches only itself. Not indexed: the scan stops at the page's size.
+        let needle = bound.bind(dialect, format!("\"{parent}\""));
+        conditions.push(match dialect {
+            Dialect::Sqlite => format!("instr(parents, {needle}) > 0"),
+            Dialect::Postgres => format!("strpos(parents, {needle}) > 0"),
+        });
+    }
     if let Some(before) = filter.before {
         let id = dialect.id(bound.bind(dialect, before.to_string()));
         conditions.push(format!("id < {id}"));

@@ -1,5 +1,5 @@
 //! The console (`GET /`) in a real headless chromium (see `browser`): it lists queues, shows
-//! a submitted task appear and finish live, cancels a running task, pauses and limits a
+//! a submitted task appear and finish live, cancels a running task, lists a task's children, pauses and limits a
 //! queue, pages through 10,000 tasks, pauses a schedule, asks for a key, works under a path
 //! prefix and shows the server's problem+json words when an action fails. Each test saves screenshots;
 //! with `TASKD_SCREENSHOTS=docs/console` they are the pictures of docs/console.md.
@@ -135,6 +135,57 @@ async fn a_running_task_is_cancelled_from_its_page() {
     browser
         .wait_text("#timeline li:first-child", "running")
         .await;
+    browser.close().await;
+}
+
+/// A task's page lists its children (the tasks that name it in `after`) and links to them;
+/// a child's page links back to its parents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_page_lists_its_children_and_parents() {
+    let app = spawn_app().await;
+    let browser = open(&app, "", "#/queues").await;
+    let response = app
+        .post_json(
+            "/v1/tasks/batch",
+            &json!({"tasks": [
+                {"kind": "sha256", "input": {"data": "order 42"}},
+                {"kind": "sha256", "after": ["$0"], "input_from": "$0"},
+                {"kind": "echo", "input": "audit", "after": ["$0"], "after_policy": "all_finished"},
+            ]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let tasks: Value = response.json().await.unwrap();
+    let id = |n: usize| tasks["tasks"][n]["id"].as_str().unwrap().to_owned();
+    for n in 0..3 {
+        app.wait_terminal(&id(n)).await;
+    }
+
+    browser
+        .goto(&format!("{}/#/tasks/{}", app.base, id(0)))
+        .await;
+    for n in 1..3 {
+        browser
+            .wait_text(
+                &format!("#children li[data-child='{}']", id(n)),
+                "succeeded",
+            )
+            .await;
+    }
+    browser
+        .run(
+            "document.querySelector('#children').scrollIntoView({block: 'end'});",
+            vec![],
+        )
+        .await;
+    browser.screenshot("dependencies").await;
+    browser
+        .click(&format!("#children li[data-child='{}'] a", id(1)))
+        .await;
+    browser.wait_text("#outcome", "digest").await;
+    let short = format!("{}…", &id(0)[..8]);
+    let fields = browser.wait_text("dl.fields", &short).await;
+    assert!(fields.contains("input from"), "{fields}");
     browser.close().await;
 }
 

@@ -400,3 +400,49 @@ async fn events_show_the_waiting_state() {
         "{states:?}"
     );
 }
+
+/// `GET /v1/tasks?parent=ID` lists the tasks that name ID in `after`, whatever their state,
+/// newest first and paged; the cursor keeps the filter; a task naming another parent is
+/// not among them; a parent that is not an id is 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_children_are_listed() {
+    let app = spawn_app().await;
+    let tasks = batch(
+        &app,
+        json!([
+            {"kind": "echo", "input": "parent"},
+            {"kind": "echo", "input": "other"},
+            {"kind": "echo", "after": ["$0"]},
+            {"kind": "echo", "after": ["$1", "$0"], "after_policy": "all_finished"},
+            {"kind": "echo", "after": ["$1"]},
+            {"kind": "echo", "after": ["$0"]},
+        ]),
+    )
+    .await;
+    let parent = id(&tasks[0]);
+    let first = listing(&app, &format!("/v1/tasks?parent={parent}&limit=2")).await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["tasks"].as_array().unwrap().iter().map(id).collect()
+    };
+    assert_eq!(ids(&first), [id(&tasks[5]), id(&tasks[3])], "{first}");
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = listing(&app, &format!("/v1/tasks?cursor={cursor}")).await;
+    assert_eq!(ids(&second), [id(&tasks[2])], "{second}");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    // A task with no children, and a parent that is not an id.
+    let leaf = listing(&app, &format!("/v1/tasks?parent={}", id(&tasks[5]))).await;
+    assert_eq!(leaf["tasks"], json!([]));
+    let problem =
+        expect_problem(app.get("/v1/tasks?parent=nope").await, 400, "invalid_query").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("parent"),
+        "{problem}"
+    );
+}
+
+/// `GET path` as JSON, asserting 200.
+async fn listing(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}

@@ -168,6 +168,8 @@ function tasksView(main, params) {
 
 /** The most events a task's timeline shows (the newest); a long task reports progress often. */
 const TIMELINE = 200;
+/** The most children a task's page lists (the newest). */
+const CHILDREN = 50;
 
 function taskView(main, id) {
   const controller = new AbortController();
@@ -226,13 +228,30 @@ function taskView(main, id) {
         el("tbody", {}, t.errors.map((e) => el("tr", {}, el("td", { class: "num" }, e.attempt), el("td", {}, e.type),
           el("td", {}, e.message), el("td", {}, when(e.at))))))
         : el("p", { class: "muted" }, "None."),
-      el("p", { class: "muted" }, "Children (tasks that name this one in their after list) are not shown: the API has no filter that finds them."));
+      el("h2", {}, "Children"),
+      el("div", { id: "children" }, children ?? el("p", { class: "muted" }, "Loading…")));
+  }
+
+  /** The tasks that name this one in their `after` list, the newest first, one page. */
+  let children = null;
+  async function loadChildren() {
+    try {
+      const page = await api(`v1/tasks?parent=${encodeURIComponent(id)}&limit=${CHILDREN}`);
+      children = page.tasks.length
+        ? el("ul", { class: "children" }, page.tasks.map((c) => el("li", { "data-child": c.id }, taskLink(c.id), " ", pill(c.state), " ", c.kind)),
+          page.next_cursor ? el("li", { class: "muted" }, `the newest ${CHILDREN} shown`) : null)
+        : el("p", { class: "muted" }, "None.");
+    } catch (error) {
+      children = el("p", { class: "muted" }, `Children could not be listed: ${error.message}`);
+    }
+    $("#children")?.replaceChildren(children);
   }
 
   async function load() {
     try {
       task = await api(`v1/tasks/${encodeURIComponent(id)}`);
       render();
+      loadChildren();
     } catch (error) {
       report(`Loading task ${id}`, error);
     }

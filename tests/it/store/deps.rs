@@ -264,3 +264,49 @@ pub async fn parents_ending_on_two_stores_release_their_child(url: String) {
         );
     }
 }
+
+/// A listing by `parent` holds the tasks naming it in `after`, waiting or released, newest
+/// first, and no task naming only another parent; the page size and the cursor apply.
+pub async fn children_are_listed_by_parent(store: Arc<dyn TaskStore>) {
+    let parent = insert(&store, task("lp", "echo", json!(1))).await;
+    let other = insert(&store, task("lp", "echo", json!(2))).await;
+    let first = insert(
+        &store,
+        child("lc", &[of(&parent)], AfterPolicy::AllSucceeded),
+    )
+    .await;
+    let both = insert(
+        &store,
+        child("lc", &[of(&other), of(&parent)], AfterPolicy::AllFinished),
+    )
+    .await;
+    insert(
+        &store,
+        child("lc", &[of(&other)], AfterPolicy::AllSucceeded),
+    )
+    .await;
+    let released = end(&store, "lp", Outcome::Succeeded(json!(1))).await;
+    assert_eq!(released.id, parent.id);
+    let children = |limit: usize, before: Option<TaskId>| TaskFilter {
+        parent: Some(parent.id),
+        before,
+        limit,
+        ..TaskFilter::default()
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(list(&store, children(10, None)).await),
+        [both.id, first.id]
+    );
+    assert_eq!(ids(list(&store, children(1, None)).await), [both.id]);
+    assert_eq!(
+        ids(list(&store, children(10, Some(both.id))).await),
+        [first.id]
+    );
+    let none = TaskFilter {
+        parent: Some(first.id),
+        limit: 10,
+        ..TaskFilter::default()
+    };
+    assert!(list(&store, none).await.is_empty());
+}

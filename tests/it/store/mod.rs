@@ -178,6 +178,7 @@ mod cases {
         deps::parents_in_a_batch_and_parents_already_settled,
         deps::any_succeeded_and_all_finished,
         deps::cancel_cascades_and_needed_parents_stay,
+        deps::children_are_listed_by_parent,
         moves::cancel_in_every_state,
         moves::release_gives_the_attempt_back,
         moves::expired_leases_are_rescued_and_renewed_ones_are_not,
