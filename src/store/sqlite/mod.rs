@@ -210,11 +210,11 @@ impl SqliteStore {
     }
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
-        let (conn, readers) = match location {
+        let (conn, readers, checkpoints) = match location {
             Location::Memory => {
                 let conn = Connection::open_in_memory()?;
                 tune(&conn)?;
-                (conn, None)
+                (conn, None, None)
             }
             Location::File(path, max_page_count) => {
                 let conn = Connection::open(&path)?;
@@ -224,15 +224,18 @@ impl SqliteStore {
                     // writes beyond it fail as on a full disk.
                     conn.pragma_update(None, "max_page_count", pages)?;
                 }
+                let checkpoints = Connection::open(&path)?;
+                checkpoints.pragma_update(None, "busy_timeout", 5000)?;
+                persist_wal(&checkpoints);
                 let pool = ReaderPool {
                     path,
                     idle: Mutex::new(Vec::new()),
                     permits: Semaphore::new(READERS),
                 };
-                (conn, Some(Arc::new(pool)))
+                (conn, Some(Arc::new(pool)), Some(checkpoints))
             }
         };
-        let writer = Writer::spawn(conn).map_err(StoreError::backend)?;
+        let writer = Writer::spawn(conn, checkpoints).map_err(StoreError::backend)?;
         Ok(SqliteStore {
             writer,
             inserts: inserts::Inserts::default(),

@@ -4,11 +4,20 @@
 //! Each job runs inside its own SAVEPOINT: a job that fails rolls back alone and the rest of
 //! the batch commits. A job's answer is held back until COMMIT returned, so an `Ok` always
 //! means the write is on disk.
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a thread of their own,
+//! with a connection of their own, after commits: a checkpoint fsyncs the database file, and
+//! run by the writer inside a commit (SQLite's automatic checkpoint) it held that commit's
+//! callers, and every job queued behind them, for its whole length. A checkpoint in WAL mode
+//! lets the writer go on meanwhile. The writer keeps SQLite's automatic checkpoint only as a
+//! backstop, at a threshold the background one normally never lets the WAL reach.
 
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::Connection;
-use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -19,6 +28,13 @@ const MAX_BATCH: usize = 1024;
 /// How many jobs may wait for the writer. A full queue makes callers wait (backpressure to
 /// the HTTP layer) instead of growing memory.
 const QUEUE_CAPACITY: usize = 4096;
+
+/// The writer checkpoints by itself only past this many WAL pages (4 KiB each: 64 MiB), when
+/// the background checkpoints fell behind; SQLite's default is 1,000.
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
+/// The least time between two background checkpoints: each fsyncs the database file, so
+/// under a steady stream of commits they are spaced, not run after every one.
+const CHECKPOINT_SPACING: Duration = Duration::from_millis(100);
 
 /// Runs a job's SQL; returns what to tell the caller once the batch committed (or not).
 pub type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
@@ -35,14 +51,31 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn spawn(conn: Connection) -> std::io::Result<Writer> {
+    /// Starts the writer thread on `conn`, and, given `checkpoints` (a second connection to
+    /// the same file), the thread that checkpoints after its commits.
+    pub fn spawn(conn: Connection, checkpoints: Option<Connection>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(Notify::new());
         let notify = Arc::clone(&commits);
+        let committed = match checkpoints {
+            Some(checkpoints) => {
+                // One pending signal is enough: a checkpoint copies whatever committed before it.
+                let (committed, signals) = std_mpsc::sync_channel(1);
+                thread::Builder::new()
+                    .name("taskd-sqlite-checkpoints".into())
+                    .spawn(move || checkpoint_after_commits(&checkpoints, &signals))?;
+                if let Err(error) =
+                    conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)
+                {
+                    tracing::warn!(%error, "the writer keeps SQLite's default checkpoints");
+                }
+                Some(committed)
+            }
+            None => None,
+        };
         thread::Builder::new()
             .name("taskd-sqlite-writer".into())
-            .spawn(move || run(conn, queue, &notify))?;
+            .spawn(move || run(conn, queue, &notify, committed.as_ref()))?;
         Ok(Writer { jobs, commits })
     }
 
@@ -94,7 +127,12 @@ fn in_savepoint<T>(
     outcome
 }
 
-fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, commits: &Notify) {
+fn run(
+    conn: Connection,
+    mut queue: mpsc::Receiver<Job>,
+    commits: &Notify,
+    checkpoints: Option<&std_mpsc::SyncSender<()>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -106,6 +144,24 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, commits: &Notify) {
         }
         commit_batch(&conn, &mut batch);
         commits.notify_one();
+        if let Some(checkpoints) = checkpoints {
+            // Full: a checkpoint is already asked for.
+            let _ = checkpoints.try_send(());
+        }
+    }
+    // The checkpoint thread ends with the last sender, here.
+}
+
+/// Checkpoints after commits, at most once per [`CHECKPOINT_SPACING`], until the writer is
+/// gone. PASSIVE: it copies what no reader still needs and never waits for anyone; what it
+/// leaves, the next one takes. A failure (a full disk, say) is only logged: the WAL keeps
+/// every commit, and the next checkpoint tries again.
+fn checkpoint_after_commits(conn: &Connection, commits: &std_mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(%error, "a background checkpoint failed; the next one tries again");
+        }
+        thread::sleep(CHECKPOINT_SPACING);
     }
 }
 
