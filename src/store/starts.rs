@@ -12,7 +12,7 @@ pub(crate) type Stored = Result<Vec<Inserted>, StoreError>;
 
 /// How many tasks a call may start: its claim's limit, but no more than it stored queued
 /// (a replay, a delayed task or a waiting child starts nothing of its own).
-pub(crate) fn budget(stored: &Stored, claim: Option<ClaimNow>) -> usize {
+fn budget(stored: &Stored, claim: Option<ClaimNow>) -> usize {
     let (Ok(inserted), Some(claim)) = (stored, claim) else {
         return 0;
     };
@@ -23,9 +23,24 @@ pub(crate) fn budget(stored: &Stored, claim: Option<ClaimNow>) -> usize {
     claim.limit.min(queued)
 }
 
+/// What each call of a combined transaction may start (its [`budget`]), and the one claim
+/// that starts them together ([`combined`]; `None`: nothing may start).
+pub(crate) fn plan(
+    stored: &[Stored],
+    claims: &[Option<ClaimNow>],
+) -> (Vec<usize>, Option<ClaimNow>) {
+    let budgets: Vec<usize> = stored
+        .iter()
+        .zip(claims)
+        .map(|(stored, claim)| budget(stored, *claim))
+        .collect();
+    let terms = combined(&budgets, claims);
+    (budgets, terms)
+}
+
 /// The claim's terms for a combined transaction: the calls' budgets summed, under the
 /// earliest lease any of them asked for. `None`: no call may start anything.
-pub(crate) fn combined(budgets: &[usize], claims: &[Option<ClaimNow>]) -> Option<ClaimNow> {
+fn combined(budgets: &[usize], claims: &[Option<ClaimNow>]) -> Option<ClaimNow> {
     let limit = budgets.iter().sum();
     let lease_expires_at = claims.iter().flatten().map(|c| c.lease_expires_at).min()?;
     (limit > 0).then_some(ClaimNow {

@@ -129,13 +129,9 @@ async fn start(
     stored: Vec<Stored>,
 ) -> Result<Vec<Answer>, StoreError> {
     let claims: Vec<Option<ClaimNow>> = jobs.iter().map(|job| job.claim).collect();
-    let budgets: Vec<usize> = stored
-        .iter()
-        .zip(&claims)
-        .map(|(stored, claim)| starts::budget(stored, *claim))
-        .collect();
+    let (budgets, terms) = starts::plan(&stored, &claims);
     let mut started = Vec::new();
-    if let Some(terms) = starts::combined(&budgets, &claims) {
+    if let Some(terms) = terms {
         let mut savepoint = conn.begin().await?;
         match claim::task_claim(&mut savepoint, terms.limit, terms.lease_expires_at).await {
             Ok(claimed) => {

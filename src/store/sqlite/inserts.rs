@@ -171,12 +171,8 @@ fn start(
     stored: Vec<Outcome>,
     claims: &[Option<ClaimNow>],
 ) -> Vec<Result<Submitted, StoreError>> {
-    let budgets: Vec<usize> = stored
-        .iter()
-        .zip(claims)
-        .map(|(stored, claim)| starts::budget(stored, *claim))
-        .collect();
-    let started = match starts::combined(&budgets, claims) {
+    let (budgets, terms) = starts::plan(&stored, claims);
+    let started = match terms {
         None => Vec::new(),
         Some(claim) => savepoint(conn, || {
             claims::task_claim(conn, claim.limit, claim.lease_expires_at, now_millis())
