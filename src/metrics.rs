@@ -21,7 +21,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -29,6 +28,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Mutex;
 
+use crate::api::gate::{Entry, Gate};
 use crate::store::QueueInfo;
 use crate::task::{Millis, Task, TaskState, now_millis};
 
@@ -303,34 +303,59 @@ impl Drop for Open {
 /// route template that matched (`/v1/tasks/{id}`), never the raw path; `unmatched` for 404s.
 /// It also writes the request's one log line (at info: request id, method, route, status,
 /// latency), so the log and the metrics name requests alike.
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    histogram!(HTTP_LATENCY, "method" => method.clone(), "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default();
-    tracing::info!(
-        target: "taskd::request",
-        request_id,
-        method = %method,
-        route = %route,
-        status = response.status().as_u16(),
-        latency_ms = (latency_ms * 1000.0).round() / 1000.0,
-        "request"
-    );
-    counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status).increment(1);
-    response
+#[derive(Clone)]
+pub struct TrackHttp;
+
+/// What [`TrackHttp`] keeps of a request for its answer: when it came, its method and route.
+pub struct Tracked {
+    started: Instant,
+    method: String,
+    route: String,
+}
+
+impl Gate for TrackHttp {
+    type Kept = Tracked;
+
+    fn enter(&self, request: Request) -> Entry<Tracked> {
+        let tracked = Tracked {
+            started: Instant::now(),
+            method: request.method().as_str().to_owned(),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned()),
+        };
+        Entry::Pass(request, tracked)
+    }
+
+    fn leave(tracked: Tracked, response: Response) -> Response {
+        let Tracked {
+            started,
+            method,
+            route,
+        } = tracked;
+        let status = response.status().as_u16().to_string();
+        histogram!(HTTP_LATENCY, "method" => method.clone(), "route" => route.clone())
+            .record(started.elapsed().as_secs_f64());
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default();
+        tracing::info!(
+            target: "taskd::request",
+            request_id,
+            method = %method,
+            route = %route,
+            status = response.status().as_u16(),
+            latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+            "request"
+        );
+        counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status)
+            .increment(1);
+        response
+    }
 }
 
 /// The per-store gauges of one server, rendered from its last read of the store.

@@ -20,8 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 use super::conn::GuardedBody;
 use super::error::ApiError;
 use super::extract::BodyLimit;
+use super::gate::{Entry, Gate};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -192,29 +192,37 @@ impl BodyBudget {
 /// Middleware: reserves a request's share of the body budget before anything reads its
 /// body, and keeps it until the response is sent; 503 when the budget has not that much
 /// free. Requests without a body pass untouched.
-pub async fn reserve_body_memory(
-    State(budget): State<BodyBudget>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let body = request.body();
-    if body.is_end_stream() {
-        return next.run(request).await;
-    }
-    // Without a length (chunked), the body may be as large as the per-request limit.
-    let bytes = body.size_hint().exact().unwrap_or_else(|| {
-        request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(u64::MAX, |limit| limit.0 as u64)
-    });
-    match budget.try_reserve(bytes) {
-        Some(share) => {
-            request.extensions_mut().insert(share.clone());
-            next.run(request)
-                .await
-                .map(|body| Body::new(GuardedBody::new(body, share)))
+#[derive(Clone)]
+pub struct ReserveBodyMemory(pub BodyBudget);
+
+impl Gate for ReserveBodyMemory {
+    type Kept = Option<BodyShare>;
+
+    fn enter(&self, mut request: Request) -> Entry<Option<BodyShare>> {
+        let body = request.body();
+        if body.is_end_stream() {
+            return Entry::Pass(request, None);
         }
-        None => ApiError::BodyMemoryFull.into_response(),
+        // Without a length (chunked), the body may be as large as the per-request limit.
+        let bytes = body.size_hint().exact().unwrap_or_else(|| {
+            request
+                .extensions()
+                .get::<BodyLimit>()
+                .map_or(u64::MAX, |limit| limit.0 as u64)
+        });
+        match self.0.try_reserve(bytes) {
+            Some(share) => {
+                request.extensions_mut().insert(share.clone());
+                Entry::Pass(request, Some(share))
+            }
+            None => Entry::Answer(ApiError::BodyMemoryFull.into_response()),
+        }
+    }
+
+    fn leave(share: Option<BodyShare>, response: Response) -> Response {
+        match share {
+            Some(share) => response.map(|body| Body::new(GuardedBody::new(body, share))),
+            None => response,
+        }
     }
 }

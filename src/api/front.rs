@@ -8,14 +8,17 @@
 //! answers 200, `/readyz` 503 `starting`, and every other route 503 `starting` with
 //! `Retry-After`.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use futures::future::{Either, Ready, ready};
 use serde_json::json;
-use tower::ServiceExt;
+use tower::Service;
 
 use super::error::ApiError;
 use super::proxy::{self, ProxyConfig};
@@ -45,23 +48,24 @@ impl FrontDoor {
         }
     }
 
-    /// Answers one request from `peer`.
-    pub async fn call(&self, peer: SocketAddr, mut request: Request) -> Response {
+    /// Answers one request from `peer`. What can be decided at once is, and the future is the
+    /// router's own: it is what a parked long-poll holds while it waits.
+    pub fn call(&self, peer: SocketAddr, mut request: Request) -> Answer {
         request.extensions_mut().insert(ConnectInfo(peer));
         let request = match proxy::enter(&self.proxy, request) {
             Ok(request) => request,
-            Err(error) => return error.into_response(),
+            Err(error) => return Either::Right(ready(Ok(error.into_response()))),
         };
         match self.router.get() {
-            // A `Router`'s error type is `Infallible`.
-            Some(router) => match router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
-            None => starting(&request),
+            // A `Router` is always ready.
+            Some(router) => Either::Left(router.clone().call(request)),
+            None => Either::Right(ready(Ok(starting(&request)))),
         }
     }
 }
+
+/// The future of one request through the front door.
+pub type Answer = Either<RouteFuture<Infallible>, Ready<Result<Response, Infallible>>>;
 
 /// The answer of a server that is not started yet.
 fn starting(request: &Request) -> Response {

@@ -16,12 +16,12 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 
 use super::error::ApiError;
+use super::gate::{Entry, Gate};
 use super::proxy::ForwardedHost;
 
 /// The parsed `--allowed-hosts`: exact names and addresses, or `*.example.com`.
@@ -92,33 +92,36 @@ fn host_name(host: &str) -> &str {
 pub type HostPolicy = Option<Arc<AllowedHosts>>;
 
 /// The middleware: 421 for a request whose `Host` is not allowed.
-pub(super) async fn check_host(
-    State(policy): State<HostPolicy>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(allowed) = policy else {
-        return next.run(request).await;
-    };
-    if matches!(request.uri().path(), "/healthz" | "/readyz") {
-        return next.run(request).await;
-    }
-    // A trusted proxy's `X-Forwarded-Host` first; HTTP/1.1 sends `Host`; HTTP/2 the URI's
-    // authority.
-    let host = match request.extensions().get::<ForwardedHost>() {
-        Some(ForwardedHost(host)) => Some(host.clone()),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned())),
-    };
-    match host {
-        Some(host) if !allowed.allows(&host_name(&host).to_ascii_lowercase()) => {
-            ApiError::HostNotAllowed(host).into_response()
+#[derive(Clone)]
+pub(super) struct CheckHost(pub HostPolicy);
+
+impl Gate for CheckHost {
+    type Kept = ();
+
+    fn enter(&self, request: Request) -> Entry<()> {
+        let Some(allowed) = &self.0 else {
+            return Entry::Pass(request, ());
+        };
+        if matches!(request.uri().path(), "/healthz" | "/readyz") {
+            return Entry::Pass(request, ());
         }
-        _ => next.run(request).await,
+        // A trusted proxy's `X-Forwarded-Host` first; HTTP/1.1 sends `Host`; HTTP/2 the URI's
+        // authority.
+        let host = match request.extensions().get::<ForwardedHost>() {
+            Some(ForwardedHost(host)) => Some(host.clone()),
+            None => request
+                .headers()
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned())),
+        };
+        match host {
+            Some(host) if !allowed.allows(&host_name(&host).to_ascii_lowercase()) => {
+                Entry::Answer(ApiError::HostNotAllowed(host).into_response())
+            }
+            _ => Entry::Pass(request, ()),
+        }
     }
 }
 

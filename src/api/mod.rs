@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 mod extract;
 mod front;
+pub(crate) mod gate;
 mod heap;
 mod hosts;
 mod nul;
@@ -35,7 +36,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use tower::ServiceBuilder;
@@ -53,6 +53,7 @@ use body::BodyBudget;
 use codes::ErrorCode;
 use error::{ApiError, PROBLEM_JSON, problem_response, problem_with_status};
 use extract::BodyLimit;
+use gate::{Entry, Gate, GateLayer};
 
 pub use auth::Caller;
 pub use body::MEMORY_PER_BODY_BYTE;
@@ -223,16 +224,16 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout)
         });
         // Outside the timeout: a key lookup is part of the request like anything else.
-        let authorize = route
-            .scope
-            .map(|scope| middleware::from_fn_with_state((state.clone(), scope), auth::authorize));
+        let authorize = route.scope.map(|scope| {
+            GateLayer(auth::Authorize {
+                state: state.clone(),
+                scope,
+            })
+        });
         let handler = route.handler.layer(
             ServiceBuilder::new()
                 .option_layer(authorize)
-                .layer(middleware::from_fn_with_state(
-                    route.query,
-                    params::refuse_unknown,
-                ))
+                .layer(GateLayer(params::RefuseUnknown(route.query)))
                 .option_layer(timeout),
         );
         // Routes on one path with different methods merge into one method router.
@@ -247,14 +248,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         // any of the budget.
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(
-                    config.allowed_hosts.clone(),
-                    hosts::check_host,
-                ))
-                .layer(middleware::from_fn_with_state(
-                    BodyBudget::new(config.max_body_memory),
-                    body::reserve_body_memory,
-                )),
+                .layer(GateLayer(hosts::CheckHost(config.allowed_hosts.clone())))
+                .layer(GateLayer(body::ReserveBodyMemory(BodyBudget::new(
+                    config.max_body_memory,
+                )))),
         )
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
@@ -262,7 +259,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             ServiceBuilder::new()
                 // Outermost: every answer is counted and timed, by the route template that
                 // matched.
-                .layer(middleware::from_fn(crate::metrics::track_http))
+                .layer(GateLayer(crate::metrics::TrackHttp))
                 .layer(axum::extract::DefaultBodyLimit::disable())
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // A failed answer is not logged here at ERROR: real internal errors are logged
@@ -273,10 +270,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                         .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn_with_state(
-                    BodyLimit(limit),
-                    problem_for_errors,
-                ))
+                .layer(GateLayer(ProblemForErrors(BodyLimit(limit))))
                 .layer(CatchPanicLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit))
                 .layer(AddExtensionLayer::new(BodyLimit(limit))),
@@ -294,38 +288,44 @@ pub fn metrics_router(engine: Engine) -> Router {
 }
 
 /// Turns any error response that is not yet problem+json (axum's 405, a layer's 413 or 408,
-/// a caught panic's 500) into one, keeping its status and headers such as `Allow`.
-/// `limit` is the body limit in force, so a 413 says it.
-async fn problem_for_errors(
-    axum::extract::State(limit): axum::extract::State<BodyLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
-        return response;
+/// a caught panic's 500) into one, keeping its status and headers such as `Allow`. Its
+/// limit is the body limit in force, so a 413 says it.
+#[derive(Clone)]
+struct ProblemForErrors(BodyLimit);
+
+impl Gate for ProblemForErrors {
+    type Kept = BodyLimit;
+
+    fn enter(&self, request: Request) -> Entry<BodyLimit> {
+        Entry::Pass(request, self.0)
     }
-    let code = ErrorCode::of_layer_status(status);
-    let detail = match code {
-        ErrorCode::MethodNotAllowed => "this route does not take this method".to_owned(),
-        ErrorCode::PayloadTooLarge => {
-            format!("the body is larger than the limit of {} bytes", limit.0)
+
+    fn leave(limit: BodyLimit, response: Response) -> Response {
+        let status = response.status();
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
+        if !(status.is_client_error() || status.is_server_error()) || is_problem {
+            return response;
         }
-        ErrorCode::RequestTimeout => "the request took too long".to_owned(),
-        ErrorCode::Internal => "the server could not complete the request".to_owned(),
-        _ => status.canonical_reason().unwrap_or("error").to_owned(),
-    };
-    let (mut parts, _) = response.into_parts();
-    let rendered = problem_response(status, &problem_with_status(status, code, &detail));
-    let (rendered, body) = rendered.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    for (name, value) in &rendered.headers {
-        parts.headers.insert(name, value.clone());
+        let code = ErrorCode::of_layer_status(status);
+        let detail = match code {
+            ErrorCode::MethodNotAllowed => "this route does not take this method".to_owned(),
+            ErrorCode::PayloadTooLarge => {
+                format!("the body is larger than the limit of {} bytes", limit.0)
+            }
+            ErrorCode::RequestTimeout => "the request took too long".to_owned(),
+            ErrorCode::Internal => "the server could not complete the request".to_owned(),
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        };
+        let (mut parts, _) = response.into_parts();
+        let rendered = problem_response(status, &problem_with_status(status, code, &detail));
+        let (rendered, body) = rendered.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        for (name, value) in &rendered.headers {
+            parts.headers.insert(name, value.clone());
+        }
+        Response::from_parts(parts, Body::new(body)).into_response()
     }
-    Response::from_parts(parts, Body::new(body)).into_response()
 }

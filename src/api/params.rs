@@ -4,32 +4,38 @@
 //! takes in its `Route` (see `super::Route::query`); a test holds that list against the
 //! parameters openapi.yaml documents for the operation.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::response::IntoResponse;
 
 use super::error::ApiError;
+use super::gate::{Entry, Gate};
 
-/// Refuses a request whose query names a parameter outside `known`.
-pub(super) async fn refuse_unknown(
-    State(known): State<&'static [&'static str]>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(name) = request
-        .uri()
-        .query()
-        .and_then(|query| unknown(query, known))
-    {
+/// Refuses a request whose query names a parameter outside the route's list.
+#[derive(Clone)]
+pub(super) struct RefuseUnknown(pub &'static [&'static str]);
+
+impl Gate for RefuseUnknown {
+    type Kept = ();
+
+    fn enter(&self, request: Request) -> Entry<()> {
+        let known = self.0;
+        let Some(name) = request
+            .uri()
+            .query()
+            .and_then(|query| unknown(query, known))
+        else {
+            return Entry::Pass(request, ());
+        };
         let takes = if known.is_empty() {
             "this route takes no query parameters".to_owned()
         } else {
             format!("this route takes: {}", known.join(", "))
         };
-        return ApiError::InvalidQuery(format!("unknown query parameter `{name}`; {takes}"))
-            .into_response();
+        Entry::Answer(
+            ApiError::InvalidQuery(format!("unknown query parameter `{name}`; {takes}"))
+                .into_response(),
+        )
     }
-    next.run(request).await
 }
 
 /// The first parameter name of `query` that is not in `known`, decoded.

@@ -120,7 +120,7 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request| {
             // Marked at the call, before anything of this request is read.
             let in_flight = activity.begin();
-            handle(front.clone(), peer, request, in_flight, body_timeout)
+            handle(&front, peer, request, in_flight, body_timeout)
         });
         let connection = graceful.watch(http.serve_connection(io, service));
         let open = crate::metrics::Open::connection();
@@ -139,17 +139,23 @@ pub async fn serve(
 }
 
 /// The per-request service of one connection: the body gets its deadline, the request is
-/// in flight until its response body is dropped.
-async fn handle(
-    front: FrontDoor,
+/// in flight until its response body is dropped. Not an `async fn`: the future holds the
+/// router's future and the guard, not the request as well.
+fn handle(
+    front: &FrontDoor,
     peer: std::net::SocketAddr,
     request: hyper::Request<Incoming>,
     in_flight: InFlight,
     body_timeout: Duration,
-) -> Result<axum::response::Response<GuardedBody<InFlight>>, Infallible> {
+) -> impl Future<Output = Result<axum::response::Response<GuardedBody<InFlight>>, Infallible>>
++ Send
++ use<> {
     let request: Request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
-    let response = front.call(peer, request).await;
-    Ok(response.map(|body| GuardedBody::new(body, in_flight)))
+    let answer = front.call(peer, request);
+    async move {
+        let Ok(response) = answer.await;
+        Ok(response.map(|body| GuardedBody::new(body, in_flight)))
+    }
 }
 
 /// Counts failing accepts between log lines, so a flood logs a line per interval, not per
