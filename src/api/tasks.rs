@@ -101,6 +101,14 @@ async fn submit_one(
     let mut task = request.parse(state.config.default_backoff)?;
     task.idempotency = idempotency;
     task.trace = trace;
+    let wait = submit::preferred_wait(headers, state.config.max_wait);
+    // Subscribed before the insert, so an end that comes before the answer is heard of, and
+    // no read of the task is needed after it. Too many waiters: the plain 202 below.
+    let waiter = wait.and_then(|_| {
+        let id = TaskId::new();
+        task.id = Some(id);
+        state.engine.waiter(id).ok()
+    });
     let inserted = state.engine.submit(task, &caller.queues).await?;
     let ids = vec![inserted.task.id];
     if inserted.replayed {
@@ -112,10 +120,18 @@ async fn submit_one(
         return Ok((response, ids));
     }
     let mut task = inserted.task;
-    if let Some(wait) = submit::preferred_wait(headers, state.config.max_wait) {
-        // The task is stored: whatever the wait does, the answer must carry it, so a wait
-        // that cannot be had (too many waiters) falls back to the plain 202.
-        if let Ok(now) = state.engine.wait(task.id, wait, &caller.queues).await {
+    if let (Some(wait), Some(waiter)) = (wait, waiter) {
+        // The task is stored: whatever the wait does, the answer must carry it. One that is
+        // terminal as stored (a child whose parent failed) has nothing to wait for.
+        let now = if task.state.is_terminal() {
+            Ok(task.clone())
+        } else {
+            state
+                .engine
+                .wait_with(waiter, task.id, wait, &caller.queues)
+                .await
+        };
+        if let Ok(now) = now {
             if now.state.is_terminal() {
                 let applied = format!("wait={}", wait.as_secs_f64());
                 let mut response = (StatusCode::OK, axum::Json(now)).into_response();

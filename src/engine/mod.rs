@@ -22,6 +22,7 @@ pub use hub::Subscription;
 pub use keys::{KEY_CACHE_TTL, NewKey, create_key};
 pub use remote::Heartbeat;
 pub use schedules::{ScheduleInfo, ScheduleSpec, UPCOMING};
+pub use waiters::Waiter;
 pub use webhooks::WebhookConfig;
 
 use std::sync::Arc;
@@ -441,18 +442,35 @@ impl Engine {
         if timeout.is_zero() {
             return self.get(id, scope).await;
         }
-        let mut waiter = self
-            .inner
-            .waiters
-            .subscribe(id)
-            .map_err(|_| EngineError::TooManyWaiters)?;
-        let _open = metrics::Open::long_poll();
+        let waiter = self.waiter(id)?;
         let task = self.get(id, scope).await?;
         if task.state.is_terminal() {
             return Ok(task);
         }
         // Not kept while parked: its input and labels may be kilobytes, times every waiter.
         drop(task);
+        self.wait_with(waiter, id, timeout, scope).await
+    }
+
+    /// A subscription to task `id`'s end. Taken before the task is read (or, by a submit
+    /// that will wait, before it is stored), so an end in between is not missed.
+    pub fn waiter(&self, id: TaskId) -> Result<Waiter<'_>, EngineError> {
+        self.inner
+            .waiters
+            .subscribe(id)
+            .map_err(|_| EngineError::TooManyWaiters)
+    }
+
+    /// The task once `waiter` hears it end, or as it is after `timeout` (or when shutdown
+    /// begins). The caller has seen the task not terminal since `waiter` was taken.
+    pub async fn wait_with(
+        &self,
+        mut waiter: Waiter<'_>,
+        id: TaskId,
+        timeout: Duration,
+        scope: &QueueScope,
+    ) -> Result<Task, EngineError> {
+        let _open = metrics::Open::long_poll();
         tokio::select! {
             finished = waiter.finished() => {
                 if let Some(task) = finished {

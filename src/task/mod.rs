@@ -57,6 +57,9 @@ pub fn now_millis() -> Millis {
 /// range. Whether the kind exists and the input fits it is the engine's question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
+    /// The id to store it under; `None`: a new one when it is stored. Set by a submit that
+    /// waits for the task, to subscribe to its end before storing it.
+    pub id: Option<TaskId>,
     pub queue: QueueName,
     pub kind: Kind,
     /// Shared, not copied, by the task it becomes and the answer that echoes it: an input may
@@ -87,6 +90,7 @@ impl NewTask {
     /// A task with every option at its default.
     pub fn new(queue: QueueName, kind: Kind, input: Value) -> NewTask {
         NewTask {
+            id: None,
             queue,
             kind,
             input: Arc::new(input),
@@ -117,7 +121,7 @@ impl NewTask {
     ) -> (Task, Option<String>) {
         let run_at = self.run_at.filter(|at| *at > now);
         let task = Task {
-            id: TaskId::new(),
+            id: self.id.unwrap_or_default(),
             state: if run_at.is_some() {
                 TaskState::Scheduled
             } else {
