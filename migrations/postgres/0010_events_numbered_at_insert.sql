@@ -29,7 +29,11 @@
 -- reads without the upper bound, so its live streams may, rarely, skip an event that commits
 -- late (a stream that resumes from the log later gets it).
 
--- Events committed but not numbered yet are numbered now, as before.
+-- Events committed but not numbered yet are numbered now, as before. The lock first: a node
+-- of an older version writing meanwhile waits for this migration's commit, so none of its
+-- events is left unnumbered (after the commit, an insert without a seq fails, NOT NULL below,
+-- rather than leave an event no reader would return).
+LOCK TABLE task_events IN EXCLUSIVE MODE;
 SELECT taskd_sequence_events(2147483647);
 
 -- The writers' locks: first key 1702260340 ("evnt" in ASCII), second key the writer's pid.
