@@ -10,7 +10,7 @@
 -- - A writer takes `seq` from the sequence as it inserts the event (in id order within a
 --   statement), after taking an advisory lock of its own, keyed by its backend's pid, that it
 --   holds until its transaction ends. Writers never wait for each other: each has its own key.
--- - A reader first asks for the horizon (`taskd_events_horizon`): it reads the sequence's
+-- - A reader first asks for the horizon (`taskd_events_writers`): it reads the sequence's
 --   last value H, then waits for every writer that holds its lock at that moment. A writer
 --   that took a seq ≤ H took its lock before, so it is among them, or has ended. When the
 --   wait is over, every seq ≤ H is committed or rolled back for good, and the reader reads
@@ -20,9 +20,8 @@
 -- differs: a rolled-back change leaves a gap in `seq` (its numbers are not reused, as
 -- before), and a reader waits for the transactions that write events at that moment (the
 -- database's commit of a claim or a batch of ends, milliseconds) where it used to wait for
--- the numbering's lock. The writers' statements hold their row locks while they may wait for a
--- reader's brief shared lock on their key; a cycle through both would be a deadlock
--- PostgreSQL detects and breaks (one statement fails and is retried like any failed write).
+-- the numbering's lock. A writer may wait for a reader only while the reader's lock on its key
+-- is granted and not yet released: the end of one statement.
 --
 -- During a rolling upgrade, a node of an older version still calls `taskd_sequence_events`
 -- before it reads: that now waits for the horizon and numbers nothing, and the older node
@@ -59,33 +58,30 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- The highest seq below which every event is committed or rolled back for good: the
--- sequence's last value, once every writer that held its lock when it was read has ended.
--- Call it in a statement of its own, then read `seq <= ` it in the next.
-CREATE FUNCTION taskd_events_horizon() RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    horizon bigint;
-    writer integer;
+-- The horizon: the sequence's last value, and the writers that hold their locks as it is
+-- read (their pids, the second keys). Every event up to the horizon is committed or rolled
+-- back for good once each of those writers' transactions has ended: taskd waits for each
+-- in a statement of its own (`SELECT pg_advisory_xact_lock_shared(1702260340, pid)`, granted
+-- when that writer ends, released as the statement ends), so a reader holds at most the key
+-- it waits for and never stands in a circle of waits; then it reads `seq <= ` the horizon.
+CREATE FUNCTION taskd_events_writers(OUT horizon bigint, OUT writers integer[])
+LANGUAGE plpgsql AS $$
 BEGIN
     SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END INTO horizon
         FROM task_events_seq;
-    FOR writer IN
-        SELECT l.objid::integer FROM pg_locks l
+    SELECT coalesce(array_agg(l.objid::integer), '{}') INTO writers FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.classid = 1702260340::oid AND l.objsubid = 2
           AND l.mode = 'ExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid()
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    LOOP
-        -- Granted once that writer's transaction has ended; held until this one's.
-        PERFORM pg_advisory_xact_lock_shared(1702260340, writer);
-    END LOOP;
-    RETURN horizon;
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
 END $$;
 
--- For nodes of an older version (see the header): nothing is left to number.
+-- For nodes of an older version (see the header): nothing is left to number; it waits for
+-- the horizon's writers in one statement.
 CREATE OR REPLACE FUNCTION taskd_sequence_events(batch integer) RETURNS bigint
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM taskd_events_horizon();
+    PERFORM pg_advisory_xact_lock_shared(1702260340, writer)
+        FROM unnest((taskd_events_writers()).writers) AS writer;
     RETURN 0;
 END $$;
 

@@ -39,13 +39,27 @@ fn event_from_row(row: &PgRow) -> Result<TaskEvent, StoreError> {
     })
 }
 
-/// The highest `seq` a read may return (see `taskd_events_horizon`, migration 0010): every
-/// event up to it is committed or rolled back for good, so a read bounded by it, in a
-/// statement after this one, returns every event in `seq` order with none left to come.
+/// The first key of the advisory locks event writers hold until they commit ("evnt"; the
+/// second key is the writer's pid; migration 0010).
+const EVENT_WRITERS_LOCK: i32 = 0x65766e74;
+
+/// The highest `seq` a read may return (migration 0010): the sequence's last value, once
+/// every writer that held its lock when it was read has ended. Each wait is a statement of
+/// its own, so this reader holds at most the key it waits for, and only until the writer
+/// ends. A read bounded by it, in a later statement, returns every event up to it.
 async fn horizon(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT taskd_events_horizon()")
-        .fetch_one(conn)
-        .await?)
+    let (horizon, writers): (i64, Vec<i32>) =
+        sqlx::query_as("SELECT horizon, writers FROM taskd_events_writers()")
+            .fetch_one(&mut *conn)
+            .await?;
+    for writer in writers {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+            .bind(EVENT_WRITERS_LOCK)
+            .bind(writer)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(horizon)
 }
 
 pub async fn events_after(
