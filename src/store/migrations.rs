@@ -55,6 +55,11 @@ pub const POSTGRES: &[Migration] = &[
     migration!(7, "schedules", "postgres/0007_schedules.sql"),
     migration!(8, "queue_rate", "postgres/0008_queue_rate.sql"),
     migration!(9, "lean_drain", "postgres/0009_lean_drain.sql"),
+    migration!(
+        10,
+        "events_numbered_at_insert",
+        "postgres/0010_events_numbered_at_insert.sql"
+    ),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both
@@ -63,6 +68,12 @@ pub const POSTGRES: &[Migration] = &[
 pub const ONLY_SQLITE: &[(i64, &str)] = &[(
     3,
     "PostgreSQL tests a row trigger's WHEN before running it, so it keeps 0002's trigger",
+)];
+
+/// The versions only PostgreSQL has, each with why.
+pub const ONLY_POSTGRES: &[(i64, &str)] = &[(
+    10,
+    "SQLite numbers events at insert already (one writer: insert order is commit order)",
 )];
 
 impl Migration {
@@ -115,7 +126,7 @@ mod tests {
     }
 
     /// The two lists differ only where declared: the same versions under the same names,
-    /// but for `ONLY_SQLITE`; each list ascends, and each file's name carries its version.
+    /// but for `ONLY_SQLITE` and `ONLY_POSTGRES`; each list ascends, and each file's name carries its version.
     #[test]
     fn the_backends_differ_only_as_declared() {
         let sqlite = by_version(SQLITE);
@@ -130,6 +141,13 @@ mod tests {
                 "{version} exists on PostgreSQL"
             );
             postgres.insert(*version, sqlite[version]);
+        }
+        for (version, _why) in ONLY_POSTGRES {
+            assert!(!sqlite.contains_key(version), "{version} exists on SQLite");
+            assert!(
+                postgres.remove(version).is_some(),
+                "{version} is declared but absent"
+            );
         }
         assert_eq!(
             sqlite, postgres,

@@ -1,5 +1,5 @@
-//! The PostgreSQL observer queries: the event log (written by triggers, numbered in commit
-//! order by the readers; see migration 0002), progress reports, and completion webhook
+//! The PostgreSQL observer queries: the event log (written by triggers, numbered as they
+//! insert, read up to the horizon below which nothing is left to commit; see migration 0010), progress reports, and completion webhook
 //! deliveries (created by a trigger when a task with a callback ends).
 
 use sqlx::postgres::PgRow;
@@ -39,21 +39,27 @@ fn event_from_row(row: &PgRow) -> Result<TaskEvent, StoreError> {
     })
 }
 
-/// How many events one numbering takes at most (a longer backlog takes several).
-const NUMBER_BATCH: i32 = 10_000;
+/// The first key of the advisory locks event writers hold until they commit ("evnt"; the
+/// second key is the writer's pid; migration 0010).
+const EVENT_WRITERS_LOCK: i32 = 0x65766e74;
 
-/// Numbers every event committed so far (see `taskd_sequence_events`), so that what a read
-/// then returns includes every change committed before it began.
-async fn number_events(conn: &mut PgConnection) -> Result<(), StoreError> {
-    loop {
-        let numbered: i64 = sqlx::query_scalar("SELECT taskd_sequence_events($1)")
-            .bind(NUMBER_BATCH)
+/// The highest `seq` a read may return (migration 0010): the sequence's last value, once
+/// every writer that held its lock when it was read has ended. Each wait is a statement of
+/// its own, so this reader holds at most the key it waits for, and only until the writer
+/// ends. A read bounded by it, in a later statement, returns every event up to it.
+async fn horizon(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    let (horizon, writers): (i64, Vec<i32>) =
+        sqlx::query_as("SELECT horizon, writers FROM taskd_events_writers()")
             .fetch_one(&mut *conn)
             .await?;
-        if numbered < i64::from(NUMBER_BATCH) {
-            return Ok(());
-        }
+    for writer in writers {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+            .bind(EVENT_WRITERS_LOCK)
+            .bind(writer)
+            .execute(&mut *conn)
+            .await?;
     }
+    Ok(horizon)
 }
 
 pub async fn events_after(
@@ -62,25 +68,30 @@ pub async fn events_after(
     filter: &EventFilter,
     limit: usize,
 ) -> Result<Vec<TaskEvent>, StoreError> {
-    number_events(conn).await?;
+    let horizon = horizon(conn).await?;
+    if horizon <= after {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(
         "SELECT seq, task_id::text AS task_id, queue, kind, state, attempt, progress, at \
          FROM task_events \
-         WHERE seq > $1 AND ($2::uuid IS NULL OR task_id = $2::uuid) \
+         WHERE seq > $1 AND seq <= $4 AND ($2::uuid IS NULL OR task_id = $2::uuid) \
          ORDER BY seq LIMIT $3",
     )
     .bind(after)
     .bind(filter.task.map(|id| id.to_string()))
     .bind(limit as i64)
+    .bind(horizon)
     .fetch_all(conn)
     .await?;
     rows.iter().map(event_from_row).collect()
 }
 
 pub async fn event_bounds(conn: &mut PgConnection) -> Result<Option<(i64, i64)>, StoreError> {
-    number_events(conn).await?;
+    let horizon = horizon(conn).await?;
     let (oldest, newest): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT min(seq), max(seq) FROM task_events")
+        sqlx::query_as("SELECT min(seq), max(seq) FROM task_events WHERE seq <= $1")
+            .bind(horizon)
             .fetch_one(conn)
             .await?;
     Ok(oldest.zip(newest))

@@ -228,6 +228,7 @@ mod several_nodes {
         shared::admission_holds_across_stores,
         shared::one_idempotency_key_makes_one_task_across_stores,
         shared::concurrency_holds_across_stores,
+        shared::a_reader_following_the_log_misses_no_event,
         deps::parents_ending_on_two_stores_release_their_child,
         rates::a_rate_limit_holds_across_stores,
     );

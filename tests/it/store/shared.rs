@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use taskd::store::{QueuePatch, StoreError};
+use taskd::store::{EventFilter, QueuePatch, StoreError};
 use taskd::task::{Idempotency, TaskId, TaskState};
 
 use super::*;
@@ -50,7 +50,8 @@ pub async fn migrations_run_once_when_nodes_start_together(url: String) {
         let rows = statement.query_map([], |row| row.get(0)).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     };
-    // Each backend's own list (they differ only as `migrations::ONLY_SQLITE` declares).
+    // Each backend's own list (they differ only as `migrations::ONLY_SQLITE` and
+    // `ONLY_POSTGRES` declare).
     let list = if url.starts_with("postgres") {
         taskd::store::migrations::POSTGRES
     } else {
@@ -95,6 +96,71 @@ pub async fn claims_from_several_stores_never_overlap(url: String) {
     assert_eq!((ran.len(), unique.len()), (300, 300), "each exactly once");
     let counts = nodes[1].queue(queue("many")).await.unwrap().counts;
     assert_eq!(counts[&TaskState::Succeeded], 300);
+}
+
+/// A reader that follows the event log while other stores write it (submits, claims and
+/// ends, each in transactions of their own, committing in any order) misses no event: what
+/// it read, page by page from the last `seq` it saw, is the whole log, in `seq` order.
+pub async fn a_reader_following_the_log_misses_no_event(url: String) {
+    let nodes = nodes(&url).await;
+    let mut writers = tokio::task::JoinSet::new();
+    for node in &nodes[..2] {
+        let node = Arc::clone(node);
+        writers.spawn(async move {
+            for n in 0..60 {
+                insert(&node, task("tail", "echo", json!(n))).await;
+                for task in node.claim(2, far()).await.unwrap() {
+                    let outcome = Outcome::Succeeded(json!(n));
+                    node.finish(task.id, &lease(&task), outcome).await.unwrap();
+                }
+            }
+            // Then what is left, so every task ends.
+            loop {
+                let claimed = node.claim(10, far()).await.unwrap();
+                if claimed.is_empty() {
+                    return;
+                }
+                for task in claimed {
+                    let outcome = Outcome::Succeeded(json!(0));
+                    node.finish(task.id, &lease(&task), outcome).await.unwrap();
+                }
+            }
+        });
+    }
+    let reader = Arc::clone(&nodes[2]);
+    let mut seen: Vec<i64> = Vec::new();
+    let mut last = 0;
+    let mut writing = true;
+    loop {
+        let page = reader
+            .events_after(last, EventFilter::default(), 50)
+            .await
+            .unwrap();
+        if page.is_empty() && !writing {
+            break;
+        }
+        if let Some(event) = page.last() {
+            last = event.seq;
+        }
+        seen.extend(page.iter().map(|event| event.seq));
+        if writing && writers.is_empty() {
+            writing = false;
+        }
+        while let Some(joined) = writers.try_join_next() {
+            joined.unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+    let all: Vec<i64> = nodes[0]
+        .events_after(0, EventFilter::default(), 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    // 120 submits, each task claimed and ended: three events each.
+    assert_eq!(all.len(), 360);
+    assert_eq!(seen, all, "read in seq order, none skipped, none twice");
 }
 
 /// Submits racing from several stores never push a queue past its limit.
