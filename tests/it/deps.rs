@@ -111,6 +111,32 @@ async fn any_takes_the_one_that_succeeded() {
     assert_eq!(any["error"]["type"], "dependency_failed");
 }
 
+/// A child submitted with `Prefer: wait` after its parent failed is cancelled as it is
+/// stored: the answer says so at once (200), rather than waiting for an end that was never
+/// to come. The client's deadline is far below the wait asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_stored_cancelled_answers_a_wait_at_once() {
+    let app = spawn_app().await;
+    let parent = app
+        .submit(json!({"kind": "fail", "input": {"retryable": false}}))
+        .await;
+    let parent = app.wait_terminal(&id(&parent)).await;
+    assert_eq!(parent["state"], "failed");
+    let response = app
+        .client
+        .post(app.url("/v1/tasks"))
+        .header("prefer", "wait=60")
+        .timeout(std::time::Duration::from_secs(20))
+        .json(&json!({"kind": "echo", "after": [parent["id"]]}))
+        .send()
+        .await
+        .expect("an answer before the client's deadline");
+    assert_eq!(response.status(), StatusCode::OK);
+    let child: Value = response.json().await.unwrap();
+    assert_eq!(child["state"], "cancelled", "{child}");
+    assert_eq!(child["error"]["type"], "dependency_failed");
+}
+
 /// A failure cascades two levels down under `all_succeeded`, while an `all_finished` child
 /// of the same parent runs anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
