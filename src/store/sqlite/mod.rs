@@ -30,8 +30,9 @@ use tokio::sync::{Notify, Semaphore};
 use crate::access::{KeyRecord, QueueScope};
 use crate::store::migrations::{self, Step};
 use crate::store::{
-    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
-    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimMore, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt,
+    EventFilter, Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter,
+    TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
@@ -439,10 +440,22 @@ impl TaskStore for SqliteStore {
     }
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
+        self.claim_growing(limit, Box::new(|| 0), lease_expires_at)
+            .await
+    }
+
+    async fn claim_growing(
+        &self,
+        limit: usize,
+        more: ClaimMore,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
         // The writer thread is off the runtime, so the time comes from here (`now_millis`).
         let now = now_millis();
+        // A claim waits for the writer's batch before it (a commit, ~1 ms in a drain); the
+        // workers that came free meanwhile are counted when it starts, not when it was sent.
         self.writer
-            .run(move |conn| claims::task_claim(conn, limit, lease_expires_at, now))
+            .run(move |conn| claims::task_claim(conn, limit + more(), lease_expires_at, now))
             .await
     }
 
