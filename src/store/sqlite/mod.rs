@@ -36,7 +36,7 @@ use crate::store::{
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
-    TaskId, now_millis,
+    TaskId, clock_ahead_millis, now_millis, now_millis_ahead,
 };
 use writer::Writer;
 
@@ -450,12 +450,18 @@ impl TaskStore for SqliteStore {
         more: ClaimMore,
         lease_expires_at: Millis,
     ) -> Result<Vec<Task>, StoreError> {
-        // The writer thread is off the runtime, so the time comes from here (`now_millis`).
-        let now = now_millis();
+        // The writer thread is off the runtime: the runtime's clock offset comes from here.
+        let ahead = clock_ahead_millis();
         // A claim waits for the writer's batch before it (a commit, ~1 ms in a drain); the
         // workers that came free meanwhile are counted when it starts, not when it was sent.
+        // The time is read after that: a task started on a worker another task just left
+        // never seems to start before that one ended.
         self.writer
-            .run(move |conn| claims::task_claim(conn, limit + more(), lease_expires_at, now))
+            .run(move |conn| {
+                let limit = limit + more();
+                let now = now_millis_ahead(ahead);
+                claims::task_claim(conn, limit, lease_expires_at, now)
+            })
             .await
     }
 

@@ -117,16 +117,26 @@ pub async fn a_growing_claim_takes_no_more_than_it_was_given(store: Arc<dyn Task
         ids.push(insert(&store, task("g", "echo", json!(n))).await.id);
     }
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // When `more` answered: the workers it gave came free then, so nothing it claimed may
+    // seem to start before.
+    let answered_at = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     let growing = |answer: usize| -> taskd::store::ClaimMore {
         let asked = Arc::clone(&asked);
+        let answered_at = Arc::clone(&answered_at);
         Box::new(move || {
             asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answered_at.store(now_millis(), std::sync::atomic::Ordering::SeqCst);
             answer
         })
     };
     let claimed = store.claim_growing(1, growing(2), far()).await.unwrap();
     let asked_once = asked.load(std::sync::atomic::Ordering::SeqCst);
     assert!(asked_once <= 1, "more() asked {asked_once} times");
+    let answered_at = answered_at.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        claimed.iter().all(|t| t.started_at >= Some(answered_at)),
+        "started before more() answered"
+    );
     let expected = 1 + 2 * asked_once;
     assert_eq!(
         claimed.len(),
