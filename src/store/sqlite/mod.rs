@@ -278,14 +278,14 @@ impl SqliteStore {
     async fn ending<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<Task>), StoreError> + Send + 'static,
+        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<TaskId>), StoreError> + Send + 'static,
     {
         let now = now_millis();
         let (answer, settled) = self
             .writer
             .run(move |conn| {
                 let (answer, ended) = job(conn, now)?;
-                Ok((answer, deps::after_ends(conn, &ended, now)?))
+                Ok((answer, deps::after_ends(conn, ended, now)?))
             })
             .await?;
         let mut released = false;
@@ -489,7 +489,7 @@ impl TaskStore for SqliteStore {
         // One job: one savepoint and one trip to the writer for the whole batch.
         self.ending(move |conn, _| {
             let ended = ends::task_finish_many(conn, attempts)?;
-            let terminal = ended.iter().flatten().cloned().collect();
+            let terminal = deps::terminal(ended.iter().flatten());
             Ok((ended, terminal))
         })
         .await
@@ -512,7 +512,7 @@ impl TaskStore for SqliteStore {
                 CancelResult::Cancelled(task) => {
                     // It may have been waiting: it waits for nobody now.
                     deps::forget_edges(conn, id)?;
-                    vec![task.clone()]
+                    deps::terminal([task])
                 }
                 _ => Vec::new(),
             };
@@ -525,7 +525,7 @@ impl TaskStore for SqliteStore {
         let lease = lease.to_owned();
         self.ending(move |conn, now| {
             let released = rows::task_release(conn, id, &lease, now)?;
-            let ended = released.iter().cloned().collect();
+            let ended = deps::terminal(&released);
             Ok((released, ended))
         })
         .await
@@ -534,7 +534,8 @@ impl TaskStore for SqliteStore {
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
         self.ending(move |conn, now| {
             let recovered = rows::task_recover_running(conn, now)?;
-            Ok((recovered.clone(), recovered))
+            let ended = deps::terminal(&recovered);
+            Ok((recovered, ended))
         })
         .await
     }
@@ -542,7 +543,8 @@ impl TaskStore for SqliteStore {
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
         self.ending(move |conn, _| {
             let rescued = rows::task_rescue_expired(conn, now)?;
-            Ok((rescued.clone(), rescued))
+            let ended = deps::terminal(&rescued);
+            Ok((rescued, ended))
         })
         .await
     }
