@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use super::{Inner, Running};
 use crate::handlers::{HandlerError, ProgressSink, TaskContext};
 use crate::metrics;
-use crate::store::{EndedAttempt, StoreError};
+use crate::store::{ClaimMore, EndedAttempt, StoreError};
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 
 /// The most tasks one claim takes.
@@ -149,7 +149,19 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             }
         }
         let lease_expires_at = now_millis() + inner.config.lease.as_millis() as i64;
-        let claimed = match inner.store.claim(held.len(), lease_expires_at).await {
+        // Workers that come free while the claim waits for its turn join it as it starts.
+        let grown = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let more = grow(
+            &permits,
+            &grown,
+            if probing { 0 } else { CLAIM_BATCH - held.len() },
+        );
+        let claimed = inner
+            .store
+            .claim_growing(held.len(), more, lease_expires_at)
+            .await;
+        held.append(&mut grown.lock().unwrap_or_else(|e| e.into_inner()));
+        let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
                 super::log_store_failure(&error, "claim failed");
@@ -178,6 +190,28 @@ async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender
             }
         }
     }
+}
+
+/// What a growing claim asks as it starts: up to `room` more permits of free workers, taken
+/// then (never waiting) and kept in `grown` for the dispatcher, which hands one to each task
+/// claimed beyond its own permits; the ones no task took go back when it drops them.
+fn grow(
+    permits: &Arc<Semaphore>,
+    grown: &Arc<std::sync::Mutex<Vec<OwnedSemaphorePermit>>>,
+    room: usize,
+) -> ClaimMore {
+    let permits = Arc::clone(permits);
+    let grown = Arc::clone(grown);
+    Box::new(move || {
+        let mut grown = grown.lock().unwrap_or_else(|e| e.into_inner());
+        while grown.len() < room {
+            match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => grown.push(permit),
+                Err(_) => break,
+            }
+        }
+        grown.len()
+    })
 }
 
 async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: mpsc::Sender<Done>) {

@@ -103,6 +103,11 @@ pub struct Inserted {
     pub waiting_before: u64,
 }
 
+/// How many more tasks a growing claim may take, asked as it starts (see
+/// [`TaskStore::claim_growing`]). It runs wherever the claim runs (SQLite: on the writer
+/// thread), so it only counts what is free and never waits.
+pub type ClaimMore = Box<dyn FnOnce() -> usize + Send>;
+
 /// A claim made in a submit's own transaction (see [`TaskStore::insert_claiming`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimNow {
@@ -335,6 +340,20 @@ pub trait TaskStore: Send + Sync + 'static {
     /// `concurrency` is honoured, and the slots are shared fairly between queues with work;
     /// within a queue, highest priority first, then oldest.
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError>;
+
+    /// As `claim`, but the claim may grow when it runs: `more` is called once, as the claim
+    /// starts, and answers how many tasks it may take beyond `limit` (the local pool's
+    /// workers that came free while the claim waited for its turn). A store whose claim
+    /// runs at once has nothing to wait for; the default claims `limit` and never calls it.
+    async fn claim_growing(
+        &self,
+        limit: usize,
+        more: ClaimMore,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        drop(more);
+        self.claim(limit, lease_expires_at).await
+    }
 
     /// Ends the running attempt held under `lease` (success, retry after backoff, failure or
     /// cancellation, as `task::end_attempt` decides). `None`: the lease is no longer current.

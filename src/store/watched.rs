@@ -15,8 +15,9 @@ use async_trait::async_trait;
 
 use super::space::Space;
 use super::{
-    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
-    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimMore, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt,
+    EventFilter, Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter,
+    TaskStore,
 };
 use crate::access::{KeyRecord, QueueScope};
 use crate::metrics;
@@ -112,6 +113,19 @@ impl TaskStore for Watched {
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
         let outcome = self.store.claim(limit, lease_expires_at).await;
+        self.note(outcome, "claim", |claimed| !claimed.is_empty())
+    }
+
+    async fn claim_growing(
+        &self,
+        limit: usize,
+        more: ClaimMore,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        let outcome = self
+            .store
+            .claim_growing(limit, more, lease_expires_at)
+            .await;
         self.note(outcome, "claim", |claimed| !claimed.is_empty())
     }
 

@@ -44,12 +44,23 @@ pub type Millis = i64;
 /// runtime (the SQLite writer thread) reads the plain wall clock: callers there are handed
 /// `now` instead.
 pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis() + clock_ahead_millis()
+}
+
+/// How far `now_millis` is ahead of the wall clock: 0 in a running server, what a test moved
+/// tokio's clock by in a paused one. Read on the runtime and handed to code off it, it lets
+/// that code read the time when it acts ([`now_millis_ahead`]) rather than when it was asked.
+pub fn clock_ahead_millis() -> i64 {
     let monotonic = std::time::Instant::now();
     let driven = tokio::time::Instant::now().into_std();
-    let ahead = match driven.checked_duration_since(monotonic) {
+    match driven.checked_duration_since(monotonic) {
         Some(ahead) => ahead.as_millis() as i64,
         None => -(monotonic.duration_since(driven).as_millis() as i64),
-    };
+    }
+}
+
+/// `now_millis` off the runtime, given [`clock_ahead_millis`] read on it.
+pub fn now_millis_ahead(ahead: i64) -> Millis {
     Utc::now().timestamp_millis() + ahead
 }
 

@@ -66,18 +66,24 @@ pub fn forget_edges(conn: &Connection, child: TaskId) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Settles the waiting children of those of `tasks` that ended, and the children of every
-/// child that ends so in turn. Returns the settled children as they are now.
-pub fn after_ends<'a>(
-    conn: &Connection,
-    tasks: impl IntoIterator<Item = &'a Task>,
-    now: Millis,
-) -> Result<Vec<Task>, StoreError> {
-    let mut ended: Vec<TaskId> = tasks
+/// The ids of those of `tasks` that ended (are in a terminal state), for [`after_ends`]:
+/// ids, so that a job ending a batch of tasks need not copy them to settle their children.
+pub fn terminal<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<TaskId> {
+    tasks
         .into_iter()
         .filter(|t| t.state.is_terminal())
         .map(|t| t.id)
-        .collect();
+        .collect()
+}
+
+/// Settles the waiting children of the tasks whose ids are `ended` (see [`terminal`]), and
+/// the children of every child that ends so in turn. Returns the settled children as they
+/// are now.
+pub fn after_ends(
+    conn: &Connection,
+    mut ended: Vec<TaskId>,
+    now: Millis,
+) -> Result<Vec<Task>, StoreError> {
     let mut settled = Vec::new();
     while !ended.is_empty() {
         let children = query_tasks(

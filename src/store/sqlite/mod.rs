@@ -30,12 +30,13 @@ use tokio::sync::{Notify, Semaphore};
 use crate::access::{KeyRecord, QueueScope};
 use crate::store::migrations::{self, Step};
 use crate::store::{
-    CancelResult, Changed, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt, EventFilter,
-    Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter, TaskStore,
+    CancelResult, Changed, ClaimMore, ClaimNow, Delivery, DeliveryOutcome, EndedAttempt,
+    EventFilter, Inserted, QueueInfo, QueuePatch, Signal, StoreError, Submitted, TaskFilter,
+    TaskStore,
 };
 use crate::task::{
     Kind, Millis, NewTask, Outcome, Progress, QueueName, Schedule, ScheduleName, Task, TaskEvent,
-    TaskId, now_millis,
+    TaskId, clock_ahead_millis, now_millis, now_millis_ahead,
 };
 use writer::Writer;
 
@@ -173,6 +174,33 @@ fn tune(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Turns off SQLite's memory statistics, once per process, before its first connection.
+/// With them on (SQLite's default), every allocation and free of every connection takes one
+/// process-wide mutex to count bytes: lock and unlock were ~5 % of the writer thread's time
+/// in a drain. Nothing here reads the statistics (`sqlite3_memory_used`) or sets a soft heap
+/// limit, which needs them.
+fn without_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int. `sqlite3_config` may run only before
+        // SQLite initializes, which its first connection does; after that it changes nothing
+        // and answers SQLITE_MISUSE (a program embedding taskd opened one first): the
+        // statistics stay on, which costs time, not correctness.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite keeps its memory statistics (it was initialized first)"
+            );
+        }
+    });
+}
+
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 
@@ -210,6 +238,7 @@ impl SqliteStore {
     }
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
+        without_memory_statistics();
         let (conn, readers, checkpoints) = match location {
             Location::Memory => {
                 let conn = Connection::open_in_memory()?;
@@ -249,14 +278,14 @@ impl SqliteStore {
     async fn ending<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<Task>), StoreError> + Send + 'static,
+        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<TaskId>), StoreError> + Send + 'static,
     {
         let now = now_millis();
         let (answer, settled) = self
             .writer
             .run(move |conn| {
                 let (answer, ended) = job(conn, now)?;
-                Ok((answer, deps::after_ends(conn, &ended, now)?))
+                Ok((answer, deps::after_ends(conn, ended, now)?))
             })
             .await?;
         let mut released = false;
@@ -411,10 +440,28 @@ impl TaskStore for SqliteStore {
     }
 
     async fn claim(&self, limit: usize, lease_expires_at: Millis) -> Result<Vec<Task>, StoreError> {
-        // The writer thread is off the runtime, so the time comes from here (`now_millis`).
-        let now = now_millis();
+        self.claim_growing(limit, Box::new(|| 0), lease_expires_at)
+            .await
+    }
+
+    async fn claim_growing(
+        &self,
+        limit: usize,
+        more: ClaimMore,
+        lease_expires_at: Millis,
+    ) -> Result<Vec<Task>, StoreError> {
+        // The writer thread is off the runtime: the runtime's clock offset comes from here.
+        let ahead = clock_ahead_millis();
+        // A claim waits for the writer's batch before it (a commit, ~1 ms in a drain); the
+        // workers that came free meanwhile are counted when it starts, not when it was sent.
+        // The time is read after that: a task started on a worker another task just left
+        // never seems to start before that one ended.
         self.writer
-            .run(move |conn| claims::task_claim(conn, limit, lease_expires_at, now))
+            .run(move |conn| {
+                let limit = limit + more();
+                let now = now_millis_ahead(ahead);
+                claims::task_claim(conn, limit, lease_expires_at, now)
+            })
             .await
     }
 
@@ -442,7 +489,7 @@ impl TaskStore for SqliteStore {
         // One job: one savepoint and one trip to the writer for the whole batch.
         self.ending(move |conn, _| {
             let ended = ends::task_finish_many(conn, attempts)?;
-            let terminal = ended.iter().flatten().cloned().collect();
+            let terminal = deps::terminal(ended.iter().flatten());
             Ok((ended, terminal))
         })
         .await
@@ -465,7 +512,7 @@ impl TaskStore for SqliteStore {
                 CancelResult::Cancelled(task) => {
                     // It may have been waiting: it waits for nobody now.
                     deps::forget_edges(conn, id)?;
-                    vec![task.clone()]
+                    deps::terminal([task])
                 }
                 _ => Vec::new(),
             };
@@ -478,7 +525,7 @@ impl TaskStore for SqliteStore {
         let lease = lease.to_owned();
         self.ending(move |conn, now| {
             let released = rows::task_release(conn, id, &lease, now)?;
-            let ended = released.iter().cloned().collect();
+            let ended = deps::terminal(&released);
             Ok((released, ended))
         })
         .await
@@ -487,7 +534,8 @@ impl TaskStore for SqliteStore {
     async fn recover_running(&self) -> Result<Vec<Task>, StoreError> {
         self.ending(move |conn, now| {
             let recovered = rows::task_recover_running(conn, now)?;
-            Ok((recovered.clone(), recovered))
+            let ended = deps::terminal(&recovered);
+            Ok((recovered, ended))
         })
         .await
     }
@@ -495,7 +543,8 @@ impl TaskStore for SqliteStore {
     async fn rescue_expired(&self, now: Millis) -> Result<Vec<Task>, StoreError> {
         self.ending(move |conn, _| {
             let rescued = rows::task_rescue_expired(conn, now)?;
-            Ok((rescued.clone(), rescued))
+            let ended = deps::terminal(&rescued);
+            Ok((rescued, ended))
         })
         .await
     }

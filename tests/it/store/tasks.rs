@@ -109,6 +109,50 @@ pub async fn claims_go_by_priority_then_age_within_the_limit(store: Arc<dyn Task
     }
 }
 
+/// A growing claim asks `more` at most once and takes at most its limit and what `more`
+/// answered (a store may claim at once and never ask); it goes by the same order as a claim.
+pub async fn a_growing_claim_takes_no_more_than_it_was_given(store: Arc<dyn TaskStore>) {
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(insert(&store, task("g", "echo", json!(n))).await.id);
+    }
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // When `more` answered: the workers it gave came free then, so nothing it claimed may
+    // seem to start before.
+    let answered_at = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+    let growing = |answer: usize| -> taskd::store::ClaimMore {
+        let asked = Arc::clone(&asked);
+        let answered_at = Arc::clone(&answered_at);
+        Box::new(move || {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answered_at.store(now_millis(), std::sync::atomic::Ordering::SeqCst);
+            answer
+        })
+    };
+    let claimed = store.claim_growing(1, growing(2), far()).await.unwrap();
+    let asked_once = asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(asked_once <= 1, "more() asked {asked_once} times");
+    let answered_at = answered_at.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        claimed.iter().all(|t| t.started_at >= Some(answered_at)),
+        "started before more() answered"
+    );
+    let expected = 1 + 2 * asked_once;
+    assert_eq!(
+        claimed.len(),
+        expected,
+        "its limit, and what more() answered"
+    );
+    let taken: Vec<TaskId> = claimed.iter().map(|t| t.id).collect();
+    assert_eq!(taken, ids[..expected], "oldest first");
+    assert!(claimed.iter().all(|t| t.state == TaskState::Running));
+    // Growth never goes past what is there.
+    let rest = store.claim_growing(1, growing(100), far()).await.unwrap();
+    assert!(rest.len() <= ids.len() - expected);
+    let everything = store.claim(10, far()).await.unwrap();
+    assert_eq!(expected + rest.len() + everything.len(), ids.len());
+}
+
 /// A paused queue's tasks wait; a queue's concurrency caps how many of its tasks run.
 pub async fn paused_queues_wait_and_concurrency_caps_claims(store: Arc<dyn TaskStore>) {
     let paused = taskd::store::QueuePatch {
