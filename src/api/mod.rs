@@ -29,12 +29,13 @@ mod system;
 mod tasks;
 mod workers;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -217,25 +218,26 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         depth: Arc::default(),
     };
     let mut router = Router::new();
+    let mut rules = RouteRules {
+        state: state.clone(),
+        by_method: Arc::default(),
+    };
+    let by_method = Arc::get_mut(&mut rules.by_method).expect("not shared yet");
     for route in routes() {
-        // One layer of the route's own, not one per middleware: axum boxes the future of
-        // every `layer` call, and a parked long-poll holds each box for as long as it waits.
-        let timeout = (!route.long_poll).then(|| {
-            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout)
-        });
-        // Outside the timeout: a key lookup is part of the request like anything else.
-        let authorize = route.scope.map(|scope| {
-            GateLayer(auth::Authorize {
-                state: state.clone(),
-                scope,
-            })
-        });
-        let handler = route.handler.layer(
-            ServiceBuilder::new()
-                .option_layer(authorize)
-                .layer(GateLayer(params::RefuseUnknown(route.query)))
-                .option_layer(timeout),
-        );
+        by_method
+            .entry(route.method.clone())
+            .or_default()
+            .insert(route.path, (route.scope, route.query));
+        // A long-poll has no layer of its own: axum boxes the future of every `layer` call,
+        // and a parked long-poll would hold the box for as long as it waits.
+        let handler = if route.long_poll {
+            route.handler
+        } else {
+            route.handler.layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                config.request_timeout,
+            ))
+        };
         // Routes on one path with different methods merge into one method router.
         router = router.route(route.path, handler);
     }
@@ -243,16 +245,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     router
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state)
-        // Few `layer` calls, each with a stack, for the same reason as the routes' own.
-        // Inside the layers below: a body over --max-body-bytes is a 413 before it takes
-        // any of the budget.
-        .layer(
-            ServiceBuilder::new()
-                .layer(GateLayer(hosts::CheckHost(config.allowed_hosts.clone())))
-                .layer(GateLayer(body::ReserveBodyMemory(BodyBudget::new(
-                    config.max_body_memory,
-                )))),
-        )
+        // One `layer` call with one stack, for the same reason as the routes' own.
         .layer(
             // Outermost first: every response, even a panic's or a limit's, leaves through
             // `problem_for_errors`, and carries the request id.
@@ -273,8 +266,74 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
                 .layer(GateLayer(ProblemForErrors(BodyLimit(limit))))
                 .layer(CatchPanicLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit))
-                .layer(AddExtensionLayer::new(BodyLimit(limit))),
+                .layer(AddExtensionLayer::new(BodyLimit(limit)))
+                // The limit wraps the body in a type of its own; the gates take axum's.
+                .map_request(|request: Request<_>| request.map(Body::new))
+                // Inside the limit: a body over --max-body-bytes is a 413 before it takes any
+                // of the budget.
+                .layer(GateLayer(hosts::CheckHost(config.allowed_hosts.clone())))
+                .layer(GateLayer(body::ReserveBodyMemory(BodyBudget::new(
+                    config.max_body_memory,
+                ))))
+                // Innermost, outside the request timeout: a key lookup is part of the request
+                // like anything else.
+                .layer(GateLayer(rules)),
         )
+}
+
+/// Each route's own rules, applied by the router-wide stack to the route that matched: the
+/// scope its caller's key needs (checked first), then the query parameters it takes.
+#[derive(Clone)]
+struct RouteRules {
+    state: AppState,
+    by_method: Arc<HashMap<Method, HashMap<&'static str, RouteRule>>>,
+}
+
+/// The scope a route needs (`None`: open) and the query parameters it takes.
+type RouteRule = (Option<Scope>, &'static [&'static str]);
+
+impl Gate for RouteRules {
+    type Kept = ();
+
+    fn enter(&self, request: Request) -> Entry<()> {
+        // No route matched: the router's 404 (it needs no key).
+        let Some(path) = request.extensions().get::<MatchedPath>() else {
+            return Entry::Pass(request, ());
+        };
+        // HEAD is served by the GET route; a method the path does not take (the router's 405)
+        // fails closed, as a route that names no scope does: admins only.
+        let method = match *request.method() {
+            Method::HEAD => &Method::GET,
+            ref method => method,
+        };
+        let (scope, known) = match self
+            .by_method
+            .get(method)
+            .and_then(|paths| paths.get(path.as_str()))
+        {
+            Some(&(scope, query)) => (scope, params::RefuseUnknown(Some(query))),
+            None => (Some(Scope::Admin), params::RefuseUnknown(None)),
+        };
+        let Some(scope) = scope else {
+            return known.enter(request);
+        };
+        let authorize = auth::Authorize {
+            state: self.state.clone(),
+            scope,
+        };
+        match authorize.enter(request) {
+            Entry::Pass(request, ()) => known.enter(request),
+            Entry::Answer(answer) => Entry::Answer(answer),
+            Entry::Later(decision) => Entry::Later(Box::pin(async move {
+                let (request, ()) = decision.await?;
+                match known.enter(request) {
+                    Entry::Pass(request, ()) => Ok((request, ())),
+                    Entry::Answer(answer) => Err(answer),
+                    Entry::Later(decision) => decision.await,
+                }
+            })),
+        }
+    }
 }
 
 /// `/metrics` alone, without keys: what `--metrics-listen` serves on its own address.

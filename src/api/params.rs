@@ -10,15 +10,18 @@ use axum::response::IntoResponse;
 use super::error::ApiError;
 use super::gate::{Entry, Gate};
 
-/// Refuses a request whose query names a parameter outside the route's list.
-#[derive(Clone)]
-pub(super) struct RefuseUnknown(pub &'static [&'static str]);
+/// Refuses a request whose query names a parameter outside the route's list (`None`: no
+/// route of this method, whose answer is the router's 405 whatever the query).
+#[derive(Clone, Copy)]
+pub(super) struct RefuseUnknown(pub Option<&'static [&'static str]>);
 
 impl Gate for RefuseUnknown {
     type Kept = ();
 
     fn enter(&self, request: Request) -> Entry<()> {
-        let known = self.0;
+        let Some(known) = self.0 else {
+            return Entry::Pass(request, ());
+        };
         let Some(name) = request
             .uri()
             .query()

@@ -170,6 +170,23 @@ async fn every_route_needs_its_scope() {
     }
     assert!(checked >= 18, "only {checked} guarded routes");
 
+    // HEAD is served by the GET route and needs what GET needs; a method a path does not
+    // take is refused to anyone but an admin before the router says 405.
+    let task_path = format!("/v1/tasks/{id}");
+    let head = anonymous.head(app.url(&task_path)).send().await.unwrap();
+    assert_eq!(
+        head.status(),
+        StatusCode::UNAUTHORIZED,
+        "HEAD without a key"
+    );
+    let reader = &with_scope[Scope::ALL.iter().position(|&s| s == Scope::Read).unwrap()];
+    let head = reader.head(app.url(&task_path)).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "HEAD with the read scope");
+    let put = anonymous.put(app.url(&task_path)).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::UNAUTHORIZED, "PUT without a key");
+    let put = admin.put(app.url(&task_path)).send().await.unwrap();
+    expect_problem(put, 405, "method_not_allowed").await;
+
     let unknown = keyed("tdk_000000000000000000000000000000000000000000000000");
     let response = unknown.get(app.url("/v1/tasks")).send().await.unwrap();
     expect_problem(response, 401, "unauthenticated").await;
