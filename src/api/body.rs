@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -215,7 +216,15 @@ impl Gate for ReserveBodyMemory {
                 request.extensions_mut().insert(share.clone());
                 Entry::Pass(request, Some(share))
             }
-            None => Entry::Answer(ApiError::BodyMemoryFull.into_response()),
+            None => {
+                // The body is left unread, so this connection cannot carry another request:
+                // said, so that a client's pool does not send its next request down it.
+                let mut refused = ApiError::BodyMemoryFull.into_response();
+                refused
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Entry::Answer(refused)
+            }
         }
     }
 

@@ -276,6 +276,8 @@ async fn beyond_the_body_memory_budget_a_request_gets_503() {
         .parse()
         .unwrap();
     assert!(retry_after >= 1);
+    // Its body unread, the refused request's connection closes: the answer says so.
+    assert_eq!(refused.headers()["connection"], "close");
     expect_problem(refused, 503, "body_memory_full").await;
 
     app.submit(json!({"kind": "echo", "input": {"small": true}}))
