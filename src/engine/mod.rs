@@ -223,6 +223,10 @@ struct Inner {
     work: watch::Sender<u64>,
     /// Queues marked remote: submits to them take any kind, local workers skip them.
     remote_queues: DashMap<QueueName, ()>,
+    /// How many times this node changed `remote_queues` itself. Held while it does, and while
+    /// a reload applies what it read: a reload that read the store before such a change is
+    /// dropped rather than undo it (the next one brings it).
+    remote_changes: std::sync::Mutex<u64>,
     /// API keys looked up recently (see `keys`).
     keys: keys::KeyCache,
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
@@ -292,6 +296,7 @@ impl Engine {
             deliveries: Notify::new(),
             work: watch::channel(0).0,
             remote_queues: DashMap::new(),
+            remote_changes: std::sync::Mutex::new(0),
             keys: keys::KeyCache::default(),
             running: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
@@ -619,11 +624,7 @@ impl Engine {
             .update_queue(name, patch)
             .await
             .map_err(EngineError::Store)?;
-        if info.remote {
-            self.inner.remote_queues.insert(info.name.clone(), ());
-        } else {
-            self.inner.remote_queues.remove(&info.name);
-        }
+        self.inner.mark_remote(&info.name, info.remote);
         // A resumed queue or a raised concurrency may make work claimable.
         self.inner.work_available();
         Ok(info)
@@ -803,10 +804,35 @@ impl Inner {
         self.work_available();
     }
 
+    /// Marks `queue` remote or not, as this node just stored it.
+    fn mark_remote(&self, queue: &QueueName, remote: bool) {
+        let mut changes = self
+            .remote_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if remote {
+            self.remote_queues.insert(queue.clone(), ());
+        } else {
+            self.remote_queues.remove(queue);
+        }
+        *changes += 1;
+    }
+
     /// Reloads which queues are remote (other nodes may have changed them).
     async fn refresh_remote_queues(&self) {
+        let seen = *self
+            .remote_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match self.store.queues().await {
             Ok(queues) => {
+                let changes = self
+                    .remote_changes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *changes != seen {
+                    return;
+                }
                 self.remote_queues
                     .retain(|name, ()| queues.iter().any(|q| &q.name == name && q.remote));
                 for queue in queues.into_iter().filter(|q| q.remote) {

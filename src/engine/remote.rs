@@ -44,7 +44,7 @@ impl Engine {
             if !info.remote {
                 return Err(EngineError::NotRemote(queue));
             }
-            self.inner.remote_queues.insert(queue.clone(), ());
+            self.inner.mark_remote(&queue, true);
         }
         let deadline = tokio::time::Instant::now() + wait;
         let _open = (!wait.is_zero()).then(metrics::Open::long_poll);
