@@ -1,7 +1,7 @@
 //! Who is calling, checked at the API's edge: the bearer key of each request, its scope for
 //! the route, and the queues it is limited to.
 //!
-//! Each guarded route names its scope in the route table (`api/mod.rs`); [`Authorize`] runs
+//! Each guarded route names its scope in the route table (`api/mod.rs`); [`authorize`] runs
 //! in front of it, answers 401 (no key, an unknown, expired or revoked one) or 403 (a key
 //! without the scope), and otherwise hands the handler a [`Caller`]. Handlers pass the
 //! caller's [`QueueScope`] to every engine call, and the engine narrows what it reads and
@@ -14,11 +14,11 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use super::error::ApiError;
-use super::gate::{Entry, Gate};
+use super::gate::Entry;
 use crate::access::{AuthMode, QueueScope, Scope, Unusable};
 use crate::task::now_millis;
 
-/// The caller of a guarded route, as [`Authorize`] found it.
+/// The caller of a guarded route, as [`authorize`] found it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The key's name; `None` on a server that asks for no key.
@@ -40,7 +40,7 @@ impl Caller {
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    /// Fails closed: a handler reached without [`Authorize`] in front of it serves no one.
+    /// Fails closed: a handler reached without [`authorize`] in front of it serves no one.
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, ApiError> {
         parts
             .extensions
@@ -50,34 +50,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The middleware in front of a route that needs its scope. The key lookup owns the request
-/// while it runs, in a box of its own that is gone by the time the route runs: a parked
-/// long-poll does not carry it.
-#[derive(Clone)]
-pub(super) struct Authorize {
-    pub state: AppState,
-    pub scope: Scope,
-}
-
-impl Gate for Authorize {
-    type Kept = ();
-
-    fn enter(&self, mut request: Request) -> Entry<()> {
-        if self.state.config.auth == AuthMode::Off {
-            request.extensions_mut().insert(Caller::open());
-            return Entry::Pass(request, ());
-        }
-        let Authorize { state, scope } = self.clone();
-        Entry::Later(Box::pin(async move {
-            match caller(&state, scope, request.headers()).await {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    Ok((request, ()))
-                }
-                Err(error) => Err(error.into_response()),
-            }
-        }))
+/// Admits a request to a route that needs `scope` (the route rules' first step, `api/mod.rs`).
+/// The key lookup owns the request while it runs, in a box of its own that is gone by the time
+/// the route runs: a parked long-poll does not carry it.
+pub(super) fn authorize(state: &AppState, scope: Scope, mut request: Request) -> Entry<()> {
+    if state.config.auth == AuthMode::Off {
+        request.extensions_mut().insert(Caller::open());
+        return Entry::Pass(request, ());
     }
+    let state = state.clone();
+    Entry::Later(Box::pin(async move {
+        match caller(&state, scope, request.headers()).await {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok((request, ()))
+            }
+            Err(error) => Err(error.into_response()),
+        }
+    }))
 }
 
 /// The caller of a request to a route that needs `needed`, on a server that asks for keys

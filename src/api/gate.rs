@@ -30,6 +30,16 @@ pub enum Entry<K> {
     Later(BoxFuture<'static, Result<(Request, K), Response>>),
 }
 
+impl Entry<()> {
+    /// Hands `request` on unless it is `refused`.
+    pub fn unless(refused: Option<Response>, request: Request) -> Entry<()> {
+        match refused {
+            Some(answer) => Entry::Answer(answer),
+            None => Entry::Pass(request, ()),
+        }
+    }
+}
+
 /// What a middleware does to a request on its way in and to its response on its way out.
 pub trait Gate: Clone + Send + Sync + 'static {
     /// What is kept from the request to its response.

@@ -306,30 +306,28 @@ impl Gate for RouteRules {
             Method::HEAD => &Method::GET,
             ref method => method,
         };
-        let (scope, known) = match self
+        // `None`: no route of this method, whose answer is the router's 405 whatever the query.
+        let (scope, query) = match self
             .by_method
             .get(method)
             .and_then(|paths| paths.get(path.as_str()))
         {
-            Some(&(scope, query)) => (scope, params::RefuseUnknown(Some(query))),
-            None => (Some(Scope::Admin), params::RefuseUnknown(None)),
+            Some(&(scope, query)) => (scope, Some(query)),
+            None => (Some(Scope::Admin), None),
         };
+        let refused =
+            move |request: &Request| query.and_then(|known| params::refusal(known, request));
         let Some(scope) = scope else {
-            return known.enter(request);
+            return Entry::unless(refused(&request), request);
         };
-        let authorize = auth::Authorize {
-            state: self.state.clone(),
-            scope,
-        };
-        match authorize.enter(request) {
-            Entry::Pass(request, ()) => known.enter(request),
+        match auth::authorize(&self.state, scope, request) {
+            Entry::Pass(request, ()) => Entry::unless(refused(&request), request),
             Entry::Answer(answer) => Entry::Answer(answer),
             Entry::Later(decision) => Entry::Later(Box::pin(async move {
                 let (request, ()) = decision.await?;
-                match known.enter(request) {
-                    Entry::Pass(request, ()) => Ok((request, ())),
-                    Entry::Answer(answer) => Err(answer),
-                    Entry::Later(decision) => decision.await,
+                match refused(&request) {
+                    Some(answer) => Err(answer),
+                    None => Ok((request, ())),
                 }
             })),
         }

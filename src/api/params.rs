@@ -5,40 +5,23 @@
 //! parameters openapi.yaml documents for the operation.
 
 use axum::extract::Request;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::gate::{Entry, Gate};
 
-/// Refuses a request whose query names a parameter outside the route's list (`None`: no
-/// route of this method, whose answer is the router's 405 whatever the query).
-#[derive(Clone, Copy)]
-pub(super) struct RefuseUnknown(pub Option<&'static [&'static str]>);
-
-impl Gate for RefuseUnknown {
-    type Kept = ();
-
-    fn enter(&self, request: Request) -> Entry<()> {
-        let Some(known) = self.0 else {
-            return Entry::Pass(request, ());
-        };
-        let Some(name) = request
-            .uri()
-            .query()
-            .and_then(|query| unknown(query, known))
-        else {
-            return Entry::Pass(request, ());
-        };
-        let takes = if known.is_empty() {
-            "this route takes no query parameters".to_owned()
-        } else {
-            format!("this route takes: {}", known.join(", "))
-        };
-        Entry::Answer(
-            ApiError::InvalidQuery(format!("unknown query parameter `{name}`; {takes}"))
-                .into_response(),
-        )
-    }
+/// The answer to a request whose query names a parameter outside `known` (the route's
+/// list); `None`: the query is fine.
+pub(super) fn refusal(known: &[&str], request: &Request) -> Option<Response> {
+    let name = unknown(request.uri().query()?, known)?;
+    let takes = if known.is_empty() {
+        "this route takes no query parameters".to_owned()
+    } else {
+        format!("this route takes: {}", known.join(", "))
+    };
+    Some(
+        ApiError::InvalidQuery(format!("unknown query parameter `{name}`; {takes}"))
+            .into_response(),
+    )
 }
 
 /// The first parameter name of `query` that is not in `known`, decoded.
