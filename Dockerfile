@@ -14,6 +14,7 @@ WORKDIR /src
 # Dependencies first: the manifests of every workspace member, then a dummy of each target,
 # so that this expensive layer is rebuilt only when a manifest or the lock file changes.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY bench/Cargo.toml bench/
 RUN mkdir -p src bench/src \
     && echo 'fn main() {}' > src/main.rs \
