@@ -50,6 +50,11 @@ impl Hub {
         self.all.receiver_count() > 0 || !self.tasks.is_empty()
     }
 
+    /// Whether a stream of task `id` is open.
+    pub fn streams_task(&self, id: &TaskId) -> bool {
+        self.tasks.contains_key(id)
+    }
+
     /// Hands `event` to the firehose and to the streams of its task.
     pub fn publish(&self, event: TaskEvent) {
         let event = Arc::new(event);

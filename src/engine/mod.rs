@@ -788,6 +788,11 @@ impl Inner {
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
+    /// Whether anyone awaits task `id` now: a long-poll or a stream of that task.
+    fn is_awaited(&self, id: &TaskId) -> bool {
+        self.waiters.is_awaited(id) || self.hub.streams_task(id)
+    }
+
     /// What follows an attempt's end, wherever it ran: waiters, meters, timers, claims.
     fn ended(&self, task: &Task) {
         metrics::attempt_ended(task, false);

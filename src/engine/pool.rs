@@ -9,9 +9,10 @@
 //! holds a lease; one parked in a buffer would hold it for nothing). Workers are spawned once
 //! and reused for every task.
 //!
-//! A worker hands each outcome to the completer and returns its permit at once: the completer
-//! records outcomes in batches (one store call for all that are waiting), so recording costs
-//! one commit per batch instead of holding every worker for a commit of its own. Until its
+//! A worker hands each outcome to the completer and returns its permit at once (an awaited
+//! task's permit waits for its end to commit: see [`work`]): the completer records outcomes in
+//! batches (one store call for all that are waiting), so recording costs one commit per batch
+//! instead of holding every worker for a commit of its own. Until its
 //! outcome is recorded a task stays `running` under its lease; a crash in between re-runs it
 //! (at-least-once).
 //!
@@ -42,8 +43,9 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const ERROR_BACKOFF: Duration = Duration::from_millis(250);
 
 pub(super) type Job = (Task, OwnedSemaphorePermit);
-/// An attempt's end, waiting to be recorded.
-type Done = EndedAttempt;
+/// An attempt's end, waiting to be recorded; with its worker's permit when the task is
+/// awaited (see [`work`]).
+type Done = (EndedAttempt, Option<OwnedSemaphorePermit>);
 
 /// How many outcomes wait for the completer before workers wait for it (backpressure).
 const COMPLETER_QUEUE: usize = 4096;
@@ -214,16 +216,21 @@ fn grow(
     })
 }
 
+/// A worker hands each end to the completer and takes its next task at once, unless someone
+/// awaits the task it ran (a long-poll, `Prefer: wait`, a stream of the task): then its permit goes with the end and
+/// comes back once the end is committed and the waiters woken. Answers come before new work,
+/// so when ends come faster than waiters can be answered (a burst of thousands), the backlog
+/// stays queued tasks rather than growing between a task's end and its answer.
 async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: mpsc::Sender<Done>) {
     loop {
         let job = queue.lock().await.recv().await;
         let Some((task, permit)) = job else { return };
-        if let Some(ended) = execute(&inner, task).await
-            && done.send(ended).await.is_err()
-        {
-            return;
+        if let Some(ended) = execute(&inner, task).await {
+            let held = inner.is_awaited(&ended.id).then_some(permit);
+            if done.send((ended, held)).await.is_err() {
+                return;
+            }
         }
-        drop(permit);
     }
 }
 
@@ -258,7 +265,9 @@ async fn complete(inner: Arc<Inner>, mut outcomes: mpsc::Receiver<Done>) {
 }
 
 /// Records one batch of outcomes and tells whoever waits for those tasks.
-async fn record(inner: &Inner, attempts: Vec<Done>) {
+async fn record(inner: &Inner, done: Vec<Done>) {
+    let (attempts, permits): (Vec<EndedAttempt>, Vec<Option<OwnedSemaphorePermit>>) =
+        done.into_iter().unzip();
     let ids: Vec<TaskId> = attempts.iter().map(|attempt| attempt.id).collect();
     match inner.store.finish_many(attempts).await {
         Ok(ended) => {
@@ -272,11 +281,13 @@ async fn record(inner: &Inner, attempts: Vec<Done>) {
         // The tasks stay running under their leases; rescue or recovery re-runs them.
         Err(error) => tracing::error!(count = ids.len(), %error, "cannot record outcomes"),
     }
+    // Only now, their waiters woken, may the workers of awaited tasks take more work.
+    drop(permits);
 }
 
 /// Runs one attempt; returns how it ended, for the completer to record (`None` when there is
 /// nothing to record: the task was given back at shutdown).
-async fn execute(inner: &Arc<Inner>, mut task: Task) -> Option<Done> {
+async fn execute(inner: &Arc<Inner>, mut task: Task) -> Option<EndedAttempt> {
     let cancel = inner.running.get(&task.id).map(|r| r.cancel.clone())?;
     // A child sees its parents' outcomes; a failed read fails the attempt (retryably).
     let (parents, unreadable) = match inner.parents_of(&task).await {

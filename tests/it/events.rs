@@ -381,3 +381,43 @@ async fn a_stream_on_one_node_sees_changes_made_on_another() {
         .collect();
     assert_eq!(states, [json!("running"), json!("succeeded")]);
 }
+
+/// A worker whose task is awaited (here by the task's own stream) takes its next task only
+/// once that task's end is committed: with one worker, the firehose shows each task start
+/// after the one before it ended, never two running at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awaited_tasks_worker_starts_nothing_before_its_end_is_committed() {
+    let app = spawn_app_with(|config| config.workers = 1).await;
+    let ids = park_echo_tasks(&app, "awaited", 8).await;
+    let mut streams = Vec::new();
+    for id in &ids {
+        let mut stream = SseStream::open(&app, &format!("/v1/tasks/{id}/events"), None).await;
+        // Its first event is the current state: the stream is subscribed from here on.
+        assert_eq!(stream.next().await.unwrap().data["state"], "queued");
+        streams.push(stream);
+    }
+    let mut firehose = SseStream::open(&app, "/v1/events?queue=awaited", None).await;
+    patch_queue(&app, "awaited", json!({"paused": false})).await;
+    let mut running: Option<Value> = None;
+    let mut ended = 0;
+    while ended < ids.len() {
+        let event = firehose.next().await.expect("an event");
+        match event.data["state"].as_str().unwrap() {
+            "running" => {
+                assert_eq!(running, None, "a task started before the one running ended");
+                running = Some(event.data["task_id"].clone());
+            }
+            "succeeded" => {
+                assert_eq!(running.take(), Some(event.data["task_id"].clone()));
+                ended += 1;
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    for stream in streams {
+        assert_eq!(
+            stream.collect().await.last().unwrap().data["state"],
+            "succeeded"
+        );
+    }
+}
