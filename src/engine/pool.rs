@@ -12,9 +12,8 @@
 //! A worker hands each outcome to the completer and returns its permit at once (an awaited
 //! task's permit waits for its end to commit: see [`work`]): the completer records outcomes in
 //! batches (one store call for all that are waiting), so recording costs one commit per batch
-//! instead of holding every worker for a commit of its own. Until its
-//! outcome is recorded a task stays `running` under its lease; a crash in between re-runs it
-//! (at-least-once).
+//! instead of holding every worker for a commit of its own. Until its outcome is recorded a
+//! task stays `running` under its lease; a crash in between re-runs it (at-least-once).
 //!
 //! A submit that finds workers free takes their permits itself and claims in its own
 //! transaction (`starts.rs`); what it started comes through the [`Door`] to the same workers.
@@ -217,10 +216,11 @@ fn grow(
 }
 
 /// A worker hands each end to the completer and takes its next task at once, unless someone
-/// awaits the task it ran (a long-poll, `Prefer: wait`, a stream of the task): then its permit goes with the end and
-/// comes back once the end is committed and the waiters woken. Answers come before new work,
-/// so when ends come faster than waiters can be answered (a burst of thousands), the backlog
-/// stays queued tasks rather than growing between a task's end and its answer.
+/// awaits the task it ran (a long-poll, `Prefer: wait`, a stream of the task): then its permit
+/// goes with the end and comes back once the end is committed and the waiters woken. Answers
+/// come before new work, so when ends come faster than waiters can be answered (a burst of
+/// thousands), the backlog stays queued tasks rather than growing between a task's end and its
+/// answer.
 async fn work(inner: Arc<Inner>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, done: mpsc::Sender<Done>) {
     loop {
         let job = queue.lock().await.recv().await;
