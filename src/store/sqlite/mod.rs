@@ -1,8 +1,9 @@
-//! The embedded store: SQLite in WAL mode with `synchronous = FULL`.
+//! The embedded store: SQLite in WAL mode, every answered commit synced to disk.
 //!
-//! Writes go through one writer thread that commits them in batches ([`writer`]); reads go to a
-//! small pool of read-only connections, which WAL lets run beside the writer. An in-memory
-//! database has a single connection, so there the writer serves reads too.
+//! Writes go through one writer thread that commits them in batches, and threads beside it
+//! sync the WAL before the batches are answered ([`writer`]); reads go to a small pool of
+//! read-only connections, which WAL lets run beside the writer. An in-memory database has a
+//! single connection, so there the writer serves reads too.
 //!
 //! The queries: `rows` (reading tasks, and the moves other than claims and ends), `inserts`
 //! (submits combined into one job), `claims`, `ends`, `queues`, `events` (the event log and
@@ -101,7 +102,8 @@ fn parse_url(url: &str) -> Result<Location, StoreError> {
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "busy_timeout", 5000)?;
     // WAL lets readers run beside the writer; FULL makes every commit durable across a power
-    // cut, which is what a 202 promises.
+    // cut, which is what a 202 promises. The writer trades it for NORMAL plus syncs of its own
+    // (`writer::syncing`) where it can; FULL stays where it cannot.
     enable_wal(conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -239,11 +241,11 @@ impl SqliteStore {
 
     fn open_blocking(location: Location) -> Result<SqliteStore, StoreError> {
         without_memory_statistics();
-        let (conn, readers, checkpoints) = match location {
+        let (conn, readers, checkpoints, wal) = match location {
             Location::Memory => {
                 let conn = Connection::open_in_memory()?;
                 tune(&conn)?;
-                (conn, None, None)
+                (conn, None, None, None)
             }
             Location::File(path, max_page_count) => {
                 let conn = Connection::open(&path)?;
@@ -256,15 +258,18 @@ impl SqliteStore {
                 let checkpoints = Connection::open(&path)?;
                 checkpoints.pragma_update(None, "busy_timeout", 5000)?;
                 persist_wal(&checkpoints);
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
                 let pool = ReaderPool {
                     path,
                     idle: Mutex::new(Vec::new()),
                     permits: Semaphore::new(READERS),
                 };
-                (conn, Some(Arc::new(pool)), Some(checkpoints))
+                (conn, Some(Arc::new(pool)), Some(checkpoints), Some(wal))
             }
         };
-        let writer = Writer::spawn(conn, checkpoints).map_err(StoreError::backend)?;
+        let writer = Writer::spawn(conn, checkpoints, wal.as_deref().map(std::path::Path::new))
+            .map_err(StoreError::backend)?;
         Ok(SqliteStore {
             writer,
             inserts: inserts::Inserts::default(),

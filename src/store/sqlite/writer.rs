@@ -2,8 +2,18 @@
 //! waiting into one transaction, so concurrent submits share one fsync instead of paying one each.
 //!
 //! Each job runs inside its own SAVEPOINT: a job that fails rolls back alone and the rest of
-//! the batch commits. A job's answer is held back until COMMIT returned, so an `Ok` always
-//! means the write is on disk.
+//! the batch commits. A job's answer is held back until its commit is on disk, so an `Ok`
+//! always means the write is durable.
+//!
+//! Syncs run beside the writer: for a file, the writer's connection commits with `synchronous
+//! = NORMAL` (SQLite writes the commit's pages into the WAL and does not sync) and threads of
+//! their own, the syncers, sync the WAL (`fdatasync`) and only then answer the batches that
+//! committed before the sync began. Meanwhile the writer runs the next batch, so a commit's
+//! SQL no longer waits behind the previous commit's sync: on a disk whose sync takes 0.3 ms
+//! that was half of the writer's time. SQLite's `NORMAL` keeps the file safe from corruption on
+//! a power cut (checkpoints and WAL restarts still sync), and the syncers make every answered
+//! commit as durable as `FULL` would. One thing differs: a commit is visible to readers as
+//! soon as it is written, up to one sync before it is durable (docs/reliability.md).
 //!
 //! Checkpoints (copying the WAL back into the database file) run on a thread of their own,
 //! with a connection of their own, after commits: a checkpoint fsyncs the database file, and
@@ -12,8 +22,11 @@
 //! lets the writer go on meanwhile. The writer keeps SQLite's automatic checkpoint only as a
 //! backstop, at a threshold the background one normally never lets the WAL reach.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -36,6 +49,14 @@ const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
 /// under a steady stream of commits they are spaced, not run after every one.
 const CHECKPOINT_SPACING: Duration = Duration::from_millis(100);
 
+/// How many committed batches may wait for a sync before the writer waits for the syncers.
+const SYNC_QUEUE: usize = 64;
+/// How many syncs may be under way at once. A commit made while a sync runs starts its own
+/// sync at once rather than waiting for that one to end: the disk overlaps them (on a virtio
+/// disk with 0.3 ms syncs, two threads synced 1.6 times as often as one, each sync 20 %
+/// slower).
+const SYNCERS: usize = 2;
+
 /// Runs a job's SQL; returns what to tell the caller once the batch committed (or not).
 pub type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 /// Answers a job's callers, given the commit's error if it failed.
@@ -46,21 +67,35 @@ pub type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// Notified after every successful commit (the event tailer listens).
+    /// Notified after every commit that reached the disk (the event tailer listens).
     commits: Arc<Notify>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, and, given `checkpoints` (a second connection to
-    /// the same file), the thread that checkpoints after its commits.
-    pub fn spawn(conn: Connection, checkpoints: Option<Connection>) -> std::io::Result<Writer> {
+    /// Starts the writer thread on `conn`; given `checkpoints` (a second connection to the
+    /// same file), the thread that checkpoints after its commits; given `wal` (the path of
+    /// the file's WAL), the syncers.
+    pub fn spawn(
+        conn: Connection,
+        checkpoints: Option<Connection>,
+        wal: Option<&Path>,
+    ) -> std::io::Result<Writer> {
+        let wal = wal.and_then(|wal| syncing(&conn, wal));
+        Writer::start(conn, checkpoints, wal)
+    }
+
+    /// [`Writer::spawn`], given the WAL file to sync (`None`: SQLite syncs in COMMIT).
+    fn start(
+        conn: Connection,
+        checkpoints: Option<Connection>,
+        wal: Option<File>,
+    ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(Notify::new());
-        let notify = Arc::clone(&commits);
-        let committed = match checkpoints {
+        let checkpoint = match checkpoints {
             Some(checkpoints) => {
                 // One pending signal is enough: a checkpoint copies whatever committed before it.
-                let (committed, signals) = std_mpsc::sync_channel(1);
+                let (checkpoint, signals) = std_mpsc::sync_channel(1);
                 thread::Builder::new()
                     .name("taskd-sqlite-checkpoints".into())
                     .spawn(move || checkpoint_after_commits(&checkpoints, &signals))?;
@@ -69,13 +104,30 @@ impl Writer {
                 {
                     tracing::warn!(%error, "the writer keeps SQLite's default checkpoints");
                 }
-                Some(committed)
+                Some(checkpoint)
             }
             None => None,
         };
+        let after = AfterCommit {
+            commits: Arc::clone(&commits),
+            checkpoint,
+        };
+        let answer = match wal {
+            Some(wal) => {
+                let syncs = Arc::new(Syncs::new(wal, after));
+                for _ in 0..SYNCERS {
+                    let syncs = Arc::clone(&syncs);
+                    thread::Builder::new()
+                        .name("taskd-sqlite-sync".into())
+                        .spawn(move || syncs.run())?;
+                }
+                Answer::AfterSync(syncs)
+            }
+            None => Answer::AtCommit(after),
+        };
         thread::Builder::new()
             .name("taskd-sqlite-writer".into())
-            .spawn(move || run(conn, queue, &notify, committed.as_ref()))?;
+            .spawn(move || run(conn, queue, &answer))?;
         Ok(Writer { jobs, commits })
     }
 
@@ -127,12 +179,76 @@ fn in_savepoint<T>(
     outcome
 }
 
-fn run(
-    conn: Connection,
-    mut queue: mpsc::Receiver<Job>,
-    commits: &Notify,
-    checkpoints: Option<&std_mpsc::SyncSender<()>>,
-) {
+/// A batch whose COMMIT returned: its callers' answers, and the commit's error if it failed.
+struct Committed {
+    replies: Vec<Reply>,
+    error: Option<StoreError>,
+}
+
+impl Committed {
+    fn answer(self, sync_error: Option<&StoreError>) {
+        let error = self.error.as_ref().or(sync_error);
+        for reply in self.replies {
+            reply(error);
+        }
+    }
+}
+
+/// Who hears of a commit once it is durable: the event tailer, and the checkpoint thread.
+struct AfterCommit {
+    commits: Arc<Notify>,
+    checkpoint: Option<std_mpsc::SyncSender<()>>,
+}
+
+impl AfterCommit {
+    fn durable(&self) {
+        self.commits.notify_one();
+        if let Some(checkpoint) = &self.checkpoint {
+            // Full: a checkpoint is already asked for.
+            let _ = checkpoint.try_send(());
+        }
+    }
+}
+
+/// Where a committed batch goes: answered at once (SQLite synced it in COMMIT: `FULL`, or
+/// there is no file), or to the syncers.
+enum Answer {
+    AtCommit(AfterCommit),
+    AfterSync(Arc<Syncs>),
+}
+
+/// The WAL file to sync, with the writer's connection switched to `synchronous = NORMAL`;
+/// `None` (the writer keeps `FULL` and syncs in COMMIT) if either cannot be had.
+fn syncing(conn: &Connection, wal: &Path) -> Option<File> {
+    // Out of WAL mode (a file system without shared memory), commits go elsewhere.
+    let mode = conn.pragma_query_value(None, "journal_mode", |row| row.get::<_, String>(0));
+    if !mode.is_ok_and(|mode| mode.eq_ignore_ascii_case("wal")) {
+        return None;
+    }
+    // Read-only is enough for fdatasync; the file is SQLite's, kept while the store is open
+    // (WAL mode, and PERSIST_WAL keeps it even past the last close). SQLite creates it at a
+    // connection's first read in WAL mode.
+    if let Err(error) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+        tracing::warn!(%error, "commits sync in SQLite's COMMIT");
+        return None;
+    }
+    let file = match File::open(wal) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(%error, wal = %wal.display(), "commits sync in SQLite's COMMIT");
+            return None;
+        }
+    };
+    match conn.pragma_update(None, "synchronous", "NORMAL") {
+        Ok(()) => Some(file),
+        Err(error) => {
+            tracing::warn!(%error, "commits sync in SQLite's COMMIT");
+            None
+        }
+    }
+}
+
+fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, answer: &Answer) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -142,14 +258,127 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, &mut batch);
-        commits.notify_one();
-        if let Some(checkpoints) = checkpoints {
-            // Full: a checkpoint is already asked for.
-            let _ = checkpoints.try_send(());
+        let committed = commit_batch(&conn, &mut batch);
+        match answer {
+            Answer::AtCommit(after) => {
+                committed.answer(None);
+                after.durable();
+            }
+            Answer::AfterSync(syncs) => syncs.hand_over(committed),
         }
     }
-    // The checkpoint thread ends with the last sender, here.
+    if let Answer::AfterSync(syncs) = answer {
+        syncs.close();
+    }
+    // The checkpoint thread ends with its sender, here.
+}
+
+/// The batches that committed and wait for a sync, shared by the writer (which hands them
+/// over in commit order, numbered) and the syncers.
+struct Syncs {
+    wal: File,
+    after: AfterCommit,
+    state: Mutex<SyncState>,
+    /// Signalled when a batch is handed over (or the writer stopped).
+    work: Condvar,
+    /// Signalled when batches were answered, for a writer waiting for room.
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Committed batches not answered yet, by number, oldest first.
+    waiting: VecDeque<(u64, Committed)>,
+    /// The number of the last batch handed over.
+    committed: u64,
+    /// The last batch a sync under way (or done) covers.
+    covered: u64,
+    closed: bool,
+}
+
+impl Syncs {
+    fn new(wal: File, after: AfterCommit) -> Syncs {
+        Syncs {
+            wal,
+            after,
+            state: Mutex::new(SyncState::default()),
+            work: Condvar::new(),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the writer after each COMMIT; waits while [`SYNC_QUEUE`] batches wait.
+    fn hand_over(&self, batch: Committed) {
+        let mut state = self.lock();
+        while state.waiting.len() >= SYNC_QUEUE {
+            state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.committed += 1;
+        let number = state.committed;
+        state.waiting.push_back((number, batch));
+        drop(state);
+        self.work.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+    }
+
+    /// A syncer: syncs the WAL for every batch committed and not yet covered by a sync, then
+    /// answers every batch up to the last one its sync covers. Their COMMITs wrote their
+    /// pages before the sync began, so it covers them, even those an earlier sync still
+    /// under way was started for (that one answers nothing left when it ends). A failed sync
+    /// fails the batches it was for: their writes may or may not survive a power cut, so no
+    /// caller is told they are durable.
+    fn run(&self) {
+        loop {
+            let mut state = self.lock();
+            while state.covered == state.committed && !state.closed {
+                state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.covered == state.committed {
+                return;
+            }
+            let target = state.committed;
+            state.covered = target;
+            drop(state);
+            let synced = self.wal.sync_data().map_err(sync_error);
+            let mut state = self.lock();
+            let mut synced_batches = Vec::new();
+            while state
+                .waiting
+                .front()
+                .is_some_and(|(number, _)| *number <= target)
+            {
+                synced_batches.extend(state.waiting.pop_front().map(|(_, batch)| batch));
+            }
+            drop(state);
+            self.room.notify_one();
+            for batch in synced_batches {
+                batch.answer(synced.as_ref().err());
+            }
+            if synced.is_ok() {
+                self.after.durable();
+            }
+        }
+    }
+}
+
+fn sync_error(error: std::io::Error) -> StoreError {
+    let error = if error.raw_os_error() == Some(libc::ENOSPC) {
+        StoreError::StorageFull(error.to_string())
+    } else {
+        StoreError::backend(format!("syncing the WAL failed: {error}"))
+    };
+    if !error.is_shared() {
+        tracing::error!(%error, "a sync failed; its commits are answered with an error");
+    }
+    error
 }
 
 /// Checkpoints after commits, at most once per [`CHECKPOINT_SPACING`], until the writer is
@@ -165,7 +394,7 @@ fn checkpoint_after_commits(conn: &Connection, commits: &std_mpsc::Receiver<()>)
     }
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Committed {
     if let Err(error) = conn
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut begin| begin.execute([]))
@@ -178,13 +407,16 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
             // Run nothing; tell every caller the write did not happen.
             drop(job);
         }
-        return;
+        return Committed {
+            replies: Vec::new(),
+            error: Some(error),
+        };
     }
     let replies: Vec<Reply> = batch.drain(..).map(|job| job(conn)).collect();
     let committed = conn
         .prepare_cached("COMMIT")
         .and_then(|mut commit| commit.execute([]));
-    let commit_error = committed.err().map(|error| {
+    let error = committed.err().map(|error| {
         let error = store_error(conn, error);
         // Out of space is said once by the store's space watch, not once per batch.
         if !error.is_shared() {
@@ -193,9 +425,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
         let _ = conn.execute_batch("ROLLBACK");
         error
     });
-    for reply in replies {
-        reply(commit_error.as_ref());
-    }
+    Committed { replies, error }
 }
 
 /// An error of the writer's connection: as `From` maps it, except that an I/O error whose
@@ -225,5 +455,66 @@ impl From<rusqlite::Error> for StoreError {
             }
             _ => StoreError::backend(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use super::*;
+
+    fn create_table(writer: &Writer) -> impl Future<Output = Result<(), StoreError>> {
+        writer.run(|conn| Ok(conn.execute_batch("CREATE TABLE t (x INTEGER)")?))
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_answered_with_its_sync_and_fails_with_it() {
+        // A pipe cannot be synced (EINVAL): every commit's sync fails, so an answer that
+        // came before its sync (or without one) would be Ok.
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just opened and are owned by nothing else.
+        let (read, _write) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let conn = Connection::open_in_memory().unwrap();
+        let writer = Writer::start(conn, None, Some(File::from(read))).unwrap();
+        let failed = create_table(&writer).await;
+        assert!(
+            matches!(&failed, Err(StoreError::Backend(error)) if error.to_string().contains("syncing the WAL failed")),
+            "{failed:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("synced")).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let writer = Writer::start(conn, None, Some(file)).unwrap();
+        create_table(&writer).await.unwrap();
+    }
+
+    #[test]
+    fn the_writer_syncs_beside_sqlite_only_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let synchronous = |conn: &Connection| {
+            conn.pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+                .unwrap()
+        };
+
+        let path = dir.path().join("wal.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        let wal = path.with_extension("db-wal");
+        assert!(syncing(&conn, &wal).is_some());
+        assert_eq!(synchronous(&conn), 1, "NORMAL: the syncers sync");
+
+        let path = dir.path().join("rollback.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        // A stale WAL beside a file out of WAL mode is not what its commits write.
+        File::create(path.with_extension("db-wal")).unwrap();
+        assert!(syncing(&conn, &path.with_extension("db-wal")).is_none());
+        assert_eq!(synchronous(&conn), 2, "FULL: SQLite syncs in COMMIT");
     }
 }
