@@ -111,13 +111,12 @@ async fn housekeeping(inner: &Inner) {
     }
 }
 
-/// Extends the lease of every attempt running on this node.
+/// Extends the lease of every attempt running on this node, and of every attempt that ended
+/// here and waits for its end to be committed.
 async fn renew(inner: &Inner) {
-    let leases: Vec<_> = inner
-        .running
-        .iter()
-        .map(|r| (*r.key(), r.lease.clone()))
-        .collect();
+    let running = inner.running.iter().map(|r| (*r.key(), r.lease.clone()));
+    let ending = inner.ending.iter().map(|e| (*e.key(), e.value().clone()));
+    let leases: Vec<_> = running.chain(ending).collect();
     if leases.is_empty() {
         return;
     }

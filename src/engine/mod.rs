@@ -231,6 +231,10 @@ struct Inner {
     keys: keys::KeyCache,
     /// The attempts running on this node, by task id, so a cancel reaches the handler.
     running: DashMap<TaskId, Running>,
+    /// Attempts that ended here and whose end is not committed yet, with their leases. They
+    /// are still `running` in the store, so their leases are renewed like those of `running`
+    /// until the end is recorded: a slow commit must not let another node run them again.
+    ending: DashMap<TaskId, String>,
     cpu: CpuPool,
     /// The worker pool's door for tasks a submit started itself; set once the pool starts.
     door: std::sync::OnceLock<pool::Door>,
@@ -299,6 +303,7 @@ impl Engine {
             remote_changes: std::sync::Mutex::new(0),
             keys: keys::KeyCache::default(),
             running: DashMap::new(),
+            ending: DashMap::new(),
             cpu: CpuPool::new(config.cpu_threads),
             door: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),

@@ -281,6 +281,9 @@ async fn record(inner: &Inner, done: Vec<Done>) {
         // The tasks stay running under their leases; rescue or recovery re-runs them.
         Err(error) => tracing::error!(count = ids.len(), %error, "cannot record outcomes"),
     }
+    for id in &ids {
+        inner.ending.remove(id);
+    }
     // Only now, their waiters woken, may the workers of awaited tasks take more work.
     drop(permits);
 }
@@ -368,6 +371,8 @@ async fn execute(inner: &Arc<Inner>, mut task: Task) -> Option<EndedAttempt> {
             },
         }
     };
+    // Renewed until the completer records the end (see `Inner::ending`).
+    inner.ending.insert(task.id, lease.clone());
     Some(EndedAttempt {
         id: task.id,
         lease,

@@ -230,10 +230,15 @@ pub async fn task_renew(
 ) -> Result<u64, StoreError> {
     let ids: Vec<String> = leases.iter().map(|(id, _)| id.to_string()).collect();
     let tokens: Vec<String> = leases.iter().map(|(_, lease)| lease.clone()).collect();
+    // Rows another transaction holds are skipped, not waited for: most are ends being
+    // recorded (an attempt that ended is renewed until its end commits), and an UPDATE that
+    // waited for them while they waited for a row it held deadlocked, failing the ends. A
+    // skipped lease is renewed at the next renewal, a third of a lease later.
     let sql = format!(
-        "UPDATE tasks SET lease_expires_at = $3 \
-         FROM unnest($1::uuid[], $2::text[]) AS held (id, lease) \
-         WHERE tasks.id = held.id AND {running}",
+        "UPDATE tasks SET lease_expires_at = $3 WHERE id IN ( \
+             SELECT tasks.id FROM tasks \
+             JOIN unnest($1::uuid[], $2::text[]) AS held (id, lease) ON tasks.id = held.id \
+             WHERE {running} FOR UPDATE OF tasks SKIP LOCKED)",
         running = held_guard("tasks.lease", "held.lease"),
     );
     let renewed = sqlx::query(&sql)

@@ -246,3 +246,37 @@ pub async fn concurrency_holds_across_stores(url: String) {
     let counts = nodes[1].queue(queue("cap")).await.unwrap().counts;
     assert_eq!(counts[&TaskState::Running], 3);
 }
+
+/// A renewal never waits for a row another transaction holds (on PostgreSQL, an end being
+/// recorded): it renews the others and leaves that one to the next renewal. Waiting, it
+/// deadlocked with an end that waited for a row the renewal held, and the end failed.
+pub async fn a_renewal_skips_a_row_another_writer_holds(url: String) {
+    let nodes = nodes(&url).await;
+    let held = running(&nodes[0], "renew-held", 1).await;
+    let free = running(&nodes[0], "renew-free", 1).await;
+    let leases = vec![(held.id, lease(&held)), (free.id, lease(&free))];
+    if url.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut holder = conn.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
+            .bind(held.id.to_string())
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        // Waiting for `holder`, the renewal would never end: the deadline says so.
+        let to = far();
+        let renewal = nodes[1].renew(leases.clone(), to);
+        let renewed = tokio::time::timeout(std::time::Duration::from_secs(30), renewal)
+            .await
+            .expect("the renewal waited for the held row")
+            .unwrap();
+        assert_eq!(renewed, 1);
+        assert_eq!(get(&nodes[1], &free).await.lease.unwrap().expires_at, to);
+        holder.rollback().await.unwrap();
+    }
+    // Nothing held (on SQLite one writer runs at a time, so nothing else can be): both.
+    let to = far() + 1;
+    assert_eq!(nodes[1].renew(leases, to).await.unwrap(), 2);
+    assert_eq!(get(&nodes[1], &held).await.lease.unwrap().expires_at, to);
+}
