@@ -228,24 +228,18 @@ fn syncing(conn: &Connection, wal: &Path) -> Option<File> {
     // Read-only is enough for fdatasync; the file is SQLite's, kept while the store is open
     // (WAL mode, and PERSIST_WAL keeps it even past the last close). SQLite creates it at a
     // connection's first read in WAL mode.
-    if let Err(error) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
-        tracing::warn!(%error, "commits sync in SQLite's COMMIT");
-        return None;
-    }
-    let file = match File::open(wal) {
-        Ok(file) => file,
-        Err(error) => {
-            tracing::warn!(%error, wal = %wal.display(), "commits sync in SQLite's COMMIT");
-            return None;
-        }
-    };
-    match conn.pragma_update(None, "synchronous", "NORMAL") {
-        Ok(()) => Some(file),
-        Err(error) => {
-            tracing::warn!(%error, "commits sync in SQLite's COMMIT");
-            None
-        }
-    }
+    let opened = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        .map_err(|error| error.to_string())
+        .and_then(|()| File::open(wal).map_err(|error| format!("{}: {error}", wal.display())))
+        .and_then(|file| {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map(|()| file)
+                .map_err(|error| error.to_string())
+        });
+    opened
+        .inspect_err(|error| tracing::warn!(%error, "commits sync in SQLite's COMMIT"))
+        .ok()
 }
 
 fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, answer: &Answer) {
