@@ -107,10 +107,10 @@ impl Engine {
         let renewed = self
             .inner
             .store
-            .renew(vec![(id, lease_token.to_owned())], expires_at)
+            .renew_one(id, lease_token, expires_at)
             .await
             .map_err(EngineError::Store)?;
-        if renewed == 0 {
+        if !renewed {
             return Err(self.lease_lost(id).await);
         }
         if let Some(progress) = progress {

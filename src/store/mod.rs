@@ -386,12 +386,26 @@ pub trait TaskStore: Send + Sync + 'static {
         Ok(ended)
     }
 
-    /// Extends the leases of running attempts still held under these tokens.
+    /// Extends the leases of running attempts still held under these tokens (the
+    /// maintainer's renewal of this node's attempts). A row another writer holds may be
+    /// skipped, not waited for: it is renewed at the next renewal.
     async fn renew(
         &self,
         leases: Vec<(TaskId, String)>,
         lease_expires_at: Millis,
     ) -> Result<u64, StoreError>;
+
+    /// Extends one attempt's lease, as its remote worker's heartbeat asks. Unlike [`renew`],
+    /// it waits for a row another writer holds, so `false` means the lease is no longer held
+    /// (the attempt ended, was rescued or moved on), never that the row was busy.
+    ///
+    /// [`renew`]: TaskStore::renew
+    async fn renew_one(
+        &self,
+        id: TaskId,
+        lease: &str,
+        lease_expires_at: Millis,
+    ) -> Result<bool, StoreError>;
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError>;
 

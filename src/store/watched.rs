@@ -156,6 +156,16 @@ impl TaskStore for Watched {
         self.note(outcome, "renew", |&renewed| renewed > 0)
     }
 
+    async fn renew_one(
+        &self,
+        id: TaskId,
+        lease: &str,
+        lease_expires_at: Millis,
+    ) -> Result<bool, StoreError> {
+        let outcome = self.store.renew_one(id, lease, lease_expires_at).await;
+        self.note(outcome, "renew", |&renewed| renewed)
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
         let outcome = self.store.cancel(id).await;
         self.note(outcome, "cancel", |cancel| {

@@ -250,6 +250,29 @@ pub async fn task_renew(
     Ok(renewed.rows_affected())
 }
 
+/// One lease renewed for its worker's heartbeat: unlike `task_renew`, this waits for a row
+/// another transaction holds (one row lock, so it cannot close a cycle), and then decides on
+/// the row as that transaction left it. Skipping would answer a live lease "lost" while a
+/// cancel request or a rescue that does not take it held the row.
+pub async fn task_renew_one(
+    conn: &mut PgConnection,
+    id: TaskId,
+    lease: &str,
+    lease_expires_at: Millis,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1::uuid AND {running}",
+        running = held_guard("lease", "$2"),
+    );
+    let renewed = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(lease)
+        .bind(lease_expires_at)
+        .execute(conn)
+        .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
 pub async fn task_cancel(conn: &mut PgConnection, id: TaskId) -> Result<CancelResult, StoreError> {
     // One statement decides, under the row's lock: a waiting task ends cancelled, a running
     // one is asked to stop. (Two statements could miss a task released in between.)

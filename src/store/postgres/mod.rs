@@ -238,6 +238,16 @@ impl TaskStore for PostgresStore {
         self.wrote(attempts::task_renew(&mut *self.conn().await?, &leases, lease_expires_at).await)
     }
 
+    async fn renew_one(
+        &self,
+        id: TaskId,
+        lease: &str,
+        lease_expires_at: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        self.wrote(attempts::task_renew_one(&mut conn, id, lease, lease_expires_at).await)
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
         self.wrote(attempts::task_cancel(&mut *self.conn().await?, id).await)
     }

@@ -510,6 +510,21 @@ impl TaskStore for SqliteStore {
             .await
     }
 
+    async fn renew_one(
+        &self,
+        id: TaskId,
+        lease: &str,
+        lease_expires_at: Millis,
+    ) -> Result<bool, StoreError> {
+        // One writer runs at a time here, so no row is ever held by another.
+        let leases = [(id, lease.to_owned())];
+        let renewed = self
+            .writer
+            .run(move |conn| rows::task_renew(conn, &leases, lease_expires_at))
+            .await?;
+        Ok(renewed == 1)
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
         self.ending(move |conn, now| {
             let cancelled = rows::task_cancel(conn, id, now)?;

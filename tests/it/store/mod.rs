@@ -231,6 +231,7 @@ mod several_nodes {
         shared::concurrency_holds_across_stores,
         shared::a_reader_following_the_log_misses_no_event,
         shared::a_renewal_skips_a_row_another_writer_holds,
+        shared::a_heartbeat_waits_for_a_row_another_writer_holds,
         deps::parents_ending_on_two_stores_release_their_child,
         rates::a_rate_limit_holds_across_stores,
     );

@@ -280,3 +280,58 @@ pub async fn a_renewal_skips_a_row_another_writer_holds(url: String) {
     assert_eq!(nodes[1].renew(leases, to).await.unwrap(), 2);
     assert_eq!(get(&nodes[1], &held).await.lease.unwrap().expires_at, to);
 }
+
+/// A heartbeat's renewal of one lease waits for a row another writer holds, and then renews
+/// it: skipping would tell a worker whose lease holds that it lost it. A stale lease is not
+/// renewed.
+pub async fn a_heartbeat_waits_for_a_row_another_writer_holds(url: String) {
+    let nodes = nodes(&url).await;
+    let held = running(&nodes[0], "beat-held", 1).await;
+    assert!(!nodes[1].renew_one(held.id, "stale", far()).await.unwrap());
+    if url.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut holder = conn.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
+            .bind(held.id.to_string())
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let to = far();
+        let store = nodes[1].clone();
+        let token = lease(&held);
+        let renewal = tokio::spawn(async move { store.renew_one(held.id, &token, to).await });
+        // Until the renewal either answers or waits for the holder's lock.
+        let watch = sqlx::PgPool::connect(&url).await.unwrap();
+        let answered = &renewal;
+        crate::helpers::wait_for("the renewal to answer or wait for the lock", || {
+            let watch = watch.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                       AND query LIKE 'UPDATE tasks SET lease_expires_at%'",
+                )
+                .fetch_one(&watch)
+                .await
+                .unwrap();
+                (waiting > 0 || answered.is_finished()).then_some(())
+            }
+        })
+        .await;
+        holder.rollback().await.unwrap();
+        assert!(
+            renewal.await.unwrap().unwrap(),
+            "the renewal skipped a held row"
+        );
+        assert_eq!(get(&nodes[1], &held).await.lease.unwrap().expires_at, to);
+    }
+    let to = far() + 1;
+    assert!(
+        nodes[1]
+            .renew_one(held.id, &lease(&held), to)
+            .await
+            .unwrap()
+    );
+    assert_eq!(get(&nodes[1], &held).await.lease.unwrap().expires_at, to);
+}
