@@ -247,6 +247,25 @@ pub async fn concurrency_holds_across_stores(url: String) {
     assert_eq!(counts[&TaskState::Running], 3);
 }
 
+/// A PostgreSQL connection whose open transaction holds the row of task `id` (as an end being
+/// recorded would) until [`release_row`].
+async fn hold_row(url: &str, id: TaskId) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
+        .bind(id.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Ends `hold_row`'s transaction without a change.
+async fn release_row(holder: &mut sqlx::PgConnection) {
+    sqlx::query("ROLLBACK").execute(holder).await.unwrap();
+}
+
 /// A renewal never waits for a row another transaction holds (on PostgreSQL, an end being
 /// recorded): it renews the others and leaves that one to the next renewal. Waiting, it
 /// deadlocked with an end that waited for a row the renewal held, and the end failed.
@@ -256,14 +275,7 @@ pub async fn a_renewal_skips_a_row_another_writer_holds(url: String) {
     let free = running(&nodes[0], "renew-free", 1).await;
     let leases = vec![(held.id, lease(&held)), (free.id, lease(&free))];
     if url.starts_with("postgres") {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        let mut holder = conn.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
-            .bind(held.id.to_string())
-            .execute(&mut *holder)
-            .await
-            .unwrap();
+        let mut holder = hold_row(&url, held.id).await;
         // Waiting for `holder`, the renewal would never end: the deadline says so.
         let to = far();
         let renewal = nodes[1].renew(leases.clone(), to);
@@ -273,7 +285,7 @@ pub async fn a_renewal_skips_a_row_another_writer_holds(url: String) {
             .unwrap();
         assert_eq!(renewed, 1);
         assert_eq!(get(&nodes[1], &free).await.lease.unwrap().expires_at, to);
-        holder.rollback().await.unwrap();
+        release_row(&mut holder).await;
     }
     // Nothing held (on SQLite one writer runs at a time, so nothing else can be): both.
     let to = far() + 1;
@@ -289,14 +301,7 @@ pub async fn a_heartbeat_waits_for_a_row_another_writer_holds(url: String) {
     let held = running(&nodes[0], "beat-held", 1).await;
     assert!(!nodes[1].renew_one(held.id, "stale", far()).await.unwrap());
     if url.starts_with("postgres") {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        let mut holder = conn.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM tasks WHERE id = $1::uuid FOR UPDATE")
-            .bind(held.id.to_string())
-            .execute(&mut *holder)
-            .await
-            .unwrap();
+        let mut holder = hold_row(&url, held.id).await;
         let to = far();
         let store = nodes[1].clone();
         let token = lease(&held);
@@ -319,7 +324,7 @@ pub async fn a_heartbeat_waits_for_a_row_another_writer_holds(url: String) {
             }
         })
         .await;
-        holder.rollback().await.unwrap();
+        release_row(&mut holder).await;
         assert!(
             renewal.await.unwrap().unwrap(),
             "the renewal skipped a held row"
