@@ -43,6 +43,11 @@ pub const SQLITE: &[Migration] = &[
     migration!(7, "schedules", "sqlite/0007_schedules.sql"),
     migration!(8, "queue_rate", "sqlite/0008_queue_rate.sql"),
     migration!(9, "lean_drain", "sqlite/0009_lean_drain.sql"),
+    migration!(
+        11,
+        "state_index_without_running",
+        "sqlite/0011_state_index_without_running.sql"
+    ),
 ];
 
 /// PostgreSQL's migrations, in order, numbered as SQLite's.
@@ -59,6 +64,11 @@ pub const POSTGRES: &[Migration] = &[
         10,
         "events_numbered_at_insert",
         "postgres/0010_events_numbered_at_insert.sql"
+    ),
+    migration!(
+        11,
+        "state_index_without_running",
+        "postgres/0011_state_index_without_running.sql"
     ),
 ];
 

@@ -753,6 +753,7 @@ impl TaskStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::TaskState;
 
     #[test]
     fn urls_name_a_file_or_memory() {
@@ -772,5 +773,41 @@ mod tests {
         assert!(parse_url("sqlite://t.db?max_page_count=many").is_err());
         assert!(parse_url("sqlite://").is_err());
         assert!(parse_url("postgres://x").is_err());
+    }
+
+    /// Every listing by state reads the partial index that holds the state (migration 0011),
+    /// with or without a queue and a cursor: never the whole table, never the key backwards.
+    #[test]
+    fn a_listing_by_state_reads_its_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        for state in TaskState::ALL {
+            let filter = TaskFilter {
+                state: Some(state),
+                queue: Some(QueueName::parse("q").unwrap()),
+                before: Some(TaskId::new()),
+                limit: 5,
+                ..TaskFilter::default()
+            };
+            let list =
+                crate::store::sql::task_list(crate::store::sql::Dialect::Sqlite, "id", &filter);
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", list.sql))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(&list.values), |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let index = match state {
+                TaskState::Running => "tasks_lease",
+                _ => "tasks_state",
+            };
+            assert!(
+                plan.iter()
+                    .any(|step| step.starts_with("SEARCH tasks USING")
+                        && step.contains(&format!("INDEX {index} "))),
+                "{state:?}: {plan:?}"
+            );
+        }
     }
 }
