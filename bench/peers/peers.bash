@@ -96,11 +96,24 @@ peers_scenario() {
     local taskd_drain="" taskd_submit=""
     [[ -z ${pg_drain_rate:-} ]] || taskd_drain="$(num "$pg_drain_rate") (PostgreSQL, --workers $pg_drain_workers)"
     [[ -z ${pg_submit_rps:-} ]] || taskd_submit="$(num "$pg_submit_rps") (PostgreSQL, wrk -c$CONNECTIONS over HTTP)"
+    local target="" verdict=""
     for peer in "${peers[@]}"; do
         peer_measure "$peer" drain --tasks "$PG_DRAIN_TASKS"
         rate=$(field drain_per_s)
+        # Issue 17's targets are set against graphile-worker's drain: PostgreSQL 1.5×, SQLite
+        # (taskd's own drain above, of DRAIN_TASKS) 2×.
+        target="" verdict=""
+        if [[ $peer == graphile-worker && -n ${pg_drain_rate:-} ]]; then
+            target="≥ 1.5×" verdict=$(at_least "$pg_drain_rate" "$(awk -v p="$rate" 'BEGIN { print 1.5 * p }')")
+        fi
         row "$peer_store: drain $(num "$PG_DRAIN_TASKS") no-op, $about" "completed/s" \
-            "$taskd_drain" "$(num "$rate") ($(field drain_s) s)" "$(ratio "${pg_drain_rate:-}" "$rate")" "" ""
+            "$taskd_drain" "$(num "$rate") ($(field drain_s) s)" "$(ratio "${pg_drain_rate:-}" "$rate")" \
+            "$target" "$verdict"
+        if [[ $peer == graphile-worker && -n ${drain_rate:-} ]]; then
+            row "" "" "$(num "$drain_rate") (SQLite, --workers $drain_workers)" "$(num "$rate")" \
+                "$(ratio "$drain_rate" "$rate")" "≥ 2×" \
+                "$(at_least "$drain_rate" "$(awk -v p="$rate" 'BEGIN { print 2 * p }')")"
+        fi
     done
     for peer in "${peers[@]}"; do
         peer_measure "$peer" submit --duration "$DURATION" --warmup "$WARMUP" --in-flight "$CONNECTIONS"
