@@ -74,6 +74,52 @@ pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStor
     assert_eq!(pages, newest_first);
 }
 
+/// Listings by state find every state's tasks newest first, running ones included (they are
+/// not in the state index since migration 0011), by queue and page after page; a task that
+/// moves on leaves its old state's listing.
+pub async fn listings_by_state_follow_every_move(store: Arc<dyn TaskStore>) {
+    let by_state = |state, queue: Option<&str>, before, limit| TaskFilter {
+        state: Some(state),
+        queue: queue.map(super::queue),
+        before,
+        limit,
+        ..TaskFilter::default()
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    // Oldest first: a running task of "a", one of "b", another of "a", one that succeeded,
+    // and one left queued.
+    let a1 = running(&store, "list-a", 1).await;
+    let b = running(&store, "list-b", 1).await;
+    let a2 = running(&store, "list-a", 1).await;
+    let done = succeeded(&store, "list-a").await;
+    let queued = insert(&store, task("list-a", "echo", json!(null))).await;
+
+    let running_now = ids(list(&store, by_state(TaskState::Running, None, None, 10)).await);
+    assert_eq!(running_now, [a2.id, b.id, a1.id]);
+    let in_a = by_state(TaskState::Running, Some("list-a"), None, 10);
+    assert_eq!(ids(list(&store, in_a).await), [a2.id, a1.id]);
+    let first = ids(list(&store, by_state(TaskState::Running, None, None, 2)).await);
+    assert_eq!(first, [a2.id, b.id]);
+    let rest = by_state(TaskState::Running, None, Some(b.id), 2);
+    assert_eq!(ids(list(&store, rest).await), [a1.id]);
+    let succeeded_now = by_state(TaskState::Succeeded, Some("list-a"), None, 10);
+    assert_eq!(ids(list(&store, succeeded_now).await), [done.id]);
+    let queued_now = by_state(TaskState::Queued, None, None, 10);
+    assert_eq!(ids(list(&store, queued_now).await), [queued.id]);
+
+    // b ends: it leaves the running listing for the succeeded one.
+    let outcome = Outcome::Succeeded(json!("b"));
+    store
+        .finish(b.id, &lease(&b), outcome)
+        .await
+        .unwrap()
+        .unwrap();
+    let running_now = ids(list(&store, by_state(TaskState::Running, None, None, 10)).await);
+    assert_eq!(running_now, [a2.id, a1.id]);
+    let succeeded_now = ids(list(&store, by_state(TaskState::Succeeded, None, None, 10)).await);
+    assert_eq!(succeeded_now, [done.id, b.id]);
+}
+
 /// One at a time, claims take the highest priority first, then the oldest; a claim never
 /// takes more than its limit, and starts the attempt under a lease.
 pub async fn claims_go_by_priority_then_age_within_the_limit(store: Arc<dyn TaskStore>) {
