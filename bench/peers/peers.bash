@@ -96,7 +96,7 @@ peers_scenario() {
     local taskd_drain="" taskd_submit=""
     [[ -z ${pg_drain_rate:-} ]] || taskd_drain="$(num "$pg_drain_rate") (PostgreSQL, --workers $pg_drain_workers)"
     [[ -z ${pg_submit_rps:-} ]] || taskd_submit="$(num "$pg_submit_rps") (PostgreSQL, wrk -c$CONNECTIONS over HTTP)"
-    local target="" verdict=""
+    local target verdict
     for peer in "${peers[@]}"; do
         peer_measure "$peer" drain --tasks "$PG_DRAIN_TASKS"
         rate=$(field drain_per_s)

@@ -397,7 +397,9 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Extends one attempt's lease, as its remote worker's heartbeat asks. Unlike [`renew`],
     /// it waits for a row another writer holds, so `false` means the lease is no longer held
-    /// (the attempt ended, was rescued or moved on), never that the row was busy.
+    /// (the attempt ended, was rescued or moved on), never that the row was busy. The default
+    /// is [`renew`] of that one lease, right for a store whose `renew` never skips a row; a
+    /// store whose `renew` may skip one (PostgreSQL) has its own.
     ///
     /// [`renew`]: TaskStore::renew
     async fn renew_one(
@@ -405,7 +407,12 @@ pub trait TaskStore: Send + Sync + 'static {
         id: TaskId,
         lease: &str,
         lease_expires_at: Millis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let renewed = self
+            .renew(vec![(id, lease.to_owned())], lease_expires_at)
+            .await?;
+        Ok(renewed == 1)
+    }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError>;
 

@@ -500,6 +500,8 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    // One writer runs at a time here, so no row is ever held by another and nothing is
+    // skipped: the default `renew_one` (this, for one lease) serves heartbeats.
     async fn renew(
         &self,
         leases: Vec<(TaskId, String)>,
@@ -508,21 +510,6 @@ impl TaskStore for SqliteStore {
         self.writer
             .run(move |conn| rows::task_renew(conn, &leases, lease_expires_at))
             .await
-    }
-
-    async fn renew_one(
-        &self,
-        id: TaskId,
-        lease: &str,
-        lease_expires_at: Millis,
-    ) -> Result<bool, StoreError> {
-        // One writer runs at a time here, so no row is ever held by another.
-        let leases = [(id, lease.to_owned())];
-        let renewed = self
-            .writer
-            .run(move |conn| rows::task_renew(conn, &leases, lease_expires_at))
-            .await?;
-        Ok(renewed == 1)
     }
 
     async fn cancel(&self, id: TaskId) -> Result<CancelResult, StoreError> {
@@ -753,6 +740,7 @@ impl TaskStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sql::{Dialect, task_list};
     use crate::task::TaskState;
 
     #[test]
@@ -789,8 +777,7 @@ mod tests {
                 limit: 5,
                 ..TaskFilter::default()
             };
-            let list =
-                crate::store::sql::task_list(crate::store::sql::Dialect::Sqlite, "id", &filter);
+            let list = task_list(Dialect::Sqlite, "id", &filter);
             let plan: Vec<String> = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {}", list.sql))
                 .unwrap()
