@@ -70,6 +70,11 @@ pub const POSTGRES: &[Migration] = &[
         "state_index_without_running",
         "postgres/0011_state_index_without_running.sql"
     ),
+    migration!(
+        12,
+        "trigger_joins_hashed",
+        "postgres/0012_trigger_joins_hashed.sql"
+    ),
 ];
 
 /// The versions only SQLite has, each with why; every other version exists on both
@@ -81,10 +86,17 @@ pub const ONLY_SQLITE: &[(i64, &str)] = &[(
 )];
 
 /// The versions only PostgreSQL has, each with why.
-pub const ONLY_POSTGRES: &[(i64, &str)] = &[(
-    10,
-    "SQLite numbers events at insert already (one writer: insert order is commit order)",
-)];
+pub const ONLY_POSTGRES: &[(i64, &str)] = &[
+    (
+        10,
+        "SQLite numbers events at insert already (one writer: insert order is commit order)",
+    ),
+    (
+        12,
+        "SQLite's triggers run once per row and join nothing; PostgreSQL's statement \
+         triggers join their transition tables",
+    ),
+];
 
 impl Migration {
     /// The SHA-256 of the file, hex; carriage returns are left out, so a checkout with

@@ -173,3 +173,41 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
     let child = super::insert(&store, child).await;
     assert_eq!(child.state, TaskState::Waiting);
 }
+
+/// 0012: every PostgreSQL function that joins a trigger's `old_rows` to its `new_rows` plans
+/// without nested loops. PL/pgSQL keeps the plan of a connection's first run, sized by the
+/// rows the transition tables held then; a nested loop planned for one row compared n × n
+/// pairs for every later batch of n. A later `CREATE OR REPLACE` that drops the setting
+/// fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_triggers_join_their_transition_tables_by_hash() {
+    use sqlx::Connection;
+
+    let database = crate::backend::TestDatabase::fresh(crate::backend::Backend::Postgres).await;
+    drop(super::open(&database.url).await);
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let joining: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT p.proname::text, p.proconfig FROM pg_proc p \
+         JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = current_schema() AND p.prosrc ~ 'JOIN\\s+old_rows' \
+         ORDER BY p.proname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let names: Vec<&str> = joining.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["taskd_notify_tasks", "taskd_task_events"],
+        "the functions that join their transition tables"
+    );
+    for (name, config) in &joining {
+        assert!(
+            config
+                .iter()
+                .flatten()
+                .any(|setting| setting == "enable_nestloop=off"),
+            "{name} plans its join without nested loops: {config:?}"
+        );
+    }
+}
