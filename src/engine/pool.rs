@@ -54,8 +54,10 @@ type Done = (EndedAttempt, Option<OwnedSemaphorePermit>);
 
 /// How many outcomes wait for the completer before workers wait for it (backpressure).
 const COMPLETER_QUEUE: usize = 4096;
-/// The most outcomes one store call records.
-const COMPLETE_BATCH: usize = 1024;
+/// The most outcomes one store call records: two claims' worth, so that a pool as large as
+/// [`CLAIM_BATCH`] records its ends in as few statements as it claims them (a PostgreSQL drain
+/// at `--workers 2048`: ~34,000 tasks/s against ~32,000 with at most 1,024 per call).
+const COMPLETE_BATCH: usize = 2 * CLAIM_BATCH;
 /// How many store calls of the completer may be under way at once (see [`complete`]). On
 /// SQLite the writer runs them one after the other; on PostgreSQL two may commit side by
 /// side, as two nodes' would.
