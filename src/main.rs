@@ -10,9 +10,20 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("TASKD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Lines are formatted where they happen and written by a thread of their own, many to a
+    // write, flushed whenever it has caught up: a line per ended attempt cost the pool's
+    // threads a write(2) each. Never lossy: a full queue (far behind) makes the loggers wait.
+    // The guard flushes what is queued when `main` returns.
+    let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("taskd-logs")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cli.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         // Colour codes only where a person reads them, never into a file or a pipe.

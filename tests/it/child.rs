@@ -79,6 +79,24 @@ impl Server {
         }
     }
 
+    /// SIGTERM, and waits for the exit: the shutdown runs, and log lines still queued for
+    /// the log thread are written before the process ends. Fails if it has not exited
+    /// within the deadline.
+    pub fn stop(mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) {
+            assert!(
+                start.elapsed() < crate::helpers::DEADLINE,
+                "taskd at {} did not stop on SIGTERM in time",
+                self.base
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill_9(mut self) {
         // Child::kill sends SIGKILL on Unix.

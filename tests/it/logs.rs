@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use crate::backend::{Backend, TestDatabase};
 use crate::child::Server;
 
-/// Every line the server wrote, once it has stopped.
+/// Every line the server wrote, once it has stopped (SIGTERM: lines are written by a log
+/// thread of their own, and what it still holds is flushed at exit; a SIGKILL may lose the
+/// last few).
 fn lines_after_stop(server: Server, stderr: ChildStderr) -> Vec<String> {
-    drop(server); // SIGKILL, then reaped: the pipe ends.
+    server.stop();
     BufReader::new(stderr)
         .lines()
         .map(|line| line.expect("a UTF-8 log line"))
