@@ -34,12 +34,11 @@ use crate::store::{ClaimMore, EndedAttempt, StoreError};
 use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 
 /// The most tasks one claim takes (it never takes more than there are free workers). Large
-/// claims pay a statement's fixed costs (its triggers, its commit, on PostgreSQL a walk past
-/// the claimed tasks' dead entries at the head of the queue's index) once for many tasks: a
-/// PostgreSQL drain at `--workers 2048` did ~32,000 tasks/s with claims of up to 2,048
-/// against ~27,000 with up to 1,024 and ~21,000 with up to 256 (docs/benchmarks.md). On
-/// SQLite a claim holds the one writer while it runs, longer the larger it is; only a pool
-/// that large makes one that large.
+/// claims pay a statement's fixed costs (a round trip, its triggers' own statements, its
+/// commit) once for many tasks: a PostgreSQL drain did ~30,000 tasks/s at `--workers 2048`
+/// with claims of up to 2,048, against ~20,000 at 256 with claims of 256
+/// (docs/benchmarks.md). On SQLite a claim holds the one writer while it runs, longer the
+/// larger it is; only a pool that large makes one that large.
 const CLAIM_BATCH: usize = 2048;
 /// How often an idle dispatcher looks at the store even when nothing woke it: a safety net
 /// for wake-ups that cannot reach it (a write made by another process).
