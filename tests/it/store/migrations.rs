@@ -175,10 +175,10 @@ async fn sqlite_0006_keeps_the_tasks_of_an_older_database() {
 }
 
 /// 0012: every PostgreSQL function that joins a trigger's `old_rows` to its `new_rows` plans
-/// without nested loops. PL/pgSQL keeps the plan of a connection's first run, sized by the
-/// rows the transition tables held then; a nested loop planned for one row compared n × n
-/// pairs for every later batch of n. A later `CREATE OR REPLACE` that drops the setting
-/// fails here.
+/// a hash join, never a nested loop or a merge join. PL/pgSQL keeps the plan of a
+/// connection's first run, sized by the rows the transition tables held then; a nested loop
+/// planned for one row compared n × n pairs for every later batch of n. A later `CREATE OR
+/// REPLACE` that drops the settings fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_triggers_join_their_transition_tables_by_hash() {
     use sqlx::Connection;
@@ -202,12 +202,11 @@ async fn postgres_triggers_join_their_transition_tables_by_hash() {
         "the functions that join their transition tables"
     );
     for (name, config) in &joining {
-        assert!(
-            config
-                .iter()
-                .flatten()
-                .any(|setting| setting == "enable_nestloop=off"),
-            "{name} plans its join without nested loops: {config:?}"
-        );
+        for setting in ["enable_nestloop=off", "enable_mergejoin=off"] {
+            assert!(
+                config.iter().flatten().any(|s| s == setting),
+                "{name} plans its join as a hash join ({setting}): {config:?}"
+            );
+        }
     }
 }
