@@ -83,18 +83,11 @@ impl Server {
     /// the log thread are written before the process ends. Fails if it has not exited
     /// within the deadline.
     pub fn stop(mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let start = std::time::Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) {
-            assert!(
-                start.elapsed() < crate::helpers::DEADLINE,
-                "taskd at {} did not stop on SIGTERM in time",
-                self.base
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        assert!(
+            crate::helpers::terminate(&mut self.child),
+            "taskd at {} did not stop on SIGTERM in time",
+            self.base
+        );
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -415,3 +415,19 @@ pub fn millis(task: &Value, field: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{field}: {e}"))
         .timestamp_millis()
 }
+
+/// Sends SIGTERM to `child` and waits for it to exit, at most [`DEADLINE`]; `false` if it is
+/// still running then (the caller decides: insist with SIGKILL, or fail).
+pub fn terminate(child: &mut std::process::Child) -> bool {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if start.elapsed() > DEADLINE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}

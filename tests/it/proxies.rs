@@ -5,9 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use crate::helpers::{DEADLINE, wait_for};
+use crate::helpers::{terminate, wait_for};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 /// The upstream addresses and listen lines as the committed files have them.
@@ -26,16 +25,8 @@ impl Drop for Proxy {
     /// SIGTERM, so nginx's master stops its workers (a SIGKILL would orphan them, still
     /// listening); SIGKILL only if it has not exited within the deadline.
     fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid, which is not reaped before the wait below.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let start = std::time::Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if start.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !terminate(&mut self.child) {
+            let _ = self.child.kill();
         }
         let _ = self.child.wait();
     }
