@@ -152,7 +152,12 @@ async fn running_now(conn: &mut PgConnection, queue: &str) -> Result<i64, StoreE
 
 /// Moves the first `take` queued tasks of `queue` (of these kinds, if given; priority, then
 /// FIFO) to running under `lease`, counting the attempt. Rows another node is taking are
-/// skipped, never waited for. A `remote` lease never outlives the attempt's deadline
+/// skipped, never waited for. The rows are updated where the locking read found them (by
+/// `ctid`, which cannot move while this statement holds their locks): looked up again by id,
+/// each cost a second index search, ~a fifth of a 2,048-task claim (docs/benchmarks.md). A
+/// row another transaction changed after this statement began is not taken by it (its new
+/// version is not where the statement looks): it stays queued for the next claim, as a
+/// skipped one does. A `remote` lease never outlives the attempt's deadline
 /// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
 /// its own and renews its leases regardless.
 // One statement's parameters, each its own: a struct would only rename them.
@@ -172,11 +177,11 @@ async fn claim_from(
              lease_expires_at = CASE WHEN $7 AND timeout_ms IS NOT NULL \
                  THEN LEAST($2, $3 + timeout_ms) ELSE $2 END, \
              started_at = $3, progress = NULL \
-         WHERE id = ANY(ARRAY(SELECT id FROM tasks \
-                              WHERE {claimable} AND queue = $4 \
-                                  AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \
-                              ORDER BY priority DESC, id LIMIT $5 \
-                              FOR UPDATE SKIP LOCKED)) \
+         WHERE ctid = ANY(ARRAY(SELECT ctid FROM tasks \
+                                WHERE {claimable} AND queue = $4 \
+                                    AND ($6::text[] IS NULL OR kind = ANY($6::text[])) \
+                                ORDER BY priority DESC, id LIMIT $5 \
+                                FOR UPDATE SKIP LOCKED)) \
              AND {claimable} \
          RETURNING {COLUMNS}",
         claimable = state_guard("state", Move::Claim),
