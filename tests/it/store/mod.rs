@@ -162,6 +162,7 @@ mod cases {
     conformance!(run:
         tasks::insert_get_and_list_with_filters_and_cursor,
         tasks::listings_by_state_follow_every_move,
+        tasks::a_queue_lists_every_task_whatever_its_state,
         tasks::claims_go_by_priority_then_age_within_the_limit,
         tasks::a_growing_claim_takes_no_more_than_it_was_given,
         tasks::paused_queues_wait_and_concurrency_caps_claims,

@@ -120,6 +120,56 @@ pub async fn listings_by_state_follow_every_move(store: Arc<dyn TaskStore>) {
     assert_eq!(succeeded_now, [done.id, b.id]);
 }
 
+/// A listing by queue that names no state holds every task of the queue, running ones
+/// included, newest first and page after page, with the other filters applied to all of
+/// them.
+pub async fn a_queue_lists_every_task_whatever_its_state(store: Arc<dyn TaskStore>) {
+    let in_queue = |queue: &str, before, limit| TaskFilter {
+        queue: Some(super::queue(queue)),
+        before,
+        limit,
+        ..TaskFilter::default()
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    // Oldest first: running, succeeded, running, one of another queue, and one left queued
+    // (with a label; inserted last, so that the claims above cannot take it).
+    let r1 = running(&store, "every-a", 1).await;
+    let done = succeeded(&store, "every-a").await;
+    let r2 = running(&store, "every-a", 1).await;
+    running(&store, "every-b", 1).await;
+    let mut labelled = task("every-a", "echo", json!(null));
+    labelled.labels.insert("k".into(), "v".into());
+    let queued = insert(&store, labelled).await;
+
+    let all = ids(list(&store, in_queue("every-a", None, 10)).await);
+    assert_eq!(all, [queued.id, r2.id, done.id, r1.id]);
+    let first = ids(list(&store, in_queue("every-a", None, 2)).await);
+    assert_eq!(first, [queued.id, r2.id]);
+    let rest = ids(list(&store, in_queue("every-a", Some(r2.id), 2)).await);
+    assert_eq!(rest, [done.id, r1.id]);
+    let last = ids(list(&store, in_queue("every-a", Some(done.id), 1)).await);
+    assert_eq!(last, [r1.id]);
+    let with_label = TaskFilter {
+        label: Some(("k".into(), "v".into())),
+        ..in_queue("every-a", None, 10)
+    };
+    assert_eq!(ids(list(&store, with_label).await), [queued.id]);
+    let of_kind = TaskFilter {
+        kind: Some(taskd::task::Kind::parse("echo").unwrap()),
+        ..in_queue("every-a", None, 10)
+    };
+    assert_eq!(ids(list(&store, of_kind).await).len(), 4);
+
+    // r2 ends: it stays in its queue's listing, in the same place.
+    store
+        .finish(r2.id, &lease(&r2), Outcome::Succeeded(json!("r2")))
+        .await
+        .unwrap()
+        .unwrap();
+    let all = ids(list(&store, in_queue("every-a", None, 10)).await);
+    assert_eq!(all, [queued.id, r2.id, done.id, r1.id]);
+}
+
 /// One at a time, claims take the highest priority first, then the oldest; a claim never
 /// takes more than its limit, and starts the attempt under a lease.
 pub async fn claims_go_by_priority_then_age_within_the_limit(store: Arc<dyn TaskStore>) {
