@@ -293,7 +293,6 @@ pub async fn children_are_listed_by_parent(store: Arc<dyn TaskStore>) {
         limit,
         ..TaskFilter::default()
     };
-    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(
         ids(list(&store, children(10, None)).await),
         [both.id, first.id]

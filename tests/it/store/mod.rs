@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use taskd::store::{TaskFilter, TaskStore};
-use taskd::task::{Kind, Millis, NewTask, Outcome, QueueName, Task, now_millis};
+use taskd::task::{Kind, Millis, NewTask, Outcome, QueueName, Task, TaskId, now_millis};
 
 use crate::backend::{Backend, TestDatabase};
 
@@ -95,6 +95,11 @@ pub async fn insert(store: &Arc<dyn TaskStore>, new: NewTask) -> Task {
 
 pub async fn get(store: &Arc<dyn TaskStore>, task: &Task) -> Task {
     store.get(task.id).await.unwrap().expect("the task exists")
+}
+
+/// The ids of `tasks`, in their order.
+pub fn ids(tasks: Vec<Task>) -> Vec<TaskId> {
+    tasks.into_iter().map(|t| t.id).collect()
 }
 
 pub async fn list(store: &Arc<dyn TaskStore>, filter: TaskFilter) -> Vec<Task> {

@@ -11,16 +11,16 @@ use super::*;
 /// Inserted tasks read back as stored; listings filter by state, kind, queue and label,
 /// newest first, and page with a cursor.
 pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStore>) {
-    let mut ids = Vec::new();
+    let mut inserted = Vec::new();
     for n in 0..5 {
         let mut new = task("a", "echo", json!({"n": n}));
         if n % 2 == 0 {
             new.labels.insert("parity".into(), "even".into());
         }
-        ids.push(insert(&store, new).await.id);
+        inserted.push(insert(&store, new).await.id);
     }
     let other = insert(&store, task("b", "sleep", json!({"ms": 1}))).await;
-    let first = store.get(ids[0]).await.unwrap().unwrap();
+    let first = store.get(inserted[0]).await.unwrap().unwrap();
     assert_eq!(first.state, TaskState::Queued);
     assert_eq!(*first.input, json!({"n": 0}));
     assert_eq!((first.attempt, first.max_attempts), (0, 3));
@@ -36,17 +36,19 @@ pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStor
         f(&mut filter);
         filter
     };
-    let listed = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
     let newest_first: Vec<TaskId> = std::iter::once(other.id)
-        .chain(ids.iter().rev().copied())
+        .chain(inserted.iter().rev().copied())
         .collect();
-    assert_eq!(listed(list(&store, filter(|_| {})).await), newest_first);
-    let in_a = listed(list(&store, filter(|f| f.queue = Some(queue("a")))).await);
+    assert_eq!(ids(list(&store, filter(|_| {})).await), newest_first);
+    let in_a = ids(list(&store, filter(|f| f.queue = Some(queue("a")))).await);
     assert_eq!(in_a, newest_first[1..]);
     let sleeps = filter(|f| f.kind = Some(Kind::parse("sleep").unwrap()));
-    assert_eq!(listed(list(&store, sleeps).await), [other.id]);
+    assert_eq!(ids(list(&store, sleeps).await), [other.id]);
     let even = filter(|f| f.label = Some(("parity".into(), "even".into())));
-    assert_eq!(listed(list(&store, even).await), [ids[4], ids[2], ids[0]]);
+    assert_eq!(
+        ids(list(&store, even).await),
+        [inserted[4], inserted[2], inserted[0]]
+    );
     let odd = filter(|f| f.label = Some(("parity".into(), "odd".into())));
     assert!(list(&store, odd).await.is_empty());
     let queued = filter(|f| f.state = Some(TaskState::Queued));
@@ -69,7 +71,7 @@ pub async fn insert_get_and_list_with_filters_and_cursor(store: Arc<dyn TaskStor
         .await;
         let Some(last) = page.last() else { break };
         before = Some(last.id);
-        pages.extend(listed(page));
+        pages.extend(ids(page));
     }
     assert_eq!(pages, newest_first);
 }
@@ -85,7 +87,6 @@ pub async fn listings_by_state_follow_every_move(store: Arc<dyn TaskStore>) {
         limit,
         ..TaskFilter::default()
     };
-    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
     // Oldest first: a running task of "a", one of "b", another of "a", one that succeeded,
     // and one left queued.
     let a1 = running(&store, "list-a", 1).await;
@@ -130,7 +131,6 @@ pub async fn a_queue_lists_every_task_whatever_its_state(store: Arc<dyn TaskStor
         limit,
         ..TaskFilter::default()
     };
-    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
     // Oldest first: running, succeeded, running, one of another queue, and one left queued
     // (with a label; inserted last, so that the claims above cannot take it).
     let r1 = running(&store, "every-a", 1).await;
@@ -158,7 +158,10 @@ pub async fn a_queue_lists_every_task_whatever_its_state(store: Arc<dyn TaskStor
         kind: Some(taskd::task::Kind::parse("echo").unwrap()),
         ..in_queue("every-a", None, 10)
     };
-    assert_eq!(ids(list(&store, of_kind).await).len(), 4);
+    assert_eq!(
+        ids(list(&store, of_kind).await),
+        [queued.id, r2.id, done.id, r1.id]
+    );
 
     // r2 ends: it stays in its queue's listing, in the same place.
     store
