@@ -1,9 +1,10 @@
 # bench/peers/peers.bash — bench/run's `peers` scenario, sourced by bench/run (not run alone).
 #
 # It uses bench/run's helpers and state: say, die, row, num, ms, field, measure, pg_database,
-# stop_servers, pids, $tmp, $root, $POSTGRES, $pg_version, $PG_DRAIN_TASKS, $DURATION,
-# $WARMUP, $CONNECTIONS, $PEER_SYSTEMS, and taskd's PostgreSQL figures of the same run when
-# those scenarios ran ($pg_submit_rps; $pg_drain_rate at $pg_drain_workers, the best drain).
+# stop_servers, median_run, drain_cell, pids, $tmp, $root, $POSTGRES, $pg_version,
+# $PG_DRAIN_TASKS, $DRAIN_RUNS, $DURATION, $WARMUP, $CONNECTIONS, $PEER_SYSTEMS, and taskd's
+# PostgreSQL figures of the same run when those scenarios ran ($pg_submit_rps; $pg_drain_rate
+# at $pg_drain_workers, the best drain).
 # What each peer runs and why is in bench/peers/README.md and the head of each runner.
 
 peers_dir="$root/bench/peers"
@@ -97,8 +98,15 @@ peers_scenario() {
     [[ -z ${pg_drain_rate:-} ]] || taskd_drain="$(num "$pg_drain_rate") (PostgreSQL, --workers $pg_drain_workers)"
     [[ -z ${pg_submit_rps:-} ]] || taskd_submit="$(num "$pg_submit_rps") (PostgreSQL, wrk -c$CONNECTIONS over HTTP)"
     local target verdict
+    local runs run
     for peer in "${peers[@]}"; do
-        peer_measure "$peer" drain --tasks "$PG_DRAIN_TASKS"
+        # As many runs as taskd's drains, and the median, as theirs (bench/run).
+        runs=()
+        for run in $(seq "$DRAIN_RUNS"); do
+            peer_measure "$peer" drain --tasks "$PG_DRAIN_TASKS"
+            runs+=("$result")
+        done
+        result=$(median_run "${runs[@]}")
         rate=$(field drain_per_s)
         # Issue 17's targets are set against graphile-worker's drain: PostgreSQL 1.5×, SQLite
         # (taskd's own drain above, of DRAIN_TASKS) 2×.
@@ -107,7 +115,7 @@ peers_scenario() {
             target="≥ 1.5×" verdict=$(at_least "$pg_drain_rate" "$(awk -v p="$rate" 'BEGIN { print 1.5 * p }')")
         fi
         row "$peer_store: drain $(num "$PG_DRAIN_TASKS") no-op, $about" "completed/s" \
-            "$taskd_drain" "$(num "$rate") ($(field drain_s) s)" "$(ratio "${pg_drain_rate:-}" "$rate")" \
+            "$taskd_drain" "$(drain_cell "${runs[@]}")" "$(ratio "${pg_drain_rate:-}" "$rate")" \
             "$target" "$verdict"
         if [[ $peer == graphile-worker && -n ${drain_rate:-} ]]; then
             row "" "" "$(num "$drain_rate") (SQLite, --workers $drain_workers)" "$(num "$rate")" \
