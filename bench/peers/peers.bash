@@ -26,16 +26,19 @@ peers_install() {
     [[ $major -ge 22 ]] || die "peers need Node 22 or later; $peer_node is $("$peer_node" --version)"
 }
 
-# redis_start: a Redis of its own on a free port of 127.0.0.1 with every write fsynced before
-# it answers (appendonly, appendfsync always), as a PostgreSQL commit is; sets $redis_port.
-# stop_servers stops it.
+# redis_start: a fresh Redis of its own on a free port of 127.0.0.1 with every write fsynced
+# before it answers (appendonly, appendfsync always), as a PostgreSQL commit is; sets
+# $redis_port. stop_servers stops it.
 redis_start() {
     redis_port=$("$peer_node" -e '
         const server = require("node:net").createServer();
         server.listen(0, "127.0.0.1", () => { console.log(server.address().port); server.close(); });')
-    mkdir -p "$tmp/redis"
+    # A directory of its own each time: in one an earlier Redis used, this one would load that
+    # one's append-only file, and a drain would start with the last one's jobs.
+    local dir
+    dir=$(mktemp -d "$tmp/redis.XXXXXX")
     : >"$tmp/redis.server"
-    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$tmp/redis" \
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir" \
         --appendonly yes --appendfsync always --save '' >"$tmp/redis.server" 2>&1 &
     pids+=("$!")
     for _ in $(seq 100); do
