@@ -155,9 +155,9 @@ async fn running_now(conn: &mut PgConnection, queue: &str) -> Result<i64, StoreE
 /// skipped, never waited for. The rows are updated where the locking read found them (by
 /// `ctid`, which cannot move while this statement holds their locks): looked up again by id,
 /// each cost a second index search, an eighth to a fifth of a 2,048-task claim
-/// (docs/benchmarks.md). A row another transaction changed after this statement began is not taken by it (its new
-/// version is not where the statement looks): it stays queued for the next claim, as a
-/// skipped one does. A `remote` lease never outlives the attempt's deadline
+/// (docs/benchmarks.md). A row another transaction changed after this statement began is not
+/// taken by it (its new version is not where the statement looks): it stays queued for the
+/// next claim, as a skipped one does. A `remote` lease never outlives the attempt's deadline
 /// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
 /// its own and renews its leases regardless.
 // One statement's parameters, each its own: a struct would only rename them.
