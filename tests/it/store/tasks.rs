@@ -197,7 +197,7 @@ pub async fn claims_go_by_priority_then_age_within_the_limit(store: Arc<dyn Task
     }
     let rest = store.claim(10, far()).await.unwrap();
     assert_eq!(rest.len(), 2, "only what is left");
-    let mut rest: Vec<TaskId> = rest.into_iter().map(|t| t.id).collect();
+    let mut rest = ids(rest);
     rest.sort();
     order.extend(rest);
     assert_eq!(order, expected.into_values().collect::<Vec<_>>());
