@@ -10,10 +10,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::counts::counted;
 use super::rows::{COLUMNS, query_tasks};
 use crate::store::sql::{self, state_guard};
 use crate::store::{RateLimit, StoreError, fair_shares};
-use crate::task::{Kind, Lease, Millis, Move, QueueName, Task};
+use crate::task::{Kind, Lease, Millis, Move, QueueName, Task, TaskState};
 
 /// A queue with waiting tasks, as the claim sees it.
 struct Candidate {
@@ -152,7 +153,8 @@ fn new_lease(expires_at: Millis) -> Lease {
 }
 
 /// Moves the first `take` queued tasks of `queue` (priority, then FIFO) to running under
-/// `lease` from `started_at`, counting the attempt. A `remote` lease never outlives the attempt's deadline
+/// `lease` from `started_at`, counting the attempt (and the queue's counts, once per
+/// statement: `counts.rs`). A `remote` lease never outlives the attempt's deadline
 /// (`started_at + timeout_ms`), so its expiry enforces the timeout; the local pool enforces
 /// its own and renews its leases regardless.
 fn claim_from(
@@ -169,26 +171,28 @@ fn claim_from(
         let list: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
         format!("AND kind IN ({})", list.join(", "))
     });
-    query_tasks(
-        conn,
-        &format!(
-            "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
-                 lease_expires_at = CASE WHEN ?6 AND timeout_ms IS NOT NULL \
-                     THEN MIN(?2, ?3 + timeout_ms) ELSE ?2 END, \
-                 started_at = ?3, progress = NULL \
-             WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
-                          WHERE {claimable} AND queue = ?4 {kind_filter} \
-                          ORDER BY priority DESC, id LIMIT ?5) \
-             RETURNING {COLUMNS}",
-            claimable = state_guard("state", Move::Claim),
-        ),
-        params![
-            lease.token,
-            lease.expires_at,
-            started_at,
-            queue,
-            take as i64,
-            remote
-        ],
-    )
+    counted(conn, TaskState::Queued, || {
+        query_tasks(
+            conn,
+            &format!(
+                "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?1, \
+                     lease_expires_at = CASE WHEN ?6 AND timeout_ms IS NOT NULL \
+                         THEN MIN(?2, ?3 + timeout_ms) ELSE ?2 END, \
+                     started_at = ?3, progress = NULL \
+                 WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_claim \
+                              WHERE {claimable} AND queue = ?4 {kind_filter} \
+                              ORDER BY priority DESC, id LIMIT ?5) \
+                 RETURNING {COLUMNS}",
+                claimable = state_guard("state", Move::Claim),
+            ),
+            params![
+                lease.token,
+                lease.expires_at,
+                started_at,
+                queue,
+                take as i64,
+                remote
+            ],
+        )
+    })
 }

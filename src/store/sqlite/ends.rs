@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, params, params_from_iter};
 
+use super::counts::counted;
 use super::rows::{COLUMNS, query_task, query_tasks, to_json};
 use crate::store::sql::state_guard;
 use crate::store::{EndedAttempt, StoreError};
-use crate::task::{AttemptEnd, Move, Outcome, Task, TaskId, end_attempt};
+use crate::task::{AttemptEnd, Move, Outcome, Task, TaskId, TaskState, end_attempt};
 
 /// The most successes one UPDATE takes. A batch goes in chunks of 32, 16, 8, 4, 2 and 1
 /// rows (at most one of each size below 32), so a statement is prepared once per size and
@@ -58,7 +59,7 @@ pub fn task_finish_many(
 
 /// The successes' path: what `end_attempt` writes for a success without a cancel request
 /// (state, result, finished_at; the lease cleared), as guarded UPDATEs of up to
-/// `SUCCESS_CHUNK` rows each. Each success comes with its result as JSON text. The ended
+/// `SUCCESS_CHUNK` rows each, each counted once (`counts.rs`). Each success comes with its result as JSON text. The ended
 /// tasks, by id; a refused one is missing.
 fn finish_successes(
     conn: &Connection,
@@ -92,11 +93,10 @@ fn finish_successes(
         let rows = SUCCESS_CHUNK.min(1 << rest.len().ilog2());
         let (chunk, after) = rest.split_at(rows);
         let params = params_from_iter(chunk.iter().flat_map(values));
-        ended.extend(
-            query_tasks(conn, &sql(rows), params)?
-                .into_iter()
-                .map(|task| (task.id, task)),
-        );
+        let moved = counted(conn, TaskState::Running, || {
+            query_tasks(conn, &sql(rows), params)
+        })?;
+        ended.extend(moved.into_iter().map(|task| (task.id, task)));
         rest = after;
     }
     Ok(ended)

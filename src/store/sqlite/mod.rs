@@ -10,6 +10,7 @@
 //! webhook deliveries).
 
 mod claims;
+mod counts;
 mod deps;
 mod ends;
 mod events;

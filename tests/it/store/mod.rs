@@ -196,6 +196,7 @@ mod cases {
         queues::idempotency_replays_and_refuses,
         queues::admission_refuses_beyond_the_limit_all_or_nothing,
         queues::queue_settings_and_counts,
+        queues::queue_counts_follow_claims_and_ends,
         queues::remote_queues_lease_only_through_claim_queue,
         observer::the_event_log_follows_every_change,
         observer::a_finished_callback_gets_one_delivery,

@@ -1,7 +1,10 @@
-//! Cases: idempotency keys, admission control, queue settings and counts, remote queues.
+//! Cases: idempotency keys, admission control, queue settings and counts (as claims and ends
+//! move tasks), remote queues.
 
-use taskd::store::{CancelResult, QueuePatch, StoreError};
-use taskd::task::{Callback, Idempotency, TaskState};
+use std::collections::BTreeMap;
+
+use taskd::store::{CancelResult, EndedAttempt, QueuePatch, StoreError};
+use taskd::task::{Callback, Idempotency, TaskError, TaskState};
 
 use super::*;
 
@@ -231,4 +234,88 @@ pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskSto
         .await
         .unwrap();
     assert_eq!(only(rest).kind.as_str(), "encode");
+}
+
+/// Each queue's counts, recounted from a listing of all its tasks.
+async fn recounted(store: &Arc<dyn TaskStore>, name: &str) -> Vec<(TaskState, u64)> {
+    let filter = TaskFilter {
+        queue: Some(queue(name)),
+        limit: 1_000,
+        ..TaskFilter::default()
+    };
+    let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+    for task in list(store, filter).await {
+        *counts.get_mut(&task.state).unwrap() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+async fn counted(store: &Arc<dyn TaskStore>, name: &str) -> Vec<(TaskState, u64)> {
+    let counts = store.queue(queue(name)).await.unwrap().counts;
+    let counts: BTreeMap<TaskState, u64> = counts.into_iter().collect();
+    counts.into_iter().collect()
+}
+
+/// The counts follow claims of several queues in one call and a batch of ends of every
+/// kind (successes, a retry, a stale lease, a success on a cancelled task): after each
+/// step they equal a recount of the queue's tasks.
+pub async fn queue_counts_follow_claims_and_ends(store: Arc<dyn TaskStore>) {
+    let names = ["count-a", "count-b"];
+    for (name, n) in names.iter().zip([6, 4]) {
+        let tasks = (0..n)
+            .map(|i| NewTask {
+                max_attempts: 3,
+                ..task(name, "echo", json!(i))
+            })
+            .collect();
+        store.insert(tasks, ROOMY).await.unwrap();
+    }
+    let claimed = store.claim(8, far()).await.unwrap();
+    assert_eq!(claimed.len(), 8);
+    for name in names {
+        assert_eq!(counted(&store, name).await, recounted(&store, name).await);
+    }
+    let cancelled = &claimed[3];
+    assert!(matches!(
+        store.cancel(cancelled.id).await.unwrap(),
+        CancelResult::Requested(_)
+    ));
+    let ended_at = taskd::task::now_millis();
+    let ends = claimed
+        .iter()
+        .enumerate()
+        .map(|(n, task)| EndedAttempt {
+            id: task.id,
+            lease: match n {
+                5 => "not-the-lease".into(),
+                _ => lease(task),
+            },
+            outcome: match n {
+                1 => Outcome::Failed {
+                    error: TaskError {
+                        error_type: "boom".into(),
+                        message: "once".into(),
+                    },
+                    retryable: true,
+                },
+                _ => Outcome::Succeeded(json!(n)),
+            },
+            ended_at,
+        })
+        .collect();
+    let ended = store.finish_many(ends).await.unwrap();
+    assert_eq!(ended.iter().filter(|e| e.is_some()).count(), 7);
+    let mut states = BTreeMap::new();
+    for name in names {
+        let counts = counted(&store, name).await;
+        assert_eq!(counts, recounted(&store, name).await, "{name}");
+        for (state, n) in counts {
+            *states.entry(state).or_insert(0) += n;
+        }
+    }
+    assert_eq!(states[&TaskState::Succeeded], 5);
+    assert_eq!(states[&TaskState::Scheduled], 1);
+    assert_eq!(states[&TaskState::Cancelled], 1);
+    assert_eq!(states[&TaskState::Running], 1, "the stale lease's task");
+    assert_eq!(states[&TaskState::Queued], 2);
 }
