@@ -635,4 +635,19 @@ mod tests {
         assert_eq!(fair_shares(&rooms, 1000), vec![100, 1, 100]);
         assert!(fair_shares(&[], 5).is_empty());
     }
+
+    /// Both stores read a task's columns by position: their lists name the same columns in
+    /// the same order (PostgreSQL's casts some to text and names them back with `AS`).
+    #[test]
+    fn both_stores_select_a_task_s_columns_in_one_order() {
+        let names = |columns: &str| -> Vec<String> {
+            columns
+                .split(',')
+                .map(|column| column.rsplit(' ').next().unwrap().trim().to_owned())
+                .collect()
+        };
+        let sqlite = names(super::sqlite::COLUMNS);
+        assert_eq!(sqlite.len(), 32);
+        assert_eq!(names(super::postgres::COLUMNS), sqlite);
+    }
 }

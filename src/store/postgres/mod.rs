@@ -27,6 +27,9 @@ mod rows;
 mod schedules;
 mod signals;
 
+#[cfg(test)]
+pub(crate) use rows::COLUMNS;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -15,7 +15,8 @@ use crate::task::{
     AfterPolicy, Backoff, Callback, Kind, Lease, Millis, QueueName, Task, TaskId, TraceContext,
 };
 
-/// The columns every query that returns tasks selects; `task_from_row` reads them by name.
+/// The columns every query that returns tasks selects first, in the order `task_from_row`
+/// reads them (by position; the same order as SQLite's, a test holds them alike).
 pub const COLUMNS: &str = "id::text AS id, queue, kind, input, state, priority, attempt, \
      max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, run_at, labels, \
      cancel_requested, result, error, errors, idempotency_key, lease, lease_expires_at, \
@@ -27,66 +28,73 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-fn json_column<T: DeserializeOwned>(row: &PgRow, column: &str) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
+/// The JSON column at `index` of a row of [`COLUMNS`], named `column` in messages.
+fn json_column<T: DeserializeOwned>(
+    row: &PgRow,
+    index: usize,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(index)?;
     text.map(|text| serde_json::from_str(&text).map_err(|e| corrupt(column, e)))
         .transpose()
 }
 
+/// Reads a row of [`COLUMNS`] by position, as SQLite's does: by name, each of the 32 columns
+/// cost a hash lookup (sqlx keeps a map of the statement's column names).
 pub fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
-    let id: String = row.try_get("id")?;
-    let queue: String = row.try_get("queue")?;
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let lease_token: Option<String> = row.try_get("lease")?;
-    let lease_expires_at: Option<Millis> = row.try_get("lease_expires_at")?;
-    let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
-    let callback_url: Option<String> = row.try_get("callback_url")?;
-    let callback_secret: Option<String> = row.try_get("callback_secret")?;
-    let traceparent: Option<String> = row.try_get("traceparent")?;
-    let after_policy: Option<String> = row.try_get("after_policy")?;
-    let input_from: Option<String> = row.try_get("input_from")?;
+    let id: String = row.try_get(0)?;
+    let queue: String = row.try_get(1)?;
+    let kind: String = row.try_get(2)?;
+    let state: String = row.try_get(4)?;
+    let lease_token: Option<String> = row.try_get(18)?;
+    let lease_expires_at: Option<Millis> = row.try_get(19)?;
+    let timeout_ms: Option<i64> = row.try_get(10)?;
+    let callback_url: Option<String> = row.try_get(24)?;
+    let callback_secret: Option<String> = row.try_get(25)?;
+    let traceparent: Option<String> = row.try_get(27)?;
+    let after_policy: Option<String> = row.try_get(30)?;
+    let input_from: Option<String> = row.try_get(31)?;
     Ok(Task {
         id: id.parse().map_err(|e| corrupt("id", e))?,
         queue: QueueName::parse(queue).map_err(|e| corrupt("queue", e))?,
         kind: Kind::parse(kind).map_err(|e| corrupt("kind", e))?,
-        input: json_column(row, "input")?.unwrap_or_default(),
+        input: json_column(row, 3, "input")?.unwrap_or_default(),
         state: state.parse().map_err(|e| corrupt("state", e))?,
-        priority: row.try_get("priority")?,
-        attempt: row.try_get::<i32, _>("attempt")? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        priority: row.try_get(5)?,
+        attempt: row.try_get::<i32, _>(6)? as u32,
+        max_attempts: row.try_get::<i32, _>(7)? as u32,
         backoff: Backoff {
-            base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
-            cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
+            base_ms: row.try_get::<i64, _>(8)? as u64,
+            cap_ms: row.try_get::<i64, _>(9)? as u64,
         },
         timeout_ms: timeout_ms.map(|ms| ms as u64),
-        run_at: row.try_get("run_at")?,
-        labels: json_column(row, "labels")?.unwrap_or_default(),
-        cancel_requested: row.try_get("cancel_requested")?,
-        result: json_column(row, "result")?,
-        error: json_column(row, "error")?,
-        errors: json_column(row, "errors")?.unwrap_or_default(),
-        progress: json_column(row, "progress")?,
+        run_at: row.try_get(11)?,
+        labels: json_column(row, 12, "labels")?.unwrap_or_default(),
+        cancel_requested: row.try_get(13)?,
+        result: json_column(row, 14, "result")?,
+        error: json_column(row, 15, "error")?,
+        errors: json_column(row, 16, "errors")?.unwrap_or_default(),
+        progress: json_column(row, 23, "progress")?,
         callback: callback_url.map(|url| Callback {
             url,
             secret: callback_secret,
         }),
-        callback_status: row.try_get("callback_status")?,
-        after: json_column(row, "parents")?.unwrap_or_default(),
+        callback_status: row.try_get(26)?,
+        after: json_column(row, 29, "parents")?.unwrap_or_default(),
         after_policy: after_policy
             .map(|p| AfterPolicy::parse(&p).ok_or_else(|| corrupt("after_policy", p)))
             .transpose()?,
         input_from: input_from
             .map(|id| id.parse().map_err(|e| corrupt("input_from", e)))
             .transpose()?,
-        idempotency_key: row.try_get("idempotency_key")?,
+        idempotency_key: row.try_get(17)?,
         lease: lease_token
             .zip(lease_expires_at)
             .map(|(token, expires_at)| Lease { token, expires_at }),
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        trace: TraceContext::from_stored(traceparent.as_deref(), row.try_get("tracestate")?),
+        created_at: row.try_get(20)?,
+        started_at: row.try_get(21)?,
+        finished_at: row.try_get(22)?,
+        trace: TraceContext::from_stored(traceparent.as_deref(), row.try_get(28)?),
     })
 }
 

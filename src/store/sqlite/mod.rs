@@ -21,6 +21,9 @@ mod rows;
 mod schedules;
 mod writer;
 
+#[cfg(test)]
+pub(crate) use rows::COLUMNS;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
