@@ -1,10 +1,12 @@
 //! Server-Sent Events: `GET /v1/tasks/{id}/events` (one task: its current state, then every
 //! change, ending after the terminal one) and `GET /v1/events` (the firehose, filtered).
 //!
-//! Each stream is a producer task writing into a small bounded channel that the response
-//! body drains. A client that reads slowly fills the channel; its producer then falls behind
-//! the hub, gets `Lagged`, tells the client with a `reset` event (reason `lagged`) and resumes
-//! from the event log — memory stays bounded and no event is skipped. Both streams resume
+//! Each stream's events are decided inside its response body, one when the connection can
+//! take one: no task and no channel of its own between the hub and the socket (in a burst
+//! of ends, each such hop waited its turn for a runtime thread). A client that reads slowly
+//! leaves its subscription unread; it falls behind the hub, gets `Lagged`, tells the client
+//! with a `reset` event (reason `lagged`) and resumes from the event log — memory stays
+//! bounded (at most one page of the log waits) and no event is skipped. Both streams resume
 //! after `Last-Event-ID`; a firehose resume from before the oldest retained event first gets
 //! a `reset` (reason `expired`): the events in between are gone with their tasks.
 //!
@@ -12,7 +14,7 @@
 //! submit) rather than widening every event and the event log with the task's labels: only
 //! label-filtered streams pay, one read per task, not per event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -23,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -35,8 +38,6 @@ use crate::engine::{Engine, Subscription};
 use crate::store::EventFilter;
 use crate::task::{Kind, QueueName, TaskEvent, TaskId, TaskState};
 
-/// Events waiting for one slow client before its producer falls back to the log.
-const STREAM_BUFFER: usize = 64;
 /// Events one catch-up read takes from the log.
 const PAGE: usize = 500;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -153,14 +154,14 @@ fn lagged_event(last: i64) -> Event {
     )
 }
 
-fn sse(receiver: mpsc::Receiver<Event>) -> Response {
+fn sse(forwarder: Forwarder) -> Response {
     // The gauge of open streams goes down when the response body (and so this) is dropped.
     let open = crate::metrics::Open::event_stream();
-    let stream = futures::stream::unfold((receiver, open), |(mut receiver, open)| async move {
-        receiver
-            .recv()
+    let stream = futures::stream::unfold((forwarder, open), |(mut forwarder, open)| async move {
+        forwarder
+            .next()
             .await
-            .map(|event| (Ok(event), (receiver, open)))
+            .map(|event| (Ok(event), (forwarder, open)))
     });
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream);
@@ -174,12 +175,12 @@ fn sse(receiver: mpsc::Receiver<Event>) -> Response {
     response
 }
 
-/// Forwards matching events to `out` from the log after `from`, then live, until `until`
-/// says the stream is done, the client leaves, or shutdown begins.
+/// The events of one stream: matching events from the log after `last`, then live, until
+/// the stream is done or shutdown begins. It runs inside the response body, asked for the
+/// next event only when the connection can take one; a client that leaves drops it.
 struct Forwarder {
     engine: Engine,
     selector: Selector,
-    out: mpsc::Sender<Event>,
     live: Subscription,
     /// The caller's queues: the log is read through it, as the live subscription is.
     scope: QueueScope,
@@ -187,25 +188,87 @@ struct Forwarder {
     last: i64,
     /// Ends the stream after this event (the task stream's terminal event).
     end_on_terminal: bool,
-    /// Ends the stream once the log is read (a resume of a task that already finished).
-    log_only: bool,
     /// The label verdicts of the tasks seen (used only with a label filter).
     labels: LabelCache,
+    /// Events decided on and not yet sent: at most one page of the log.
+    pending: VecDeque<Event>,
+    phase: Phase,
+    draining: CancellationToken,
 }
 
-enum Flow {
-    Continue,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the log, a page at a time; `then_live`: go live once it is read (a resume
+    /// of a task that already finished ends there instead).
+    CatchUp {
+        then_live: bool,
+    },
+    Live,
     Done,
 }
 
 impl Forwarder {
-    async fn send(&mut self, event: &TaskEvent) -> Flow {
-        if event.seq <= self.last {
-            return Flow::Continue;
+    fn new(engine: Engine, selector: Selector, live: Subscription, scope: QueueScope) -> Self {
+        let draining = engine.draining();
+        Forwarder {
+            engine,
+            selector,
+            live,
+            scope,
+            last: 0,
+            end_on_terminal: false,
+            labels: LabelCache::default(),
+            pending: VecDeque::new(),
+            phase: Phase::CatchUp { then_live: true },
+            draining,
+        }
+    }
+
+    /// The next event to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            match self.phase {
+                Phase::Done => return None,
+                Phase::CatchUp { then_live } => {
+                    let page_full = self.catch_up_page().await;
+                    if self.phase == Phase::Done || page_full {
+                        continue;
+                    }
+                    self.phase = if then_live { Phase::Live } else { Phase::Done };
+                }
+                Phase::Live => {
+                    let received = tokio::select! {
+                        received = self.live.recv() => received,
+                        () = self.draining.cancelled() => {
+                            self.phase = Phase::Done;
+                            continue;
+                        }
+                    };
+                    match received {
+                        Ok(event) => self.take(&event).await,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            self.pending.push_back(lagged_event(self.last));
+                            self.phase = Phase::CatchUp { then_live: true };
+                        }
+                        Err(broadcast::error::RecvError::Closed) => self.phase = Phase::Done,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides on one event: queued to be sent if it is new and matches; the stream is done
+    /// after a task stream's terminal event.
+    async fn take(&mut self, event: &TaskEvent) {
+        if event.seq <= self.last || self.phase == Phase::Done {
+            return;
         }
         self.last = event.seq;
         if !self.selector.matches(event) {
-            return Flow::Continue;
+            return;
         }
         if let Some(label) = &self.selector.label
             && !self
@@ -213,81 +276,41 @@ impl Forwarder {
                 .carries(&self.engine, &self.scope, event.task_id, label)
                 .await
         {
-            return Flow::Continue;
+            return;
         }
-        if self.out.send(task_event(event)).await.is_err() {
-            return Flow::Done;
-        }
+        self.pending.push_back(task_event(event));
         if self.end_on_terminal && event.state.is_terminal() {
-            return Flow::Done;
+            self.phase = Phase::Done;
         }
-        Flow::Continue
     }
 
-    /// Reads the log after `last` until it is exhausted; a gap before the oldest retained
-    /// event is announced with `reset`.
-    async fn catch_up(&mut self) -> Flow {
+    /// Reads one page of the log after `last` (a gap before the oldest retained event is
+    /// announced first, with `reset`); `true` if the page was full, so more may follow.
+    async fn catch_up_page(&mut self) -> bool {
         if self.selector.task.is_none()
             && let Ok(Some((oldest, _))) = self.engine.event_bounds().await
             && oldest > self.last + 1
         {
-            if self.out.send(expired_event(oldest)).await.is_err() {
-                return Flow::Done;
-            }
+            self.pending.push_back(expired_event(oldest));
             self.last = oldest - 1;
         }
         let filter = EventFilter {
             task: self.selector.task,
         };
-        loop {
-            let Ok(page) = self
-                .engine
-                .events_after(self.last, filter.clone(), PAGE, &self.scope)
-                .await
-            else {
-                return Flow::Done;
-            };
-            for event in &page.events {
-                if let Flow::Done = self.send(event).await {
-                    return Flow::Done;
-                }
-            }
-            // Events outside the caller's queues were read too: the next page starts after.
-            self.last = self.last.max(page.read_up_to.unwrap_or(self.last));
-            if !page.full {
-                return Flow::Continue;
-            }
+        let Ok(page) = self
+            .engine
+            .events_after(self.last, filter, PAGE, &self.scope)
+            .await
+        else {
+            self.phase = Phase::Done;
+            return false;
+        };
+        for event in &page.events {
+            self.take(event).await;
         }
-    }
-
-    async fn run(mut self) {
-        let draining = self.engine.draining();
-        if let Flow::Done = self.catch_up().await {
-            return;
-        }
-        if self.log_only {
-            return;
-        }
-        loop {
-            let received = tokio::select! {
-                received = self.live.recv() => received,
-                () = draining.cancelled() => return,
-                () = self.out.closed() => return,
-            };
-            let flow = match received {
-                Ok(event) => self.send(&event).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if self.out.send(lagged_event(self.last)).await.is_err() {
-                        return;
-                    }
-                    self.catch_up().await
-                }
-                Err(broadcast::error::RecvError::Closed) => Flow::Done,
-            };
-            if let Flow::Done = flow {
-                return;
-            }
-        }
+        // Events outside the caller's queues were read too: the next page starts after.
+        self.last = self.last.max(page.read_up_to.unwrap_or(self.last));
+        page.full
     }
 }
 
@@ -303,8 +326,17 @@ async fn task_events(
     let live = engine.subscribe_task(id);
     let newest = engine.event_bounds().await?.map_or(0, |(_, newest)| newest);
     let task = engine.get(id, &caller.queues).await?;
-    let (out, receiver) = mpsc::channel(STREAM_BUFFER);
-    let last = match resume {
+    let mut forwarder = Forwarder::new(
+        engine,
+        Selector {
+            task: Some(id),
+            ..Selector::default()
+        },
+        live,
+        caller.queues,
+    );
+    forwarder.end_on_terminal = true;
+    forwarder.last = match resume {
         Some(last) => last,
         None => {
             // The current state first, as of the newest event so far.
@@ -318,31 +350,18 @@ async fn task_events(
                 progress: task.progress.clone(),
                 at: crate::task::now_millis(),
             };
-            // The channel is new and empty: this cannot fail for want of room.
-            let _ = out.try_send(task_event(&current));
+            forwarder.pending.push_back(task_event(&current));
             if task.state.is_terminal() {
-                return Ok(sse(receiver));
+                forwarder.phase = Phase::Done;
             }
             newest
         }
     };
-    let forwarder = Forwarder {
-        engine,
-        selector: Selector {
-            task: Some(id),
-            ..Selector::default()
-        },
-        out,
-        live,
-        scope: caller.queues,
-        last,
-        end_on_terminal: true,
+    if task.state.is_terminal() && forwarder.phase != Phase::Done {
         // Finished already: what follows `last` is all in the log; then the stream ends.
-        log_only: task.state.is_terminal(),
-        labels: LabelCache::default(),
-    };
-    tokio::spawn(forwarder.run());
-    Ok(sse(receiver))
+        forwarder.phase = Phase::CatchUp { then_live: false };
+    }
+    Ok(sse(forwarder))
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,18 +414,7 @@ async fn firehose(
         // From now on: the newest event so far is the starting point.
         None => engine.event_bounds().await?.map_or(0, |(_, newest)| newest),
     };
-    let (out, receiver) = mpsc::channel(STREAM_BUFFER);
-    let forwarder = Forwarder {
-        engine,
-        selector,
-        out,
-        live,
-        scope: caller.queues,
-        last,
-        end_on_terminal: false,
-        log_only: false,
-        labels: LabelCache::default(),
-    };
-    tokio::spawn(forwarder.run());
-    Ok(sse(receiver))
+    let mut forwarder = Forwarder::new(engine, selector, live, caller.queues);
+    forwarder.last = last;
+    Ok(sse(forwarder))
 }
