@@ -351,15 +351,16 @@ async fn task_events(
                 at: crate::task::now_millis(),
             };
             forwarder.pending.push_back(task_event(&current));
-            if task.state.is_terminal() {
-                forwarder.phase = Phase::Done;
-            }
             newest
         }
     };
-    if task.state.is_terminal() && forwarder.phase != Phase::Done {
-        // Finished already: what follows `last` is all in the log; then the stream ends.
-        forwarder.phase = Phase::CatchUp { then_live: false };
+    if task.state.is_terminal() {
+        // Finished already: a fresh stream has said so; a resume reads what follows `last`
+        // from the log, where it all is, and ends.
+        forwarder.phase = match resume {
+            Some(_) => Phase::CatchUp { then_live: false },
+            None => Phase::Done,
+        };
     }
     Ok(sse(forwarder))
 }

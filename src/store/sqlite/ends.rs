@@ -59,8 +59,8 @@ pub fn task_finish_many(
 
 /// The successes' path: what `end_attempt` writes for a success without a cancel request
 /// (state, result, finished_at; the lease cleared), as guarded UPDATEs of up to
-/// `SUCCESS_CHUNK` rows each, each counted once (`counts.rs`). Each success comes with its result as JSON text. The ended
-/// tasks, by id; a refused one is missing.
+/// `SUCCESS_CHUNK` rows each, each counted once (`counts.rs`). Each success comes with its
+/// result as JSON text. The ended tasks, by id; a refused one is missing.
 fn finish_successes(
     conn: &Connection,
     successes: &[(EndedAttempt, String)],
