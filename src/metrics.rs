@@ -24,8 +24,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use dashmap::DashMap;
 use metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram,
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Mutex;
@@ -342,7 +342,16 @@ pub fn trace_spans(outcome: &'static str, count: u64) {
 
 /// A store write that stored something committed, for `purpose` (`submit`, `claim`, …).
 pub fn store_commit(purpose: &'static str) {
-    counter!(STORE_COMMITS, "purpose" => purpose).increment(1);
+    static COMMITS: OnceLock<DashMap<&'static str, Counter>> = OnceLock::new();
+    let commits = COMMITS.get_or_init(|| {
+        // The recorder first, as in `series`.
+        handle();
+        DashMap::new()
+    });
+    commits
+        .entry(purpose)
+        .or_insert_with(|| counter!(STORE_COMMITS, "purpose" => purpose))
+        .increment(1);
 }
 
 /// A schedule's slot was handled: `fired`, `replayed`, `skipped` or `failed`.
@@ -356,30 +365,38 @@ fn seconds(millis: Millis) -> f64 {
 
 /// Counts one of something open while it lives (a connection, a long-poll, a stream).
 #[must_use = "the gauge goes down when this is dropped"]
-pub struct Open(&'static str);
+pub struct Open(&'static Gauge);
 
 impl Open {
     pub fn connection() -> Open {
-        Open::new(OPEN_CONNECTIONS)
+        static GAUGE: OnceLock<Gauge> = OnceLock::new();
+        Open::new(&GAUGE, OPEN_CONNECTIONS)
     }
 
     pub fn long_poll() -> Open {
-        Open::new(OPEN_LONG_POLLS)
+        static GAUGE: OnceLock<Gauge> = OnceLock::new();
+        Open::new(&GAUGE, OPEN_LONG_POLLS)
     }
 
     pub fn event_stream() -> Open {
-        Open::new(OPEN_EVENT_STREAMS)
+        static GAUGE: OnceLock<Gauge> = OnceLock::new();
+        Open::new(&GAUGE, OPEN_EVENT_STREAMS)
     }
 
-    fn new(name: &'static str) -> Open {
-        gauge!(name).increment(1.0);
-        Open(name)
+    /// The gauge registered once, the recorder installed first (as in `series`).
+    fn new(gauge: &'static OnceLock<Gauge>, name: &'static str) -> Open {
+        let gauge = gauge.get_or_init(|| {
+            handle();
+            gauge!(name)
+        });
+        gauge.increment(1.0);
+        Open(gauge)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        gauge!(self.0).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -393,21 +410,86 @@ pub struct TrackHttp;
 /// What [`TrackHttp`] keeps of a request for its answer: when it came, its method and route.
 pub struct Tracked {
     started: Instant,
-    method: String,
+    method: axum::http::Method,
+    route: Arc<RouteSeries>,
+}
+
+/// The HTTP series of one route template, registered on first use and kept (as [`Series`]
+/// is, for the same reason): by method, the latency histogram and the requests counted by
+/// status. Routes are templates or `unmatched`, methods and statuses few, so these stay small.
+struct RouteSeries {
     route: String,
+    by_method: std::sync::Mutex<Vec<MethodSeries>>,
+}
+
+struct MethodSeries {
+    method: axum::http::Method,
+    latency: Histogram,
+    requests: Vec<(u16, Counter)>,
+}
+
+impl RouteSeries {
+    /// The series of `route`.
+    fn of(route: &str) -> Arc<RouteSeries> {
+        static ROUTES: OnceLock<DashMap<String, Arc<RouteSeries>>> = OnceLock::new();
+        let routes = ROUTES.get_or_init(|| {
+            // The recorder first, as in `series`.
+            handle();
+            DashMap::new()
+        });
+        if let Some(series) = routes.get(route) {
+            return Arc::clone(&series);
+        }
+        let series = routes.entry(route.to_owned()).or_insert_with(|| {
+            Arc::new(RouteSeries {
+                route: route.to_owned(),
+                by_method: std::sync::Mutex::new(Vec::new()),
+            })
+        });
+        Arc::clone(&series)
+    }
+
+    /// Records one answered request: its latency, and its count under its status.
+    fn record(&self, method: &axum::http::Method, status: u16, seconds: f64) {
+        let mut by_method = self.by_method.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match by_method.iter().position(|m| m.method == *method) {
+            Some(index) => index,
+            None => {
+                let (method_label, route) = (method.as_str().to_owned(), self.route.clone());
+                by_method.push(MethodSeries {
+                    method: method.clone(),
+                    latency: histogram!(HTTP_LATENCY, "method" => method_label, "route" => route),
+                    requests: Vec::new(),
+                });
+                by_method.len() - 1
+            }
+        };
+        let series = &mut by_method[index];
+        series.latency.record(seconds);
+        match series.requests.iter().find(|(known, _)| *known == status) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = counter!(HTTP_REQUESTS, "method" => method.as_str().to_owned(),
+                    "route" => self.route.clone(), "status" => status.to_string());
+                counter.increment(1);
+                series.requests.push((status, counter));
+            }
+        }
+    }
 }
 
 impl Gate for TrackHttp {
     type Kept = Tracked;
 
     fn enter(&self, request: Request) -> Entry<Tracked> {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |path| path.as_str());
         let tracked = Tracked {
             started: Instant::now(),
-            method: request.method().as_str().to_owned(),
-            route: request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned()),
+            method: request.method().clone(),
+            route: RouteSeries::of(route),
         };
         Entry::Pass(request, tracked)
     }
@@ -418,10 +500,9 @@ impl Gate for TrackHttp {
             method,
             route,
         } = tracked;
-        let status = response.status().as_u16().to_string();
-        histogram!(HTTP_LATENCY, "method" => method.clone(), "route" => route.clone())
-            .record(started.elapsed().as_secs_f64());
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        route.record(&method, response.status().as_u16(), elapsed);
+        let latency_ms = elapsed * 1000.0;
         let request_id = response
             .headers()
             .get("x-request-id")
@@ -431,13 +512,11 @@ impl Gate for TrackHttp {
             target: "taskd::request",
             request_id,
             method = %method,
-            route = %route,
+            route = %route.route,
             status = response.status().as_u16(),
             latency_ms = (latency_ms * 1000.0).round() / 1000.0,
             "request"
         );
-        counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status)
-            .increment(1);
         response
     }
 }
