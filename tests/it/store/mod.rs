@@ -226,6 +226,7 @@ mod migrating {
     conformance!(run_shared:
         migrations::an_edited_migration_is_refused,
         migrations::a_database_without_checksums_gets_them,
+        migrations::the_schema_refuses_the_rows_its_checks_forbid,
     );
 }
 
