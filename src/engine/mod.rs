@@ -834,8 +834,8 @@ impl Inner {
             .remote_changes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match self.store.queues().await {
-            Ok(queues) => {
+        match self.store.remote_queues().await {
+            Ok(remote) => {
                 let changes = self
                     .remote_changes
                     .lock()
@@ -843,10 +843,9 @@ impl Inner {
                 if *changes != seen {
                     return;
                 }
-                self.remote_queues
-                    .retain(|name, ()| queues.iter().any(|q| &q.name == name && q.remote));
-                for queue in queues.into_iter().filter(|q| q.remote) {
-                    self.remote_queues.insert(queue.name, ());
+                self.remote_queues.retain(|name, ()| remote.contains(name));
+                for name in remote {
+                    self.remote_queues.insert(name, ());
                 }
             }
             Err(error) => tracing::error!(%error, "cannot read queue settings"),

@@ -458,6 +458,11 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Every queue that has tasks or settings, by name.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
 
+    /// The names of the queues whose tasks remote workers lease (`remote`), by name: what
+    /// each node reloads every second. [`TaskStore::queues`] would also count every queue's
+    /// tasks, finished in the last minute among them (a walk over that many rows).
+    async fn remote_queues(&self) -> Result<Vec<QueueName>, StoreError>;
+
     async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError>;
 
     async fn update_queue(

@@ -219,6 +219,10 @@ impl TaskStore for Watched {
         self.store.queues().await
     }
 
+    async fn remote_queues(&self) -> Result<Vec<QueueName>, StoreError> {
+        self.store.remote_queues().await
+    }
+
     async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError> {
         self.store.queue(name).await
     }

@@ -295,6 +295,10 @@ impl TaskStore for PostgresStore {
         queues::queue_list(&mut *self.conn().await?).await
     }
 
+    async fn remote_queues(&self) -> Result<Vec<QueueName>, StoreError> {
+        queues::remote_queues(&mut *self.conn().await?).await
+    }
+
     async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError> {
         queues::queue_get(&mut *self.conn().await?, name).await
     }

@@ -76,6 +76,17 @@ pub async fn queue_get(conn: &mut PgConnection, name: QueueName) -> Result<Queue
     })
 }
 
+pub async fn remote_queues(conn: &mut PgConnection) -> Result<Vec<QueueName>, StoreError> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM queues WHERE remote ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(names
+        .into_iter()
+        .filter_map(|name| QueueName::parse(name).ok())
+        .collect())
+}
+
 pub async fn queue_list(conn: &mut PgConnection) -> Result<Vec<QueueInfo>, StoreError> {
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT queue FROM queue_counts GROUP BY queue, state HAVING sum(n) > 0 \

@@ -592,6 +592,10 @@ impl TaskStore for SqliteStore {
         self.read(queues::queue_list).await
     }
 
+    async fn remote_queues(&self) -> Result<Vec<QueueName>, StoreError> {
+        self.read(queues::remote_queues).await
+    }
+
     async fn queue(&self, name: QueueName) -> Result<QueueInfo, StoreError> {
         self.read(move |conn| queues::queue_get(conn, name)).await
     }

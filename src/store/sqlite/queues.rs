@@ -94,6 +94,17 @@ pub fn queue_get(conn: &Connection, name: QueueName) -> Result<QueueInfo, StoreE
     })
 }
 
+pub fn remote_queues(conn: &Connection) -> Result<Vec<QueueName>, StoreError> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM queues WHERE remote ORDER BY name")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(names
+        .into_iter()
+        .filter_map(|name| QueueName::parse(name).ok())
+        .collect())
+}
+
 pub fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>, StoreError> {
     let names: Vec<String> = conn
         .prepare_cached(

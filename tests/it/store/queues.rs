@@ -187,12 +187,14 @@ pub async fn queue_settings_and_counts(store: Arc<dyn TaskStore>) {
 }
 
 /// A remote queue's tasks are never claimed for local handlers; `claim_queue` leases them
-/// (only the kinds asked for), unless the queue is paused.
+/// (only the kinds asked for), unless the queue is paused. `remote_queues` lists the remote
+/// queues and no other.
 pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskStore>) {
     let remote = QueuePatch {
         remote: Some(true),
         ..QueuePatch::default()
     };
+    assert!(store.remote_queues().await.unwrap().is_empty());
     assert!(
         store
             .update_queue(queue("far"), remote)
@@ -200,6 +202,13 @@ pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskSto
             .unwrap()
             .remote
     );
+    // A queue with settings that is not remote is not listed.
+    let paused = QueuePatch {
+        paused: Some(true),
+        ..QueuePatch::default()
+    };
+    store.update_queue(queue("near"), paused).await.unwrap();
+    assert_eq!(store.remote_queues().await.unwrap(), [queue("far")]);
     insert(&store, task("far", "resize", json!(1))).await;
     insert(&store, task("far", "encode", json!(2))).await;
     assert!(store.claim(10, far()).await.unwrap().is_empty());
@@ -234,6 +243,15 @@ pub async fn remote_queues_lease_only_through_claim_queue(store: Arc<dyn TaskSto
         .await
         .unwrap();
     assert_eq!(only(rest).kind.as_str(), "encode");
+    let local = QueuePatch {
+        remote: Some(false),
+        ..QueuePatch::default()
+    };
+    store.update_queue(queue("far"), local).await.unwrap();
+    assert!(
+        store.remote_queues().await.unwrap().is_empty(),
+        "local again"
+    );
 }
 
 /// Each queue's counts, recounted from a listing of all its tasks.
