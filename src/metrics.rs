@@ -203,9 +203,10 @@ pub fn attempt_started(task: &Task) {
 /// An attempt ended; `task` as it is after. `expired`: its lease ran out (the maintainer or
 /// start-up recovery ended it, not its runner).
 pub fn attempt_ended(task: &Task, expired: bool) {
-    let outcome = attempt_outcome(task, expired);
+    let index = outcome_index(task, expired);
+    let outcome = OUTCOMES[index];
     let series = series(task);
-    let (ended, run_time) = series.ended(outcome);
+    let (ended, run_time) = series.ended(index);
     ended.increment(1);
     let ended_at = task.finished_at.unwrap_or_else(now_millis);
     // The attempt's one log line, beside its counters.
@@ -229,7 +230,7 @@ pub fn attempt_ended(task: &Task, expired: bool) {
     }
 }
 
-/// What [`attempt_outcome`] answers, in the order [`Series::ended`] keeps them.
+/// What [`attempt_outcome`] answers, by [`outcome_index`].
 const OUTCOMES: [&str; 6] = [
     "succeeded",
     "cancelled",
@@ -270,19 +271,18 @@ impl Series {
         }
     }
 
-    fn ended(&self, outcome: &'static str) -> (Counter, Histogram) {
-        let labels = || {
-            let (queue, kind) = (self.queue.clone(), self.kind.clone());
-            (
-                counter!(ATTEMPTS_ENDED, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => outcome),
-                histogram!(RUN_TIME, "queue" => queue, "kind" => kind, "outcome" => outcome),
-            )
-        };
-        match OUTCOMES.iter().position(|known| *known == outcome) {
-            Some(index) => self.ended[index].get_or_init(labels).clone(),
-            // Not one of the list: registered each time, as every series used to be.
-            None => labels(),
-        }
+    /// The series of attempts ended with `OUTCOMES[index]`.
+    fn ended(&self, index: usize) -> (Counter, Histogram) {
+        let outcome = OUTCOMES[index];
+        self.ended[index]
+            .get_or_init(|| {
+                let (queue, kind) = (self.queue.clone(), self.kind.clone());
+                (
+                    counter!(ATTEMPTS_ENDED, "queue" => queue.clone(), "kind" => kind.clone(), "outcome" => outcome),
+                    histogram!(RUN_TIME, "queue" => queue, "kind" => kind, "outcome" => outcome),
+                )
+            })
+            .clone()
     }
 
     fn total(&self, task: &Task) -> Histogram {
@@ -316,17 +316,23 @@ fn series(task: &Task) -> Arc<Series> {
 
 /// How the attempt that just ended went: the state it left, refined by its own error.
 pub fn attempt_outcome(task: &Task, expired: bool) -> &'static str {
+    OUTCOMES[outcome_index(task, expired)]
+}
+
+/// [`attempt_outcome`]'s answer, as its place in [`OUTCOMES`] (where [`Series`] keeps the
+/// handles of each).
+fn outcome_index(task: &Task, expired: bool) -> usize {
     let timed_out = task
         .errors
         .last()
         .is_some_and(|error| error.attempt == task.attempt && error.error_type == "timeout");
     match task.state {
-        TaskState::Succeeded => "succeeded",
-        TaskState::Cancelled => "cancelled",
-        _ if timed_out => "timeout",
-        _ if expired => "lease_expired",
-        TaskState::Failed => "failed",
-        _ => "retried",
+        TaskState::Succeeded => 0,
+        TaskState::Cancelled => 1,
+        _ if timed_out => 2,
+        _ if expired => 3,
+        TaskState::Failed => 4,
+        _ => 5,
     }
 }
 
