@@ -354,10 +354,14 @@ pub fn store_commit(purpose: &'static str) {
         handle();
         DashMap::new()
     });
-    commits
-        .entry(purpose)
-        .or_insert_with(|| counter!(STORE_COMMITS, "purpose" => purpose))
-        .increment(1);
+    // A read lock for the known purposes; `entry` would take the shard's write lock each time.
+    match commits.get(purpose) {
+        Some(counter) => counter.increment(1),
+        None => commits
+            .entry(purpose)
+            .or_insert_with(|| counter!(STORE_COMMITS, "purpose" => purpose))
+            .increment(1),
+    }
 }
 
 /// A schedule's slot was handled: `fired`, `replayed`, `skipped` or `failed`.

@@ -9,14 +9,12 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::counts::counted;
-use super::rows::{COLUMNS, query_task, query_tasks, to_json};
+use super::rows::{COLUMNS, power_of_two_chunks, query_task, query_tasks, to_json};
 use crate::store::sql::state_guard;
 use crate::store::{EndedAttempt, StoreError};
 use crate::task::{AttemptEnd, Move, Outcome, Task, TaskId, TaskState, end_attempt};
 
-/// The most successes one UPDATE takes. A batch goes in chunks of 32, 16, 8, 4, 2 and 1
-/// rows (at most one of each size below 32), so a statement is prepared once per size and
-/// any batch takes few statements.
+/// The most successes one UPDATE takes; a batch goes in [`power_of_two_chunks`].
 const SUCCESS_CHUNK: usize = 32;
 
 /// Ends running attempts, in the order given: each answer is the ended task, or `None` when
@@ -87,17 +85,12 @@ fn finish_successes(
         )
     };
     let mut ended = HashMap::with_capacity(successes.len());
-    let mut rest = successes;
-    while !rest.is_empty() {
-        // The largest power of two that fits, at most SUCCESS_CHUNK.
-        let rows = SUCCESS_CHUNK.min(1 << rest.len().ilog2());
-        let (chunk, after) = rest.split_at(rows);
+    for chunk in power_of_two_chunks(successes, SUCCESS_CHUNK) {
         let params = params_from_iter(chunk.iter().flat_map(values));
         let moved = counted(conn, TaskState::Running, || {
-            query_tasks(conn, &sql(rows), params)
+            query_tasks(conn, &sql(chunk.len()), params)
         })?;
         ended.extend(moved.into_iter().map(|task| (task.id, task)));
-        rest = after;
     }
     Ok(ended)
 }

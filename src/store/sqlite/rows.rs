@@ -205,6 +205,21 @@ const INSERT_COLUMNS: &str = "INSERT INTO tasks (id, queue, kind, input, state, 
      request_hash, created_at, callback_url, callback_secret, traceparent, tracestate, parents, \
      after_policy, input_from, error, finished_at) VALUES ";
 
+/// `items` in consecutive chunks of the largest power of two that fits, at most `most` (a
+/// power of two): at most one chunk of each size below `most`, so a statement per size is
+/// prepared once and any batch takes few statements.
+pub fn power_of_two_chunks<T>(items: &[T], most: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, after) = rest.split_at(most.min(1 << rest.len().ilog2()));
+        rest = after;
+        Some(chunk)
+    })
+}
+
 /// The most rows one multi-row INSERT takes (24 values each, far below SQLite's limit).
 const INSERT_CHUNK: usize = 32;
 /// The most input text one multi-row INSERT carries; a chunk with more goes row by row.
@@ -256,9 +271,8 @@ pub fn insert_row(task: &Task, request_hash: Option<String>) -> InsertRow {
     }
 }
 
-/// Writes new tasks, in order, in chunks of 32, 16, 8, 4, 2 and 1 rows (at most one of each
-/// size below 32), one multi-row statement each: a statement is prepared once per size, and a
-/// group commit's rows take few statements. Each statement that writes through the triggers
+/// Writes new tasks, in order, in [`power_of_two_chunks`] of at most 32 rows, one multi-row
+/// statement each. Each statement that writes through the triggers
 /// journals the pages it changes first (its statement journal), so a row alone in its
 /// statement copied a dozen pages; twelve submits in one commit went row by row.
 ///
@@ -271,12 +285,7 @@ pub fn task_insert_rows(conn: &Connection, rows: &[InsertRow]) -> Result<(), Sto
         let row = format!("({})", vec!["?"; INSERT_VALUES].join(", "));
         format!("{INSERT_COLUMNS}{}", vec![row; n].join(", "))
     };
-    let mut rest = rows;
-    while !rest.is_empty() {
-        // The largest power of two that fits, at most INSERT_CHUNK.
-        let size = INSERT_CHUNK.min(1 << rest.len().ilog2());
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
+    for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
         let mut inputs = Vec::with_capacity(chunk.len());
         let mut bytes = 0;
         for row in chunk {
@@ -506,4 +515,20 @@ pub fn task_purge_finished(
         )?
         .execute(params![before, limit as i64])?;
     Ok(deleted as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::power_of_two_chunks;
+
+    /// 45 items: 32, 8, 4, 1; none: no chunk.
+    #[test]
+    fn chunks_are_the_largest_powers_of_two_that_fit() {
+        let items: Vec<u32> = (0..45).collect();
+        let sizes: Vec<usize> = power_of_two_chunks(&items, 32).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [32, 8, 4, 1]);
+        let flat: Vec<u32> = power_of_two_chunks(&items, 32).flatten().copied().collect();
+        assert_eq!(flat, items, "in order, each once");
+        assert_eq!(power_of_two_chunks::<u32>(&[], 32).count(), 0);
+    }
 }
