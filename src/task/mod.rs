@@ -357,7 +357,62 @@ pub enum Outcome {
 
 /// An instant as RFC 3339 with milliseconds, UTC — the form every served time takes.
 pub fn rfc3339_string(ms: Millis) -> String {
-    to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    let mut text = [0; RFC3339_LEN];
+    match write_rfc3339(ms, &mut text) {
+        Some(text) => text.to_owned(),
+        None => to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
+}
+
+/// `2026-12-01T09:57:37.912Z`: the length of every instant of years 0 to 9999.
+const RFC3339_LEN: usize = 24;
+
+/// Writes `ms` as [`rfc3339_string`] does, into `out` rather than a new string (a served task
+/// has three instants; chrono's formatter allocates and goes through `fmt` for each). `None`
+/// outside years 0 to 9999, whose text is longer: chrono writes those.
+fn write_rfc3339(ms: Millis, out: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+    const MS_PER_DAY: i64 = 86_400_000;
+    let (days, in_day) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
+    // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `civil_from_days`):
+    // eras of 400 years, each year starting on 1 March so that the leap day comes last.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let fields = [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, in_day / 3_600_000),
+        (14, 2, in_day / 60_000 % 60),
+        (17, 2, in_day / 1000 % 60),
+        (20, 3, in_day % 1000),
+    ];
+    for (at, width, mut value) in fields {
+        for place in out[at..at + width].iter_mut().rev() {
+            *place = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[at] = separator;
+    }
+    out[19] = b'.';
+    out[23] = b'Z';
+    std::str::from_utf8(out).ok()
 }
 
 fn to_datetime(ms: Millis) -> DateTime<Utc> {
@@ -370,7 +425,11 @@ mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::rfc3339_string(*ms))
+        let mut text = [0; super::RFC3339_LEN];
+        match super::write_rfc3339(*ms, &mut text) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&super::rfc3339_string(*ms)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
@@ -430,6 +489,41 @@ mod tests {
         assert_eq!(Progress::tidy_percent(150.0), 100.0);
         assert_eq!(Progress::tidy_percent(f64::NAN), 0.0);
         assert_eq!(Progress::tidy_percent(-0.001).to_string(), "0");
+    }
+
+    #[test]
+    fn instants_are_written_as_chrono_writes_them() {
+        use chrono::{SecondsFormat, TimeZone, Utc};
+        let chrono = |ms| {
+            Utc.timestamp_millis_opt(ms)
+                .single()
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        // Around the epoch, leap days and centuries, the ends of years 0 and 9999, now.
+        let mut instants = vec![
+            0,
+            -1,
+            1,
+            951_782_400_000,
+            951_868_799_999,
+            4_107_542_400_000,
+            -62_167_219_200_000,
+            253_402_300_799_999,
+            1_796_118_457_912,
+        ];
+        let mut ms: i64 = -62_167_219_200_000;
+        while ms < 253_402_300_799_999 {
+            instants.push(ms);
+            ms += 7_919_999_999_999 / 9_973 + 86_399_999;
+        }
+        for ms in instants {
+            assert_eq!(super::rfc3339_string(ms), chrono(ms), "{ms}");
+        }
+        // Beyond year 9999 or before year 0, chrono's longer text.
+        for ms in [253_402_300_800_000, -62_167_219_200_001] {
+            assert_eq!(super::rfc3339_string(ms), chrono(ms), "{ms}");
+        }
     }
 
     #[test]
