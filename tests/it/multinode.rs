@@ -31,7 +31,7 @@ async fn get(client: &Client, url: String) -> Value {
     response.json().await.unwrap()
 }
 
-async fn set_paused(client: &Client, base: &str, queue: &str, paused: bool) {
+pub(crate) async fn set_paused(client: &Client, base: &str, queue: &str, paused: bool) {
     let response = client
         .patch(format!("{base}/v1/queues/{queue}"))
         .json(&json!({ "paused": paused }))
@@ -42,7 +42,7 @@ async fn set_paused(client: &Client, base: &str, queue: &str, paused: bool) {
 }
 
 /// Polls until every task of `queue` is finished; returns its counts.
-async fn drained(client: &Client, base: &str, queue: &str, total: u64) -> Value {
+pub(crate) async fn drained(client: &Client, base: &str, queue: &str, total: u64) -> Value {
     wait_for("the queue to drain", || async {
         let info = get(client, format!("{base}/v1/queues/{queue}")).await;
         let counts = info["counts"].clone();
