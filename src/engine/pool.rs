@@ -42,7 +42,7 @@ use crate::task::{Outcome, Task, TaskError, TaskId, now_millis, timeout_error};
 const CLAIM_BATCH: usize = 2048;
 /// The most tasks one claim takes, per core, while the tasks claimed are awaited (see
 /// [`dispatch`]).
-const AWAITED_CLAIM_PER_CORE: usize = 4;
+const AWAITED_CLAIM_PER_CORE: usize = 2;
 /// How often an idle dispatcher looks at the store even when nothing woke it: a safety net
 /// for wake-ups that cannot reach it (a write made by another process).
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -147,9 +147,11 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
 /// ([`AWAITED_CLAIM_PER_CORE`] per core). An awaited task's worker comes back only once its
 /// end is committed and its waiters woken (see [`work`]), so a pool of awaited tasks claims,
 /// runs and ends in waves, and each task's answer waits for its whole wave's: answers to write,
-/// ends to record. Small claims make small waves, one behind the other: a burst of thousands
-/// of long-polls answered at once had a p99 of ~14 ms from finish to answer at `--workers 64`
-/// with claims as large as the pool, ~6 ms with claims of 8 (docs/benchmarks.md).
+/// ends to record. Small claims make small waves, one behind the other, each paced by its
+/// claim's commit. A burst of 11,000 waiters at `--workers 64` (bench/run's wake-up), side by
+/// side: p99 from finish to answer 16–20 ms with claims as large as the pool, ~6 ms with claims
+/// of 4; all answered in ~4.1 s instead of ~2.5 s (docs/benchmarks.md). Tasks nobody awaits
+/// are still claimed as many at once as workers are free.
 async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
     let stop = inner.stop_claiming.clone();
     let awaited_claim = AWAITED_CLAIM_PER_CORE

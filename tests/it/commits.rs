@@ -75,13 +75,13 @@ async fn park(client: &Client, base: &str, queue: &str, count: usize) -> Vec<Str
 /// Tasks per run of [`awaited_tasks_are_claimed_a_few_at_a_time`]: six of the small claims.
 const TASKS_PER_RUN: usize = 48;
 
-/// Tasks that someone awaits are claimed a few at a time (four per core), so that each one's
+/// Tasks that someone awaits are claimed a few at a time (two per core), so that each one's
 /// answer waits for a small wave's answers and ends, not the whole pool's; the same tasks
 /// with nobody waiting go in one claim as large as the free workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awaited_tasks_are_claimed_a_few_at_a_time() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_claim = 4 * cores;
+    let per_claim = 2 * cores;
     // On a machine with more than two cores a claim of awaited tasks may take them all.
     let small_claims = TASKS_PER_RUN.div_ceil(per_claim).min(TASKS_PER_RUN);
     let database = TestDatabase::fresh(Backend::from_env()).await;
