@@ -150,7 +150,7 @@ pub(super) fn start(inner: &Arc<Inner>, workers: usize) -> JoinSet<()> {
 /// ends to record. Small claims make small waves, one behind the other, each paced by its
 /// claim's commit. A burst of 11,000 waiters at `--workers 64` (bench/run's wake-up), side by
 /// side: p99 from finish to answer 16–20 ms with claims as large as the pool, ~6 ms with claims
-/// of 4; all answered in ~4.1 s instead of ~2.5 s (docs/benchmarks.md). Tasks nobody awaits
+/// of 4; all answered in 4.3–4.9 s instead of 2.2–2.5 s (docs/benchmarks.md). Tasks nobody awaits
 /// are still claimed as many at once as workers are free.
 async fn dispatch(inner: Arc<Inner>, permits: Arc<Semaphore>, jobs: mpsc::Sender<Job>) {
     let stop = inner.stop_claiming.clone();
