@@ -357,10 +357,16 @@ pub enum Outcome {
 
 /// An instant as RFC 3339 with milliseconds, UTC — the form every served time takes.
 pub fn rfc3339_string(ms: Millis) -> String {
+    with_rfc3339(ms, str::to_owned)
+}
+
+/// Hands `ms` as [`rfc3339_string`]'s text to `f`, from a buffer on the stack for years 0 to
+/// 9999 (every instant taskd stores), from chrono's formatter beyond.
+fn with_rfc3339<R>(ms: Millis, f: impl FnOnce(&str) -> R) -> R {
     let mut text = [0; RFC3339_LEN];
     match write_rfc3339(ms, &mut text) {
-        Some(text) => text.to_owned(),
-        None => to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        Some(text) => f(text),
+        None => f(&to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     }
 }
 
@@ -425,11 +431,7 @@ mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        let mut text = [0; super::RFC3339_LEN];
-        match super::write_rfc3339(*ms, &mut text) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&super::rfc3339_string(*ms)),
-        }
+        super::with_rfc3339(*ms, |text| s.serialize_str(text))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
