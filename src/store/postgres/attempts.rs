@@ -436,22 +436,30 @@ pub async fn task_delete(conn: &mut PgConnection, id: TaskId) -> Result<Changed,
     })
 }
 
+/// Deletes up to `$2` finished tasks that ended before `$1` and that no waiting task needs.
+///
+/// Every node runs it every second (the maintainer's housekeeping), mostly to find nothing.
+/// `ORDER BY finished_at` makes the planner walk the `tasks_finished` index from its oldest
+/// entry, which stops at once when nothing is old enough. Without it, the planner read the
+/// whole table whenever its statistics said many rows were old, or said nothing (it then
+/// guesses a third): in a drain of 100,000 tasks on a fresh database, four purges read all
+/// 100,000 rows each to delete none. Public for the test that holds its plan.
+pub const PURGE_FINISHED: &str = "DELETE FROM tasks WHERE id = ANY(ARRAY( \
+         SELECT id FROM tasks WHERE finished_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM task_parents WHERE parent_id = tasks.id) \
+         ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
 pub async fn task_purge_finished(
     conn: &mut PgConnection,
     before: Millis,
     limit: usize,
 ) -> Result<u64, StoreError> {
     // Every node purges; SKIP LOCKED keeps them from queueing behind each other's deletes.
-    let deleted = sqlx::query(
-        "DELETE FROM tasks WHERE id = ANY(ARRAY( \
-             SELECT id FROM tasks WHERE finished_at < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM task_parents WHERE parent_id = tasks.id) \
-             LIMIT $2 FOR UPDATE SKIP LOCKED))",
-    )
-    .bind(before)
-    .bind(limit as i64)
-    .execute(conn)
-    .await?;
+    let deleted = sqlx::query(PURGE_FINISHED)
+        .bind(before)
+        .bind(limit as i64)
+        .execute(conn)
+        .await?;
     Ok(deleted.rows_affected())
 }
 

@@ -27,6 +27,7 @@ mod rows;
 mod schedules;
 mod signals;
 
+pub use attempts::PURGE_FINISHED;
 #[cfg(test)]
 pub(crate) use rows::COLUMNS;
 

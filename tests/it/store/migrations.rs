@@ -320,3 +320,55 @@ async fn postgres_triggers_join_their_transition_tables_by_hash() {
         }
     }
 }
+
+/// The purge of finished tasks, which every node runs every second and which mostly finds
+/// nothing to delete, walks the `tasks_finished` index even when the table's statistics are
+/// wrong: here they say every task is old, while none is. A plan that reads the whole table
+/// to find that out fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_reads_the_index_of_finished_tasks() {
+    use sqlx::Connection;
+
+    let database = crate::backend::TestDatabase::fresh(crate::backend::Backend::Postgres).await;
+    let store = super::open(&database.url).await;
+    let finished = super::succeeded(&store, "purged").await;
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    // 20,000 copies of the finished task; statistics taken while they all ended at 1 ms past
+    // the epoch; then they end now, and nobody tells the statistics.
+    for sql in [
+        "ALTER TABLE tasks SET (autovacuum_enabled = false)",
+        "CREATE TEMP TABLE copies AS SELECT tasks.* FROM tasks, generate_series(1, 20000)",
+        "UPDATE copies SET id = gen_random_uuid()",
+        "INSERT INTO tasks SELECT * FROM copies",
+        "UPDATE tasks SET finished_at = 1",
+        "ANALYZE tasks",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let now = finished.finished_at.expect("a finished task has an end");
+    sqlx::query("UPDATE tasks SET finished_at = $1")
+        .bind(now)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as(&format!(
+        "EXPLAIN {}",
+        taskd::store::postgres::PURGE_FINISHED
+    ))
+    .bind(now - 1)
+    .bind(1000_i64)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<&str> = plan.iter().map(|(line,)| line.as_str()).collect();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("Index Scan using tasks_finished")),
+        "{plan:#?}"
+    );
+    assert!(
+        !plan.iter().any(|line| line.contains("Seq Scan on tasks")),
+        "the purge reads the whole table: {plan:#?}"
+    );
+    assert_eq!(store.purge_finished(now - 1, 1000).await.unwrap(), 0);
+}
