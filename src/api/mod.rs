@@ -14,7 +14,6 @@ mod events;
 mod extract;
 mod front;
 pub(crate) mod gate;
-mod heap;
 mod hosts;
 mod nul;
 mod params;

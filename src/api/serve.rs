@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use super::body::DeadlineBody;
 use super::conn::{Activity, ConnTimeouts, GuardedBody, InFlight, TimedIo};
 use super::front::FrontDoor;
-use super::heap;
 
 /// The limits of the serving layer; each has a flag in `config`.
 #[derive(Debug, Clone, Copy)]
@@ -77,8 +76,6 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    heap::return_large_buffers_to_the_os();
-    let trimmer = tokio::spawn(heap::trim_free_heap());
     // One permit per open connection, moved into its task and dropped when it closes.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -134,7 +131,6 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
-    trimmer.abort();
     Ok(())
 }
 
