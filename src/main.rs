@@ -8,8 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc serves every allocation of the process: Rust's, and SQLite's and the other C
 /// code's through `malloc` (Cargo.toml). Its arenas and thread caches let the writer thread
-/// free what the request threads allocated, and the reverse, without waiting on a lock; a
-/// drain on SQLite ran ~30 % faster than with glibc's malloc (docs/benchmarks.md).
+/// free what the request threads allocated, and the reverse, without waiting on a lock, as
+/// glibc's arenas made them: a drain on SQLite ran 17–35 % faster at 256 and 2,048 workers
+/// (6–18 % at 64) than with glibc's malloc (docs/benchmarks.md, "jemalloc").
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
