@@ -47,6 +47,11 @@ impl Conn {
         })
     }
 
+    /// The server closed the connection (or its I/O failed): it can send nothing more.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends a request and returns the response head, its body still to be read.
     pub async fn send(
         &mut self,

@@ -22,6 +22,8 @@ use crate::stats::Latencies;
 /// Tokio's timer ticks in milliseconds, so a send may leave up to 1 ms after its slot as a
 /// matter of course; beyond 2 ms it is late.
 const LATE: Duration = Duration::from_millis(2);
+/// How many failed sends are described on stderr (the count is in the result either way).
+const FAILURES_SHOWN: usize = 5;
 
 pub struct Args {
     pub addr: SocketAddr,
@@ -46,8 +48,11 @@ struct Sample {
 
 type Idle = Arc<Mutex<Vec<Conn>>>;
 
+/// The idle connection used last, passing over those the server has closed: one opened at
+/// the start and first needed after the server's header timeout (10 s by default) is gone.
 fn take(idle: &Idle) -> Option<Conn> {
-    idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    std::iter::from_fn(|| idle.pop()).find(|conn| !conn.is_closed())
 }
 
 /// Prints `RESULT sent=… ok=… failed=… late=… max_late_us=… connections=… p50_us=…`.
@@ -60,6 +65,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     }
     let idle: Idle = Arc::new(Mutex::new(conns));
     let opened = Arc::new(AtomicUsize::new(args.connections));
+    let shown = Arc::new(AtomicUsize::new(0));
     let (samples, mut received) = mpsc::unbounded_channel::<Sample>();
 
     let period = Duration::from_secs_f64(1.0 / args.rate);
@@ -71,6 +77,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         tokio::time::sleep_until(due).await;
         let late = due.elapsed();
         let (idle, opened, samples) = (Arc::clone(&idle), Arc::clone(&opened), samples.clone());
+        let shown = Arc::clone(&shown);
         let (body, prefer) = (body.clone(), prefer.clone());
         let addr = args.addr;
         let expect_succeeded = args.expect_succeeded;
@@ -94,9 +101,18 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 let answer = response.into_body().collect().await?.to_bytes();
                 let finished = !expect_succeeded || contains(&answer, br#""state":"succeeded""#);
                 idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-                Ok::<_, Error>(status.is_success() && finished)
+                if status.is_success() && finished {
+                    return Ok::<_, Error>(true);
+                }
+                let answer = String::from_utf8_lossy(&answer);
+                Err(format!("{status}: {}", answer.chars().take(300).collect::<String>()).into())
             }
             .await;
+            if let Err(error) = &outcome
+                && shown.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN
+            {
+                eprintln!("send {i} failed: {error}");
+            }
             let _ = samples.send(Sample {
                 recorded: i >= warm,
                 late,
