@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 let finished = !expect_succeeded || contains(&answer, br#""state":"succeeded""#);
                 idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
                 if status.is_success() && finished {
-                    return Ok::<_, Error>(true);
+                    return Ok::<_, Error>(());
                 }
                 let answer = String::from_utf8_lossy(&answer);
                 Err(format!("{status}: {}", answer.chars().take(300).collect::<String>()).into())
@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 recorded: i >= warm,
                 late,
                 latency_us: sent.elapsed().as_micros() as i64,
-                ok: outcome.unwrap_or(false),
+                ok: outcome.is_ok(),
             });
         });
     }
